@@ -1,0 +1,16 @@
+"""Destination types: one module each, registered here by name (the rule key ``type``).
+
+Each module holds pure ``parse_settings`` / ``build_request`` / ``classify`` functions (or a
+``write`` for local sinks) and one ``DESTINATION`` definition; ``relay.dispatch`` does the I/O.
+"""
+
+from __future__ import annotations
+
+from relay.destinations import file, log, webhook
+from relay.types import DestinationDef
+
+DESTINATIONS: dict[str, DestinationDef] = {
+    "file": file.DESTINATION,
+    "log": log.DESTINATION,
+    "webhook": webhook.DESTINATION,
+}

@@ -1,0 +1,139 @@
+"""Helpers shared by destination modules: the default HTTP verdict, ``Retry-After``, HMAC
+signatures, and settings parsing for URLs.
+
+The signature scheme is the one the relay verifies on incoming webhooks (``collect``), so a
+relay can feed another relay::
+
+    X-Relay-Signature: t=1764331200,v1=<hex HMAC-SHA256(secret, "1764331200." + body)>
+
+Several ``v1=`` values may be sent (the sender signing with old and new secrets while rotating);
+the verifier accepts the header when any of them matches any of its secrets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import time
+from collections.abc import Sequence
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
+
+import httpx
+
+from relay.rules.fields import BAD_VALUE, At
+from relay.types import OK, Verdict
+
+SIGNATURE_HEADER = "X-Relay-Signature"
+DETAIL_BODY_CHARS = 500  # how much of a vendor's answer a verdict keeps
+RETRY_STATUSES = frozenset({408, 429})  # plus every 5xx
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP date.
+
+    ``parse_retry_after("120", now)`` -> 120.0;
+    ``parse_retry_after("Sat, 28 Nov 2026 12:01:00 GMT", now=<12:00:00 that day>)`` -> 60.0.
+    A date in the past gives 0.0; anything unparseable gives None.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are always GMT
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def _reference_time(response: httpx.Response) -> float:
+    """The vendor's own clock (its ``Date`` header) when it sent one, else ours: an HTTP-date
+    ``Retry-After`` is then measured on the clock that wrote it."""
+    date = response.headers.get("date")
+    if date:
+        try:
+            return parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError, IndexError):
+            pass
+    return time.time()
+
+
+def http_detail(response: httpx.Response) -> str:
+    """``"HTTP 400: <first 500 characters of the body>"``."""
+    return f"HTTP {response.status_code}: {response.text[:DETAIL_BODY_CHARS]}"
+
+
+def http_classify(response: httpx.Response) -> Verdict:
+    """The default verdict: 2xx ok; 408, 429, 5xx retry (honouring ``Retry-After``); anything
+    else (other 4xx, an unfollowed 3xx) is permanent."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return OK
+    detail = http_detail(response)
+    if status in RETRY_STATUSES or status >= 500:
+        header = response.headers.get("retry-after")
+        retry_after = parse_retry_after(header, _reference_time(response)) if header else None
+        return Verdict("retry", detail, status, retry_after)
+    return Verdict("permanent", detail, status)
+
+
+def sign(secret: str, body: bytes, t: int) -> str:
+    """The ``X-Relay-Signature`` value for ``body`` sent at unix time ``t``."""
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256)
+    return f"t={t},v1={mac.hexdigest()}"
+
+
+def verify(
+    secrets: Sequence[str] | str, header: str | None, body: bytes, now: float, tolerance: float
+) -> bool:
+    """True when ``header`` signs ``body`` with one of ``secrets`` and its ``t`` is within
+    ``tolerance`` seconds of ``now`` (either side). Comparisons are constant-time."""
+    if not header:
+        return False
+    if isinstance(secrets, str):
+        secrets = (secrets,)
+    t: int | None = None
+    candidates: list[str] = []
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t":
+            try:
+                t = int(value)
+            except ValueError:
+                return False
+        elif key == "v1" and value:
+            candidates.append(value)
+    if t is None or not candidates or abs(now - t) > tolerance:
+        return False
+    ok = False
+    for secret in secrets:
+        expected = sign(secret, body, t).rpartition("v1=")[2]
+        for candidate in candidates:
+            # No early exit: every pair is compared, so timing does not tell which matched.
+            ok |= hmac.compare_digest(expected, candidate)
+    return ok
+
+
+def parse_http_url(at: At) -> str | None:
+    """An absolute ``http``/``https`` URL with a host, or None after reporting why not."""
+    text = at.string()
+    if text is None:
+        return None
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        # The value is not echoed: URLs often come from ${VAR}s that carry tokens.
+        at.error(BAD_VALUE, "expected an http or https URL with a host",
+                 "like https://hooks.example/relay")
+        return None
+    return text

@@ -1,0 +1,393 @@
+"""Per-destination delivery workers: batching, backoff, circuit breaker, dead letters.
+
+Every destination gets its own ``concurrency`` worker tasks, wake-up event and breaker, and
+nothing they share blocks (the spool answers every claim at once; each vendor request has its
+own deadline), so one failing destination never slows the others (SPEC section 5).
+
+A worker claims a batch from the spool (a lease a little longer than the request timeout),
+sends it, and then acks it, schedules a retry or dead-letters it:
+
+- ok: acked, counted ``delivered``, one ``delivered`` hop per event;
+- retry (network error, timeout, 408, 429, 5xx, ``Retryable``): attempt ``n`` waits
+  ``max(Retry-After, rng() * min(max_backoff, base_backoff * 2**(n-1)))`` (full jitter); when
+  ``n`` reaches ``retry.attempts`` or the copy is older than ``retry.max_age`` it is
+  dead-lettered instead;
+- permanent (other 4xx, ``Permanent``, a request that cannot be built): dead-lettered at once
+  with the vendor's status and answer.
+
+The breaker counts consecutive failed attempts (retry verdicts only: a 4xx is the vendor
+answering). After ``breaker_failures`` of them it opens for ``breaker_cooldown`` seconds: the
+destination's workers sleep. Then it is half-open: one worker sends one batch; success closes
+it, failure opens it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+import orjson
+
+from relay.destinations import DESTINATIONS
+from relay.errors import Permanent, Retryable
+from relay.observe.log import hop
+from relay.observe.metrics import Metrics
+from relay.rules.model import Destination, Retry
+from relay.spool.base import Claimed, Spool
+from relay.types import OK, DestinationDef, Event, Verdict
+
+LOG = logging.getLogger("relay.dispatch")
+
+POLL_INTERVAL = 1.0  # idle workers look at the spool at least this often (other processes)
+LEASE_MARGIN = 10.0  # a claim's lease is the request timeout plus this
+ERROR_PAUSE = 1.0  # after an unexpected error (the spool unavailable, say) before trying again
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[Any]]
+Rng = Callable[[], float]
+
+
+def backoff(policy: Retry, attempt: int, draw: float) -> float:
+    """Full-jitter delay after failed attempt ``attempt`` (1-based) for a draw in [0, 1).
+
+    ``backoff(Retry(base_backoff=1, max_backoff=600), 4, 0.5)`` -> 0.5 * min(600, 8) = 4.0.
+    """
+    cap = min(policy.max_backoff, policy.base_backoff * 2.0 ** min(attempt - 1, 64))
+    return draw * cap
+
+
+def batch_limit(definition: DestinationDef, settings: Any, destination: Destination) -> int:
+    """Events per request: the type's ``max_batch``, narrowed by the settings object's own
+    ``batch_limit`` when it has one (webhook without ``batch``: 1) and by ``batch_size``."""
+    limit = definition.max_batch
+    narrowed = getattr(settings, "batch_limit", None)
+    if isinstance(narrowed, int) and narrowed > 0:
+        limit = min(limit, narrowed)
+    if destination.batch_size:
+        limit = min(limit, destination.batch_size)
+    return max(1, limit)
+
+
+def _build(
+    build_request: Callable[[Sequence[Event], Any], httpx.Request],
+    events: Sequence[Event],
+    settings: Any,
+) -> httpx.Request:
+    """``build_request``, where any failure but ``Retryable`` means the events cannot be
+    mapped to the vendor's format: retrying would not help, so it is ``Permanent``."""
+    try:
+        return build_request(events, settings)
+    except (Retryable, Permanent):
+        raise
+    except Exception as exc:
+        raise Permanent(f"cannot build the request: {type(exc).__name__}: {exc}") from exc
+
+
+class Breaker:
+    """One destination's circuit breaker (state only; the dispatcher does the waiting)."""
+
+    def __init__(self, threshold: int, cooldown: float) -> None:
+        self.threshold = threshold  # 0 or less: never opens
+        self.cooldown = cooldown
+        self.failures = 0  # consecutive failed attempts
+        self.open_until: float | None = None  # None: closed
+        self.probe = 0  # id of the half-open probe in flight, 0 when none
+        self._probes = 0
+        self._settled = asyncio.Event()
+
+    def state(self, now: float) -> Literal["closed", "open", "half-open"]:
+        if self.open_until is None:
+            return "closed"
+        return "open" if now < self.open_until else "half-open"
+
+    def start_probe(self) -> int:
+        self._probes += 1
+        self.probe = self._probes
+        return self.probe
+
+    def end_probe(self, probe: int) -> None:
+        """The probe ``probe`` is over (idempotent; another probe is left alone)."""
+        if probe and self.probe == probe:
+            self.probe = 0
+            self._settled.set()
+            self._settled = asyncio.Event()
+
+    async def probe_settled(self) -> None:
+        await self._settled.wait()
+
+    def success(self) -> bool:
+        """Record an answered attempt; True when this closed the breaker."""
+        was_open = self.open_until is not None
+        self.failures = 0
+        self.open_until = None
+        self.end_probe(self.probe)
+        return was_open
+
+    def failure(self, now: float) -> bool:
+        """Record a failed attempt; True when this opened the breaker."""
+        self.failures += 1
+        # Once open, any failure (the half-open probe's) opens it for another cooldown.
+        if self.open_until is None and (self.threshold <= 0 or self.failures < self.threshold):
+            return False
+        self.open_until = now + self.cooldown
+        self.end_probe(self.probe)
+        return True
+
+
+@dataclass(slots=True)
+class _Lane:
+    """One destination's workers and their shared state."""
+
+    name: str
+    destination: Destination
+    definition: DestinationDef
+    limit: int
+    lease: float
+    breaker: Breaker
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class Dispatcher:
+    """Delivers spooled copies. ``start()`` in the app's lifespan, ``notify(name)`` after a
+    put, ``await stop()`` at shutdown. ``clock``, ``sleep`` and ``rng`` are for tests."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        destinations: Mapping[str, Destination],
+        client: httpx.AsyncClient,
+        metrics: Metrics,
+        *,
+        clock: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+        rng: Rng = random.random,
+        registry: Mapping[str, DestinationDef] = DESTINATIONS,
+    ) -> None:
+        self.spool = spool
+        self.client = client
+        self.metrics = metrics
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng
+        self._lanes: dict[str, _Lane] = {}
+        for name, dest in destinations.items():
+            definition = registry.get(dest.type)
+            if definition is None:
+                raise ValueError(f"destination {name}: unknown type '{dest.type}'")
+            if definition.write is None and (
+                definition.build_request is None or definition.classify is None
+            ):
+                raise ValueError(f"destination {name}: type '{dest.type}' cannot deliver")
+            self._lanes[name] = _Lane(
+                name=name,
+                destination=dest,
+                definition=definition,
+                limit=batch_limit(definition, dest.settings, dest),
+                lease=dest.timeout + LEASE_MARGIN,
+                breaker=Breaker(dest.breaker_failures, dest.breaker_cooldown),
+            )
+
+    # -- life cycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start ``concurrency`` workers per destination (needs a running event loop)."""
+        for lane in self._lanes.values():
+            if lane.tasks:
+                continue
+            self.metrics.breaker_open.labels(lane.name).set(0)
+            for i in range(max(1, lane.destination.concurrency)):
+                task = asyncio.create_task(self._work(lane), name=f"deliver {lane.name} #{i}")
+                lane.tasks.append(task)
+
+    async def stop(self) -> None:
+        """Cancel the workers. Batches in flight keep their lease: they are delivered again
+        after it expires, or at once after ``release_leases()`` on the next start."""
+        tasks = [task for lane in self._lanes.values() for task in lane.tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for lane in self._lanes.values():
+            lane.tasks.clear()
+
+    def notify(self, destination: str) -> None:
+        """New rows for ``destination`` are committed: wake its idle workers."""
+        lane = self._lanes.get(destination)
+        if lane is not None:
+            lane.wake.set()
+
+    async def replay(self, destination: str | None = None) -> int:
+        """Move dead letters (of one destination or all) back to the spool and deliver them."""
+        count = await self.spool.dlq_replay(destination)
+        hop("replayed", destination=destination, count=count)
+        for name in self._lanes if destination is None else (destination,):
+            self.notify(name)
+        return count
+
+    # -- the worker loop --------------------------------------------------------------
+
+    async def _work(self, lane: _Lane) -> None:
+        while True:
+            try:
+                probe = await self._admit(lane.breaker)
+                try:
+                    claimed = await self.spool.claim(lane.name, lane.limit, lane.lease)
+                    if claimed:
+                        await self._deliver(lane, claimed)
+                finally:
+                    lane.breaker.end_probe(probe)  # a probe with nothing to send
+                if not claimed:
+                    await self._idle(lane)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                LOG.exception("destination %s: delivery worker error; again in %ss",
+                              lane.name, ERROR_PAUSE)
+                await self._sleep(ERROR_PAUSE)
+
+    async def _admit(self, breaker: Breaker) -> int:
+        """Wait while the breaker is open; the id of the probe this worker is, or 0."""
+        while True:
+            now = self._clock()
+            state = breaker.state(now)
+            if state == "closed":
+                return 0
+            if state == "open":
+                assert breaker.open_until is not None
+                await self._sleep(breaker.open_until - now)
+            elif not breaker.probe:
+                return breaker.start_probe()
+            else:
+                await breaker.probe_settled()
+
+    async def _idle(self, lane: _Lane) -> None:
+        """Until ``notify``, the next row is due, or ``POLL_INTERVAL`` has passed."""
+        if lane.wake.is_set():
+            lane.wake.clear()
+            return
+        due = await self.spool.next_due(lane.name)
+        delay = POLL_INTERVAL if due is None else min(POLL_INTERVAL, due - self._clock())
+        if delay <= 0:
+            return
+        waiter = asyncio.ensure_future(lane.wake.wait())
+        sleeper = asyncio.ensure_future(self._sleep(delay))
+        try:
+            await asyncio.wait((waiter, sleeper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            sleeper.cancel()
+        lane.wake.clear()  # the claim that follows covers any notify up to here
+
+    # -- one batch --------------------------------------------------------------------
+
+    async def _deliver(self, lane: _Lane, claimed: Sequence[Claimed]) -> None:
+        rows: list[Claimed] = []
+        events: list[Event] = []
+        for row in claimed:
+            try:
+                event = orjson.loads(row.payload)
+            except ValueError:
+                event = None
+            if isinstance(event, dict):
+                rows.append(row)
+                events.append(event)
+            else:
+                await self._dead(lane, [row], Verdict("permanent", "undecodable payload"), None)
+        if not rows:
+            return
+        started = time.perf_counter()
+        verdict, status = await self._attempt(lane, events)
+        latency = time.perf_counter() - started
+        self.metrics.delivery_latency.labels(lane.name).observe(latency)
+        self._record(lane, verdict)
+        if verdict.kind == "ok":
+            await self.spool.ack([r.id for r in rows])
+            self.metrics.deliveries.labels(lane.name, "delivered").inc(len(rows))
+            for row in rows:
+                hop("delivered", event_id=row.event_id, destination=lane.name, status=status,
+                    attempt=row.attempts + 1, latency_ms=round(latency * 1000, 1))
+        elif verdict.kind == "retry":
+            await self._retry(lane, rows, verdict, status)
+        else:
+            await self._dead(lane, rows, verdict, status)
+
+    async def _attempt(self, lane: _Lane, events: list[Event]) -> tuple[Verdict, int | None]:
+        """One delivery attempt, never raising: its verdict and the HTTP status if any."""
+        definition, settings = lane.definition, lane.destination.settings
+        timeout = lane.destination.timeout
+        try:
+            async with asyncio.timeout(timeout):  # the whole exchange, not each read
+                if definition.write is not None:
+                    await definition.write(events, settings)
+                    return OK, None
+                assert definition.build_request is not None and definition.classify is not None
+                request = _build(definition.build_request, events, settings)
+                request.extensions["timeout"] = httpx.Timeout(timeout).as_dict()
+                response = await self.client.send(request)
+            return definition.classify(response), response.status_code
+        except Retryable as exc:
+            return Verdict("retry", exc.detail, exc.status, exc.retry_after), exc.status
+        except Permanent as exc:
+            return Verdict("permanent", exc.detail, exc.status), exc.status
+        except TimeoutError:
+            return Verdict("retry", f"timeout after {timeout:g}s"), None
+        except httpx.RequestError as exc:  # connection refused, reset, TLS, protocol errors
+            return Verdict("retry", f"{type(exc).__name__}: {exc}"), None
+        except Exception as exc:  # a bug, most likely: retried, dead-lettered when exhausted
+            LOG.exception("destination %s: delivery attempt failed", lane.name)
+            return Verdict("retry", f"{type(exc).__name__}: {exc}"), None
+
+    def _record(self, lane: _Lane, verdict: Verdict) -> None:
+        breaker = lane.breaker
+        if verdict.kind != "retry":
+            if breaker.success():
+                self.metrics.breaker_open.labels(lane.name).set(0)
+                LOG.info("destination %s: circuit closed", lane.name)
+        elif breaker.failure(self._clock()):
+            self.metrics.breaker_open.labels(lane.name).set(1)
+            LOG.warning("destination %s: circuit open for %gs after %d failed attempts",
+                        lane.name, breaker.cooldown, breaker.failures)
+
+    async def _retry(
+        self, lane: _Lane, rows: list[Claimed], verdict: Verdict, status: int | None
+    ) -> None:
+        policy = lane.destination.retry
+        now = self._clock()
+        exhausted: list[Claimed] = []
+        by_attempt: dict[int, list[Claimed]] = {}
+        for row in rows:
+            attempt = row.attempts + 1
+            if attempt >= policy.attempts or now - row.created_at > policy.max_age:
+                exhausted.append(row)
+            else:
+                by_attempt.setdefault(attempt, []).append(row)
+        for attempt, group in by_attempt.items():
+            delay = max(verdict.retry_after or 0.0, backoff(policy, attempt, self._rng()))
+            await self.spool.retry([r.id for r in group], now + delay, verdict.detail)
+            self.metrics.deliveries.labels(lane.name, "retried").inc(len(group))
+            for row in group:
+                hop("retried", event_id=row.event_id, destination=lane.name, status=status,
+                    attempt=attempt, retry_in=round(delay, 3))
+        if exhausted:
+            await self._dead(lane, exhausted, verdict, status)
+
+    async def _dead(
+        self, lane: _Lane, rows: list[Claimed], verdict: Verdict, status: int | None
+    ) -> None:
+        by_attempt: dict[int, list[Claimed]] = {}
+        for row in rows:
+            by_attempt.setdefault(row.attempts + 1, []).append(row)
+        status = verdict.status or status
+        reason = "exhausted" if verdict.kind == "retry" else "permanent"
+        for attempt, group in by_attempt.items():
+            await self.spool.dead(group, status, verdict.detail, attempt)
+            self.metrics.deliveries.labels(lane.name, "dead_lettered").inc(len(group))
+            for row in group:
+                hop("dead-lettered", event_id=row.event_id, destination=lane.name,
+                    status=status, attempt=attempt, reason=reason)

@@ -1,0 +1,337 @@
+"""The routing engine: from parsed envelopes to per-destination decisions and spool rows.
+
+It has no HTTP in it: the handlers in ``collect.py`` and ``relay test`` both call
+``Engine.process``. For each event::
+
+    normalize -> enrich (source, received_at, browser context) -> contract
+      -> authority (hold browser copies / merge them into the backend's)
+      -> per destination: events, when, consent, dedup, pipeline -> a spool Row
+
+Nothing is written here: the caller commits ``Batch.rows`` and, if that fails, calls
+``Batch.rollback`` so a retried request is not mistaken for a duplicate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+
+from relay import contracts, envelope, pipeline
+from relay.consent import decide
+from relay.identity import new_id
+from relay.match import matches
+from relay.observe.debug import mask_value
+from relay.observe.log import digest, hop
+from relay.observe.metrics import Metrics
+from relay.paths import MISSING
+from relay.paths import get as get_path
+from relay.paths import set_ as set_path
+from relay.rules.model import Contract, Destination, Outcome, Rules, Source
+from relay.spool.base import Quarantined, Row
+from relay.state import State
+from relay.types import Event, StepContext
+
+OTHER_EVENT = "*"
+EventStatus = Literal["accepted", "duplicate", "rejected", "held", "quarantined"]
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """What the request says about the user, filled in by the handler."""
+
+    source: Source
+    received_ms: int
+    ip: str | None = None
+    user_agent: str | None = None
+    country: str | None = None
+    gpc: bool = False
+    correlation_id: str | None = None  # verified (unsigned) id, never the cookie value
+    verify_correlation: Callable[[str], str | None] | None = None  # for webhook echoes
+
+
+@dataclass(slots=True)
+class Copy:
+    destination: str
+    outcome: Outcome
+    detail: str = ""
+    sent: Event | None = None  # what the destination will receive
+
+
+@dataclass(slots=True)
+class Result:
+    index: int
+    status: EventStatus
+    event_id: str | None = None
+    event: str | None = None
+    error: str | None = None
+    copies: list[Copy] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Batch:
+    results: list[Result] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
+    quarantined: list[Quarantined] = field(default_factory=list)
+    marked: list[str] = field(default_factory=list)  # dedup keys set by this batch
+
+    @property
+    def accepted(self) -> int:
+        return sum(1 for r in self.results if r.status not in ("rejected", "duplicate"))
+
+    @property
+    def duplicates(self) -> int:
+        return sum(1 for r in self.results if r.status == "duplicate")
+
+    def rejected(self) -> list[dict[str, Any]]:
+        return [
+            {"index": r.index, "error": r.error} for r in self.results if r.status == "rejected"
+        ]
+
+    def destinations(self) -> set[str]:
+        return {row.destination for row in self.rows}
+
+
+def iso_ms(ms: int) -> str:
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    )
+
+
+class Engine:
+    def __init__(self, rules: Rules, state: State, metrics: Metrics) -> None:
+        self.rules = rules
+        self.state = state
+        self.metrics = metrics
+        self._auth_ttl = max(
+            [c.confirm_window for c in rules.events.contracts.values()] + [rules.relay.dedup_window]
+        )
+
+    async def process(self, raws: Sequence[Any], meta: Meta) -> Batch:
+        batch = Batch()
+        for index, raw in enumerate(raws):
+            result = await self._one(index, raw, meta, batch)
+            batch.results.append(result)
+        return batch
+
+    async def rollback(self, batch: Batch) -> None:
+        await self.state.forget(batch.marked)
+
+    # -- one event --------------------------------------------------------------------
+
+    def _label(self, name: str) -> str:
+        """An event name fit for a metric label: contract names only, so clients cannot
+        grow the label set (or put text of their own into it)."""
+        return name if name in self.rules.events.contracts else OTHER_EVENT
+
+    def _reject(self, index: int, meta: Meta, error: str, reason: str, name: str | None) -> Result:
+        self.metrics.events_rejected.labels(meta.source.name, reason).inc()
+        # The log line names only known events, and masks what the client wrote into the error.
+        known = name if name is not None and name in self.rules.events.contracts else None
+        hop(
+            "rejected", source=meta.source.name, event=known, reason=reason, error=mask_value(error)
+        )
+        return Result(index, "rejected", event=name, error=error)
+
+    async def _one(self, index: int, raw: Any, meta: Meta, batch: Batch) -> Result:
+        rules = self.rules
+        source = meta.source
+        trusted = source.type != "browser"
+        ev = envelope.normalize(
+            raw,
+            trusted=trusted,
+            limits=rules.relay.limits,
+            consent_map=rules.relay.consent_map,
+            now_ms=meta.received_ms,
+        )
+        if isinstance(ev, envelope.EnvelopeError):
+            name = raw.get("event") if isinstance(raw, dict) else None
+            return self._reject(
+                index, meta, str(ev), "envelope", name if isinstance(name, str) else None
+            )
+        notes: list[str] = []
+        if "event_id" not in ev:
+            if trusted:
+                return self._reject(
+                    index, meta, "event_id: required for backend events", "envelope", ev["event"]
+                )
+            ev["event_id"] = new_id("evt_")
+        self._enrich(ev, meta, notes)
+
+        checked = contracts.check(ev, rules.events)
+        name, eid = ev["event"], ev["event_id"]
+        if checked.kind == "rejected":
+            return self._reject(index, meta, checked.error or "contract", "contract", name)
+        ev = checked.event
+        self.metrics.events_received.labels(source.name, self._label(name)).inc()
+        hop(
+            "received",
+            event_id=eid,
+            source=source.name,
+            event=name,
+            schema=ev.get("schema"),
+            consent=ev.get("consent"),
+            cid=digest(ev["correlation_id"]) if "correlation_id" in ev else None,
+        )
+        if checked.kind == "quarantine":
+            batch.quarantined.append(
+                Quarantined(source.name, name, checked.error or "", _quarantine_copy(ev))
+            )
+            self.metrics.events_quarantined.labels(source.name).inc()
+            hop("quarantined", event_id=eid, source=source.name, event=name)
+            return Result(index, "quarantined", eid, name, checked.error, notes=notes)
+
+        contract = checked.contract
+        if contract is not None and contract.authority is not None:
+            held = await self._authority(ev, contract, source, notes)
+            if held is not None:
+                return Result(index, held, eid, name, notes=notes)
+
+        result = Result(index, "accepted", eid, name, notes=notes)
+        await self._route(ev, result, batch)
+        routed = [c for c in result.copies if c.outcome in ("delivered", "duplicate")]
+        if routed and all(c.outcome == "duplicate" for c in routed):
+            result.status = "duplicate"
+        return result
+
+    def _enrich(self, ev: Event, meta: Meta, notes: list[str]) -> None:
+        ev["source"] = meta.source.name
+        ev["received_at"] = iso_ms(meta.received_ms)
+        ctx = ev.get("context")
+        if not isinstance(ctx, dict):
+            ctx = ev["context"] = {}
+        if meta.source.type == "browser":
+            for key, value in (
+                ("ip", meta.ip),
+                ("user_agent", meta.user_agent),
+                ("country", meta.country),
+            ):
+                if value:
+                    ctx[key] = value
+            ctx["gpc"] = meta.gpc
+            if meta.correlation_id:
+                ev["correlation_id"] = meta.correlation_id
+            return
+        # Trusted sources: the backend's context is the user's; only fill the country
+        # from the CDN header when the backend did not say.
+        if "country" not in ctx and meta.country:
+            ctx["country"] = meta.country
+        echoed = ev.get("correlation_id")
+        if echoed is not None:
+            verified = (
+                meta.verify_correlation(echoed)
+                if (meta.verify_correlation and isinstance(echoed, str))
+                else None
+            )
+            if verified is None:
+                del ev["correlation_id"]
+                notes.append("correlation_id: invalid or expired signature, ignored")
+            else:
+                ev["correlation_id"] = verified
+
+    async def _authority(
+        self, ev: Event, contract: Contract, source: Source, notes: list[str]
+    ) -> EventStatus | None:
+        eid, name = ev["event_id"], ev["event"]
+        cid = ev.get("correlation_id")
+        aliases = ["eid:" + eid] + ([f"cid:{cid}:{name}"] if cid else [])
+        if source.name == contract.authority:
+            held = await self.state.take(aliases)
+            if held is not None:
+                merged = 0
+                for path, value in held.get("fields", {}).items():
+                    if get_path(ev, path) is MISSING:
+                        set_path(ev, path, value)
+                        merged += 1
+                notes.append(f"confirmed a held browser copy; merged {merged} field(s)")
+                hop("released", event_id=eid, event=name, merged=merged)
+            await self.state.seen(["auth:" + eid], self._auth_ttl)
+            return None
+        if source.type != "browser":
+            return None  # another trusted source: routed as is
+        if await self.state.contains("auth:" + eid):
+            notes.append("the authoritative copy was already received")
+            self.metrics.events_duplicate.labels("*").inc()
+            hop("duplicate", event_id=eid, event=name, reason="authority already confirmed")
+            return "duplicate"
+        fields = {
+            p: v for p in contract.enrich_from_browser if (v := get_path(ev, p)) is not MISSING
+        }
+        await self.state.hold(aliases, {"event": name, "fields": fields}, contract.confirm_window)
+        self.metrics.events_held.labels(self._label(name)).inc()
+        hop("held", event_id=eid, event=name, authority=contract.authority)
+        notes.append(f"held until {contract.authority} confirms")
+        return "held"
+
+    async def _route(self, ev: Event, result: Result, batch: Batch) -> None:
+        rules = self.rules
+        eid, name = ev["event_id"], ev["event"]
+        states = {p: decide(purpose, ev) for p, purpose in rules.purposes.items()}
+        granted = frozenset(p for p, (state, _) in states.items() if state == "granted")
+        candidates: list[Destination] = []
+        for dest in rules.destinations.values():
+            if dest.events is not None and name not in dest.events:
+                continue
+            if dest.when and not matches(dest.when, ev):
+                result.copies.append(Copy(dest.name, "dropped", "when: no match"))
+                continue
+            if dest.purpose is not None:
+                state, reason = states.get(dest.purpose, ("denied", "unknown purpose"))
+                if state != "granted":
+                    result.copies.append(Copy(dest.name, "suppressed", f"{dest.purpose}: {reason}"))
+                    self.metrics.consent_suppressed.labels(dest.name, dest.purpose).inc()
+                    hop(
+                        "suppressed",
+                        event_id=eid,
+                        event=name,
+                        destination=dest.name,
+                        purpose=dest.purpose,
+                        reason=reason,
+                    )
+                    continue
+            candidates.append(dest)
+        if not candidates:
+            return
+        keys = [f"{d.name}:{eid}" for d in candidates]
+        already = await self.state.seen(keys, rules.relay.dedup_window)
+        blob = orjson.dumps(ev)
+        for dest, key, dup in zip(candidates, keys, already, strict=True):
+            if dup:
+                result.copies.append(Copy(dest.name, "duplicate", "seen within dedup_window"))
+                self.metrics.events_duplicate.labels(dest.name).inc()
+                hop("duplicate", event_id=eid, event=name, destination=dest.name)
+                continue
+            batch.marked.append(key)
+            sent: Event | None = orjson.loads(blob)
+            ctx = StepContext(dest.name, granted)
+            if dest.pipeline is not None and sent is not None:
+                sent = pipeline.run(rules.pipelines[dest.pipeline].steps, sent, ctx)
+            for transform, n in ctx.counts.items():
+                self.metrics.fields_redacted.labels(transform).inc(n)
+            if sent is None:
+                result.copies.append(Copy(dest.name, "dropped", "dropped by the pipeline"))
+                self.metrics.events_dropped.labels(dest.name).inc()
+                hop("dropped", event_id=eid, event=name, destination=dest.name)
+                continue
+            result.copies.append(Copy(dest.name, "delivered", "; ".join(ctx.notes), sent))
+            batch.rows.append(Row(dest.name, eid, orjson.dumps(sent)))
+
+
+def _quarantine_copy(ev: Event) -> bytes:
+    """Quarantined events are kept for review without the relay-added personal fields."""
+    copy = dict(ev)
+    ctx = dict(copy.get("context") or {})
+    for key in ("ip", "user_agent"):
+        ctx.pop(key, None)
+    copy["context"] = ctx
+    copy.pop("correlation_id", None)
+    return orjson.dumps(copy)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

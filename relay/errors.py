@@ -1,0 +1,39 @@
+"""The error tree.
+
+    RelayError
+    ├── RulesError (relay.rules.diagnostics): a rules directory does not validate
+    ├── SpoolUnavailable: the spool cannot commit; ingest answers 503 and accepts nothing
+    └── DeliveryError: one delivery attempt failed
+        ├── Retryable: network error, timeout, 408, 429, 5xx; retried with backoff
+        └── Permanent: any other 4xx, an unmappable event; dead-lettered with the answer
+
+Client mistakes at ingest are not exceptions: parse functions return error values that become
+400/401/404/413/415 answers, never a 500.
+"""
+
+from __future__ import annotations
+
+
+class RelayError(Exception):
+    pass
+
+
+class SpoolUnavailable(RelayError):
+    """The spool could not commit: nothing in the request was accepted."""
+
+
+class DeliveryError(RelayError):
+    def __init__(self, detail: str, status: int | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status
+
+
+class Retryable(DeliveryError):
+    def __init__(self, detail: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(detail, status)
+        self.retry_after = retry_after
+
+
+class Permanent(DeliveryError):
+    pass

@@ -1,0 +1,1 @@
+"""Observability: JSON hop logs, Prometheus metrics, the live debug view."""

@@ -1,0 +1,57 @@
+"""``click_ids``: keep ``context.click_ids`` only when a purpose is granted.
+
+    - click_ids: {keep_for: ads}    # gclid, fbclid ... reach the destination only with ads consent
+    - click_ids: drop
+
+When the ids are removed, the same parameters are also removed from the page URL, referrer
+and search, so they cannot reach the destination another way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from relay.envelope import CLICK_ID_SET
+from relay.pipeline.url import clean_page
+from relay.rules.fields import MISSING_KEY, UNKNOWN_CHOICE, At
+from relay.types import Event, StepContext
+
+DROP = "drop"
+_FORMS = "use drop or {keep_for: PURPOSE}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClickIdsOptions:
+    keep_for: str | None = None  # a purpose name; None drops them always
+
+
+def parse(at: At) -> ClickIdsOptions:
+    if isinstance(at.value, str):
+        if at.value != DROP:
+            at.error(UNKNOWN_CHOICE, f"unknown value '{at.value}'", _FORMS)
+        return ClickIdsOptions()
+    if at.value is None:
+        at.error(MISSING_KEY, "expected a value", _FORMS)
+        return ClickIdsOptions()
+    entries = at.mapping(allowed=("keep_for",), required=("keep_for",))
+    if entries is None or "keep_for" not in entries:
+        return ClickIdsOptions()
+    return ClickIdsOptions(entries["keep_for"].string())
+
+
+def _is_click_id(name: str) -> bool:
+    return name in CLICK_ID_SET
+
+
+def apply(event: Event, options: ClickIdsOptions, ctx: StepContext) -> Event:
+    if options.keep_for is not None and options.keep_for in ctx.granted:
+        return event
+    why = f"{options.keep_for} not granted" if options.keep_for else "drop"
+    context = event.get("context")
+    if isinstance(context, dict) and "click_ids" in context:
+        ids = context.pop("click_ids")
+        n = len(ids) if isinstance(ids, dict) and ids else 1
+        ctx.count("click_ids", n, f"removed context.click_ids ({why})")
+    for field, removed in clean_page(event, _is_click_id):
+        ctx.count("click_ids", len(removed), f"removed click ids from context.page.{field} ({why})")
+    return event

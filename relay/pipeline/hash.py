@@ -1,0 +1,86 @@
+"""``hash``: normalize identifiers, then replace them by their SHA-256 (lowercase hex).
+
+    - hash: [user.email, user.phone]
+    # "John_Smith@Gmail.com " -> sha256("john_smith@gmail.com")
+    # "+1 (555) 010-0000"     -> sha256("+15550100000")
+
+Normalization follows the ad platforms' matching rules: a field whose name contains
+``phone`` (or is ``tel`` / ``mobile``) keeps its digits and a leading ``+``; every other
+field (email, names, ids) is trimmed and lowercased. A value that already is 64 hex digits
+is taken as hashed and left alone. A value that cannot be hashed (an object, a list, a
+boolean, or empty after normalization) is removed rather than sent in the clear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from relay.paths import get
+from relay.pipeline.fields import parse_paths
+from relay.rules.fields import At
+from relay.types import Event, StepContext
+
+HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+PHONE_NAMES = frozenset({"tel", "mobile", "msisdn"})
+_NOT_DIGIT = re.compile(r"[^0-9]")
+
+
+@dataclass(frozen=True, slots=True)
+class HashOptions:
+    paths: tuple[str, ...]
+
+
+def parse(at: At) -> HashOptions:
+    return HashOptions(parse_paths(at))
+
+
+def is_phone_field(name: str) -> bool:
+    name = name.lower()
+    return "phone" in name or name in PHONE_NAMES
+
+
+def normalize(name: str, value: str) -> str:
+    """The canonical form of ``value`` for the field ``name`` (its last path segment)."""
+    text = value.strip()
+    if is_phone_field(name):
+        return ("+" if text.startswith("+") else "") + _NOT_DIGIT.sub("", text)
+    return text.lower()
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _as_text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return None
+
+
+def apply(event: Event, options: HashOptions, ctx: StepContext) -> Event:
+    for path in options.paths:
+        parent_path, _, name = path.rpartition(".")
+        parent = get(event, parent_path) if parent_path else event
+        if not isinstance(parent, dict):
+            continue
+        value = parent.get(name)
+        if value is None:
+            continue
+        text = _as_text(value)
+        if text is not None and HEX64.fullmatch(text):
+            continue  # already hashed
+        normalized = normalize(name, text) if text is not None else ""
+        if not normalized:
+            del parent[name]
+            ctx.count("hash", 1, f"removed {path} (nothing to hash)")
+            continue
+        parent[name] = sha256_hex(normalized)
+        ctx.count("hash", 1, f"hashed {path}")
+    return event

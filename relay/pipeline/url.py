@@ -1,0 +1,144 @@
+"""``url``: remove query parameters from ``context.page.url``, ``referrer`` and ``search``.
+
+    - url: {keep_params: [utm_source, utm_medium, utm_campaign]}   # everything else goes
+    - url: {drop_params: [email, token]}                           # these (and click ids) go
+    - url: strip_query                                             # query and fragment go
+
+Ad click ids (``CLICK_ID_PARAMS``) are always removed unless named in ``keep_params``; they
+travel in ``context.click_ids`` instead, under the ``click_ids`` step's consent gate.
+Parameter names compare case-insensitively. Kept parameters keep their original encoding;
+the fragment is kept except by ``strip_query``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import unquote_plus
+
+from relay.envelope import CLICK_ID_SET
+from relay.rules.diagnostics import suggest
+from relay.rules.fields import BAD_VALUE, MISSING_KEY, UNKNOWN_CHOICE, At
+from relay.types import Event, StepContext
+
+# The page fields that carry URLs or query strings (``search`` is Segment's ``?a=b`` field).
+PAGE_URL_FIELDS = ("url", "referrer", "search")
+STRIP_QUERY = "strip_query"
+_FORMS = "use strip_query, {keep_params: [...]} or {drop_params: [...]}"
+
+
+@dataclass(frozen=True, slots=True)
+class UrlOptions:
+    keep_params: frozenset[str] | None = None  # None: keep all but drop_params
+    drop_params: frozenset[str] = frozenset()
+    strip_query: bool = False
+
+
+def parse(at: At) -> UrlOptions:
+    if isinstance(at.value, str):
+        if at.value != STRIP_QUERY:
+            hint = suggest(at.value, [STRIP_QUERY]) or _FORMS
+            at.error(UNKNOWN_CHOICE, f"unknown value '{at.value}'", hint)
+        return UrlOptions(strip_query=True)
+    entries = at.mapping(allowed=("keep_params", "drop_params"))
+    if entries is None:
+        return UrlOptions(strip_query=True)
+    if len(entries) != 1:
+        at.error(
+            MISSING_KEY if not entries else BAD_VALUE,
+            "expected exactly one of keep_params or drop_params",
+            _FORMS,
+        )
+    keep = entries.get("keep_params")
+    drop = entries.get("drop_params")
+    keep_names = keep.string_list() if keep is not None else None
+    drop_names = drop.string_list() if drop is not None else None
+    return UrlOptions(
+        keep_params=frozenset(n.lower() for n in keep_names) if keep_names is not None else None,
+        drop_params=frozenset(n.lower() for n in drop_names or ()),
+    )
+
+
+def param_name(key: str) -> str:
+    """A query key as compared: decoded and lowercase."""
+    if "%" in key or "+" in key:
+        key = unquote_plus(key)
+    return key.lower()
+
+
+def filter_query(url: str, remove: Callable[[str], bool]) -> tuple[str, list[tuple[str, str]]]:
+    """``url`` without the query parameters whose name ``remove`` selects, and the removed
+    ``(name, raw value)`` pairs. Works on a bare query string (``?a=1``) too.
+
+        >>> filter_query("https://a.example/p?x=1&gclid=abc#top", lambda n: n == "gclid")
+        ('https://a.example/p?x=1#top', [('gclid', 'abc')])
+    """
+    rest, hash_, fragment = url.partition("#")
+    base, _, query = rest.partition("?")
+    if not query:
+        return url, []
+    kept: list[str] = []
+    removed: list[tuple[str, str]] = []
+    for pair in query.split("&"):
+        if not pair:
+            continue
+        key, _, value = pair.partition("=")
+        name = param_name(key)
+        if remove(name):
+            removed.append((name, value))
+        else:
+            kept.append(pair)
+    if not removed:
+        return url, removed
+    return base + ("?" + "&".join(kept) if kept else "") + hash_ + fragment, removed
+
+
+def clean_page(
+    event: Event, remove: Callable[[str], bool], fields: tuple[str, ...] = PAGE_URL_FIELDS
+) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Apply ``filter_query`` to ``context.page.<field>`` in place; per changed field, what
+    was removed."""
+    context = event.get("context")
+    page = context.get("page") if isinstance(context, dict) else None
+    if not isinstance(page, dict):
+        return []
+    changes: list[tuple[str, list[tuple[str, str]]]] = []
+    for field in fields:
+        value = page.get(field)
+        if isinstance(value, str) and "?" in value:
+            page[field], removed = filter_query(value, remove)
+            if removed:
+                changes.append((field, removed))
+    return changes
+
+
+def _strip(event: Event, ctx: StepContext) -> None:
+    context = event.get("context")
+    page = context.get("page") if isinstance(context, dict) else None
+    if not isinstance(page, dict):
+        return
+    for field in PAGE_URL_FIELDS:
+        value = page.get(field)
+        if not isinstance(value, str):
+            continue
+        rest = value.partition("#")[0]
+        base, _, query = rest.partition("?")
+        n = sum(1 for pair in query.split("&") if pair)
+        if base != value:
+            page[field] = base
+            ctx.count("url", max(n, 1), f"removed the query of context.page.{field}")
+
+
+def apply(event: Event, options: UrlOptions, ctx: StepContext) -> Event:
+    if options.strip_query:
+        _strip(event, ctx)
+        return event
+    keep, drop = options.keep_params, options.drop_params
+    if keep is not None:
+        changes = clean_page(event, lambda name: name not in keep)
+    else:
+        changes = clean_page(event, lambda name: name in drop or name in CLICK_ID_SET)
+    for field, removed in changes:
+        n = len(removed)
+        ctx.count("url", n, f"removed {n} query parameter(s) from context.page.{field}")
+    return event

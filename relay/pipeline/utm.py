@@ -1,0 +1,73 @@
+"""``utm``: move ``utm_*`` parameters out of the page URL, into ``context.campaign`` or away.
+
+    - utm: collapse
+    # context.page.url "https://shop.example/?utm_source=news&utm_campaign=bf&id=3"
+    # -> url "https://shop.example/?id=3", context.campaign {source: news, name: bf}
+
+``collapse`` maps utm_source, utm_medium, utm_campaign, utm_term and utm_content to
+``context.campaign.{source, medium, name, term, content}`` (other ``utm_x`` to
+``campaign.x``) without overriding campaign fields already set; ``drop`` only removes them.
+They are removed from ``referrer`` and ``search`` too, and only the page URL (or, without
+one, ``search``) feeds the campaign.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+from urllib.parse import unquote_plus
+
+from relay.pipeline.fields import parse_choice
+from relay.pipeline.url import clean_page
+from relay.rules.fields import At
+from relay.types import Event, StepContext
+
+UtmMode = Literal["collapse", "drop"]
+UTM_MODES: tuple[UtmMode, ...] = ("collapse", "drop")
+CAMPAIGN_KEYS = {
+    "utm_source": "source",
+    "utm_medium": "medium",
+    "utm_campaign": "name",
+    "utm_term": "term",
+    "utm_content": "content",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class UtmOptions:
+    mode: UtmMode = "collapse"
+
+
+def parse(at: At) -> UtmOptions:
+    return UtmOptions(cast(UtmMode, parse_choice(at, UTM_MODES, "drop")))
+
+
+def _is_utm(name: str) -> bool:
+    return name.startswith("utm_")
+
+
+def apply(event: Event, options: UtmOptions, ctx: StepContext) -> Event:
+    changes = clean_page(event, _is_utm)
+    if not changes:
+        return event
+    total = sum(len(removed) for _, removed in changes)
+    if options.mode == "drop":
+        ctx.count("utm", total, f"dropped {total} utm parameter(s) from context.page")
+        return event
+    by_field = dict(changes)
+    source = by_field.get("url") or by_field.get("search") or []
+    found: dict[str, Any] = {}
+    for name, raw in source:
+        key = CAMPAIGN_KEYS.get(name) or name[4:]
+        value = unquote_plus(raw)
+        if key and value and key not in found:
+            found[key] = value
+    if found:
+        context = event["context"]  # clean_page changed something, so it is a dict
+        campaign = context.get("campaign")
+        if not isinstance(campaign, dict):
+            campaign = context["campaign"] = {}
+        for key, value in found.items():
+            campaign.setdefault(key, value)
+    ctx.count("utm", total, f"moved {total} utm parameter(s) from context.page to context.campaign")
+    return event

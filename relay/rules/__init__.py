@@ -1,0 +1,57 @@
+"""Rule files: load a directory (YAML with marks) -> typed frozen ``Rules`` -> diagnostics.
+
+    rules = load_rules("rules")            # raises RulesError listing every error
+    rules, diagnostics = check_rules("rules")   # rules is None when there are errors
+
+Warnings never fail a load. Messages never quote a secret (see ``relay.rules.secrets``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+from relay.rules.diagnostics import Diagnostic, RulesError
+from relay.rules.model import Rules
+from relay.rules.parse import parse_rules
+from relay.rules.secrets import MASK, secret_values
+from relay.rules.source import RawRules, read_rules_dir
+
+__all__ = ["Diagnostic", "Rules", "RulesError", "check_rules", "load_rules"]
+
+
+def check_rules(
+    directory: str | os.PathLike[str], env: Mapping[str, str] | None = None
+) -> tuple[Rules | None, list[Diagnostic]]:
+    """Read and validate ``directory``: the rules (None if any error) and all diagnostics,
+    sorted by file, line and column. ``env`` defaults to ``os.environ``."""
+    raw = read_rules_dir(directory, env)
+    rules = parse_rules(raw)
+    diagnostics = _scrub(raw.reporter.sorted(), raw)
+    if any(d.severity == "error" for d in diagnostics):
+        return None, diagnostics
+    return rules, diagnostics
+
+
+def load_rules(directory: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Rules:
+    """The validated rules of ``directory``; raises ``RulesError`` with every error."""
+    rules, diagnostics = check_rules(directory, env)
+    if rules is None:
+        raise RulesError([d for d in diagnostics if d.severity == "error"])
+    return rules
+
+
+def _scrub(diagnostics: list[Diagnostic], raw: RawRules) -> list[Diagnostic]:
+    """Replace a secret quoted in a message about its own value (``'s3cr3t' is not ...``)."""
+    secrets = secret_values(raw.tree, raw.secret_paths)
+    out: list[Diagnostic] = []
+    for d in diagnostics:
+        for path, value in secrets.items():
+            if d.path[: len(path)] == path and (value in d.message or value in (d.hint or "")):
+                d = dataclasses.replace(
+                    d, message=d.message.replace(value, MASK),
+                    hint=d.hint.replace(value, MASK) if d.hint else d.hint,
+                )
+        out.append(d)
+    return out

@@ -1,0 +1,288 @@
+"""The typed, frozen configuration that rule files are parsed into.
+
+Runtime code reads only these objects, never raw dicts. Defaults are named constants so the
+README's rule reference and the parser agree.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from relay.rules.diagnostics import Path
+
+DEFAULT_PREFIX = "/t"
+DEFAULT_COOKIE_NAME = "_rc"
+DEFAULT_COOKIE_MAX_AGE = 30 * 60.0
+DEFAULT_DEDUP_WINDOW = 48 * 3600.0
+DEFAULT_STATE = "memory"
+DEFAULT_SPOOL = "sqlite:///var/spool.db"
+DEFAULT_ADMIN_HOST = "127.0.0.1"
+DEFAULT_ADMIN_PORT = 9901
+DEFAULT_CONFIRM_WINDOW = 30 * 60.0
+DEFAULT_PENDING_WINDOW = 10 * 60.0
+
+# SPEC section 3 limits.
+DEFAULT_MAX_BODY = 64 * 1024
+DEFAULT_MAX_BATCH = 50
+DEFAULT_MAX_PROPERTIES = 100
+DEFAULT_MAX_DEPTH = 5
+DEFAULT_MAX_STRING = 2048
+DEFAULT_DEDUP_MAX_KEYS = 1_000_000
+DEFAULT_RATE_PER_SECOND = (
+    0.0  # off: behind a CDN without client_ip set, every user shares one address
+)
+DEFAULT_RATE_BURST = 100
+
+# Retry policy defaults (SPEC section 5).
+DEFAULT_ATTEMPTS = 10
+DEFAULT_MAX_BACKOFF = 600.0
+DEFAULT_MAX_AGE = 24 * 3600.0
+DEFAULT_BASE_BACKOFF = 1.0
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_CONCURRENCY = 2
+DEFAULT_BREAKER_FAILURES = 5
+DEFAULT_BREAKER_COOLDOWN = 30.0
+
+# Google Consent Mode keys -> purposes (SPEC section 3); overridable with relay.consent_map.
+DEFAULT_CONSENT_MAP: dict[str, str] = {
+    "analytics_storage": "analytics",
+    "ad_storage": "ads",
+    "ad_user_data": "ads",
+    "ad_personalization": "ads",
+}
+
+ConsentState = Literal["granted", "denied"]
+SourceType = Literal["browser", "webhook", "segment"]
+FieldType = Literal["string", "number", "integer", "boolean", "object", "array"]
+Additional = Literal["drop", "keep", "reject"]
+Fallback = Literal["reject", "quarantine", "accept"]
+MatchOp = Literal["eq", "ne", "in", "gt", "gte", "lt", "lte", "exists", "matches"]
+Outcome = Literal["delivered", "suppressed", "dropped", "held", "duplicate", "rejected"]
+
+FIELD_TYPES: tuple[FieldType, ...] = ("string", "number", "integer", "boolean", "object", "array")
+MATCH_OPS: tuple[MatchOp, ...] = ("eq", "ne", "in", "gt", "gte", "lt", "lte", "exists", "matches")
+OUTCOMES: tuple[Outcome, ...] = (
+    "delivered",
+    "suppressed",
+    "dropped",
+    "held",
+    "duplicate",
+    "rejected",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientIP:
+    """Where the client address comes from. ``header=None`` means the TCP peer."""
+
+    header: str | None = None
+    trusted_hops: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Cookie:
+    name: str = DEFAULT_COOKIE_NAME
+    max_age: float = DEFAULT_COOKIE_MAX_AGE
+    path: str = "/"
+    domain: str | None = None
+    same_site: Literal["lax", "strict", "none"] = "lax"
+    secure: bool = True
+    # Newest last; the newest signs, all verify. Empty: ``relay serve`` generates one in var/.
+    secrets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    body_bytes: int = DEFAULT_MAX_BODY
+    batch_events: int = DEFAULT_MAX_BATCH
+    properties: int = DEFAULT_MAX_PROPERTIES
+    depth: int = DEFAULT_MAX_DEPTH
+    string_chars: int = DEFAULT_MAX_STRING
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """Per client address, on the browser endpoint; 0 turns it off."""
+
+    per_second: float = DEFAULT_RATE_PER_SECOND
+    burst: int = DEFAULT_RATE_BURST
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    host: str = DEFAULT_ADMIN_HOST
+    port: int = DEFAULT_ADMIN_PORT
+    token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySettings:
+    prefix: str = DEFAULT_PREFIX
+    client_ip: ClientIP = field(default_factory=ClientIP)
+    country_header: str | None = None
+    cookie: Cookie = field(default_factory=Cookie)
+    dedup_window: float = DEFAULT_DEDUP_WINDOW
+    dedup_max_keys: int = DEFAULT_DEDUP_MAX_KEYS
+    state: str = DEFAULT_STATE
+    spool: str = DEFAULT_SPOOL
+    limits: Limits = field(default_factory=Limits)
+    admin: Admin = field(default_factory=Admin)
+    rate_limit: RateLimit = field(default_factory=RateLimit)
+    consent_map: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CONSENT_MAP))
+
+
+@dataclass(frozen=True, slots=True)
+class Purpose:
+    name: str
+    description: str = ""
+    # Region code (ISO country, or the groups EU / EEA / UK) -> state; "*" is everyone else.
+    defaults: dict[str, ConsentState] = field(default_factory=lambda: {"*": "granted"})
+    gpc: ConsentState | None = None
+    pending_window: float = DEFAULT_PENDING_WINDOW
+
+
+@dataclass(frozen=True, slots=True)
+class HmacAuth:
+    secrets: tuple[str, ...]
+    tolerance: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class BearerAuth:
+    tokens: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    name: str
+    type: SourceType
+    auth: HmacAuth | BearerAuth | None = None
+    write_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    type: FieldType | None = None
+    required: bool = False
+    min: float | None = None
+    max: float | None = None
+    max_length: int | None = None
+    pattern: re.Pattern[str] | None = None
+    enum: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    name: str
+    version: int = 1
+    authority: str | None = None  # a source name; browser copies are held until it confirms
+    confirm_window: float = DEFAULT_CONFIRM_WINDOW
+    enrich_from_browser: tuple[str, ...] = ()
+    properties: dict[str, FieldSpec] = field(default_factory=dict)
+    additional_properties: Additional = "keep"
+
+
+@dataclass(frozen=True, slots=True)
+class Events:
+    contracts: dict[str, Contract] = field(default_factory=dict)
+    fallback: Fallback = "reject"  # the "*" entry
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One pipeline step: ``kind`` names a function in ``relay.pipeline.STEPS``."""
+
+    kind: str
+    options: Any
+    path: Path = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    name: str
+    steps: tuple[Step, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Matcher:
+    path: str
+    op: MatchOp
+    value: Any = None  # a compiled pattern for ``matches``
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    attempts: int = DEFAULT_ATTEMPTS
+    max_backoff: float = DEFAULT_MAX_BACKOFF
+    max_age: float = DEFAULT_MAX_AGE
+    base_backoff: float = DEFAULT_BASE_BACKOFF
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    name: str
+    type: str
+    purpose: str | None  # None: not consent-gated (only for type file/log of non-personal data)
+    events: tuple[str, ...] | None = None  # None means "*"
+    when: tuple[Matcher, ...] = ()
+    pipeline: str | None = None
+    settings: Any = None  # typed by the destination module's parse_settings
+    retry: Retry = field(default_factory=Retry)
+    timeout: float = DEFAULT_TIMEOUT
+    concurrency: int = DEFAULT_CONCURRENCY
+    batch_size: int | None = None  # None: the destination module's own limit
+    breaker_failures: int = DEFAULT_BREAKER_FAILURES
+    breaker_cooldown: float = DEFAULT_BREAKER_COOLDOWN
+    legal_basis: str | None = None
+    retention: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyRoute:
+    name: str
+    path: str
+    upstream: str
+    purpose: str | None = None
+    forward_ip: Literal["strip", "truncate", "keep"] = "strip"
+    cookies: tuple[str, ...] = ()
+    cache: float | None = None
+    pin: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    outcome: Outcome
+    fields: dict[str, Any] | None = None  # dotted path -> exact value sent
+
+
+@dataclass(frozen=True, slots=True)
+class Given:
+    source: str
+    event: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleTest:
+    name: str
+    given: tuple[Given, ...]  # expectations are about the last one
+    expect: dict[str, Expectation]
+    path: Path = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    relay: RelaySettings = field(default_factory=RelaySettings)
+    purposes: dict[str, Purpose] = field(default_factory=dict)
+    sources: dict[str, Source] = field(default_factory=dict)
+    events: Events = field(default_factory=Events)
+    pipelines: dict[str, Pipeline] = field(default_factory=dict)
+    destinations: dict[str, Destination] = field(default_factory=dict)
+    proxy: dict[str, ProxyRoute] = field(default_factory=dict)
+    tests: tuple[RuleTest, ...] = ()
+    version: str = ""  # a digest of the rule files' contents
+    files: tuple[str, ...] = ()
+    secret_paths: frozenset[Path] = frozenset()
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)

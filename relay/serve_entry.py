@@ -1,0 +1,15 @@
+"""The application hypercorn's worker processes import when ``relay serve --workers N``."""
+
+from __future__ import annotations
+
+import os
+
+from relay.app import serving_app
+from relay.observe.log import configure
+
+configure(os.environ.get("RELAY_LOG_LEVEL", "INFO"))
+app = serving_app(
+    os.environ.get("RELAY_RULES_DIR", "rules"),
+    os.environ.get("RELAY_VAR_DIR", "var"),
+    int(os.environ["RELAY_ADMIN_PORT"]) if "RELAY_ADMIN_PORT" in os.environ else None,
+)

@@ -1,0 +1,1 @@
+"""Durable outbox: SQLite (embedded default) and, later, Redis Streams."""

@@ -1,0 +1,78 @@
+"""The spool's interface: a durable outbox of per-destination copies, dead letters and
+quarantined events. ``put`` returns only once the rows are committed (group commit)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One routed copy: what ``destination`` will receive (the post-pipeline event, JSON)."""
+
+    destination: str
+    event_id: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: int
+    destination: str
+    event_id: str
+    payload: bytes
+    created_at: float  # unix seconds, when first spooled
+    attempts: int  # attempts made before this claim
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    source: str
+    event: str
+    error: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: int
+    destination: str
+    event_id: str
+    payload: bytes
+    created_at: float
+    failed_at: float
+    attempts: int
+    status: int | None
+    response: str  # the vendor's answer, trimmed
+
+
+class Spool(Protocol):
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def put(self, rows: Sequence[Row], quarantined: Sequence[Quarantined] = ()) -> None:
+        """Commit all rows or none; raises ``relay.errors.SpoolUnavailable``."""
+
+    async def claim(self, destination: str, limit: int, lease: float) -> list[Claimed]:
+        """Due rows for ``destination``, leased for ``lease`` seconds to this process."""
+
+    async def ack(self, ids: Sequence[int]) -> None: ...
+    async def retry(self, ids: Sequence[int], next_at: float, error: str) -> None: ...
+    async def dead(
+        self, rows: Sequence[Claimed], status: int | None, response: str, attempts: int
+    ) -> None: ...
+    async def release_leases(self) -> int: ...
+    def writable(self) -> bool:
+        """False after a commit failed, until one succeeds again (for /readyz)."""
+
+    async def next_due(self, destination: str) -> float | None: ...
+    def depths(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(spool depth, DLQ depth) per destination, from counts kept in memory."""
+
+    async def dlq_list(
+        self, destination: str | None = None, limit: int = 100
+    ) -> list[DeadLetter]: ...
+    async def dlq_replay(self, destination: str | None = None) -> int: ...
+    async def dlq_purge(self, destination: str | None = None) -> int: ...
+    async def quarantine_list(self, limit: int = 100) -> list[dict[str, Any]]: ...

@@ -1,0 +1,175 @@
+"""Shared state: the dedup ledger and held browser copies.
+
+``memory`` (the default) keeps both in this process, bounded; ``redis://`` shares them
+between workers and replicas. Held copies keep only the fields the contract will merge
+(``enrich_from_browser``), never the whole browser event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import orjson
+from cachetools import TTLCache
+
+Held = dict[str, Any]  # {"event": name, "fields": {path: value}}
+
+
+class State(Protocol):
+    async def seen(self, keys: Sequence[str], ttl: float) -> list[bool]:
+        """Mark every key; True for those already marked within their ttl."""
+
+    async def contains(self, key: str) -> bool: ...
+    async def forget(self, keys: Sequence[str]) -> None:
+        """Unmark keys (a spool commit failed after marking them)."""
+
+    async def hold(self, aliases: Sequence[str], held: Held, ttl: float) -> None: ...
+    async def take(self, aliases: Sequence[str]) -> Held | None:
+        """Pop the held copy any alias names (removing all its aliases)."""
+
+    async def expired(self) -> list[Held]:
+        """Held copies whose ttl ran out since the last call; each is returned once."""
+
+    async def close(self) -> None: ...
+
+
+class MemoryState:
+    def __init__(self, max_keys: int, ttl: float, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self._seen: TTLCache[str, bool] = TTLCache(maxsize=max_keys, ttl=ttl, timer=clock)
+        self._held: dict[str, tuple[float, int]] = {}  # alias -> (deadline, held id)
+        self._copies: dict[int, tuple[float, Held, tuple[str, ...]]] = {}
+        self._next = 0
+
+    async def seen(self, keys: Sequence[str], ttl: float) -> list[bool]:
+        out = []
+        for key in keys:
+            hit = key in self._seen
+            if not hit:
+                self._seen[key] = True
+            out.append(hit)
+        return out
+
+    async def contains(self, key: str) -> bool:
+        return key in self._seen
+
+    async def forget(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self._seen.pop(key, None)
+
+    async def hold(self, aliases: Sequence[str], held: Held, ttl: float) -> None:
+        self._next += 1
+        deadline = self.clock() + ttl
+        self._copies[self._next] = (deadline, held, tuple(aliases))
+        for alias in aliases:
+            self._held[alias] = (deadline, self._next)
+
+    async def take(self, aliases: Sequence[str]) -> Held | None:
+        for alias in aliases:
+            entry = self._held.get(alias)
+            if entry is None or entry[1] not in self._copies:
+                continue
+            _, held, all_aliases = self._copies.pop(entry[1])
+            for a in all_aliases:
+                self._held.pop(a, None)
+            return held
+        return None
+
+    async def expired(self) -> list[Held]:
+        now = self.clock()
+        out = []
+        for hid, (deadline, held, aliases) in list(self._copies.items()):
+            if deadline <= now:
+                del self._copies[hid]
+                for a in aliases:
+                    self._held.pop(a, None)
+                out.append(held)
+        return out
+
+    async def close(self) -> None:
+        pass
+
+
+class RedisState:
+    """Dedup marks as ``SET NX PX`` keys; held copies as a value, aliases and a deadline zset."""
+
+    def __init__(self, url: str, prefix: str = "relay:") -> None:
+        import redis.asyncio as aioredis
+
+        self.r = aioredis.from_url(url)
+        self.p = prefix
+
+    async def seen(self, keys: Sequence[str], ttl: float) -> list[bool]:
+        if not keys:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for key in keys:
+            pipe.set(self.p + "d:" + key, b"1", nx=True, px=int(ttl * 1000))
+        results = await pipe.execute()
+        return [not ok for ok in results]
+
+    async def contains(self, key: str) -> bool:
+        return bool(await self.r.exists(self.p + "d:" + key))
+
+    async def forget(self, keys: Sequence[str]) -> None:
+        if keys:
+            await self.r.delete(*(self.p + "d:" + k for k in keys))
+
+    async def hold(self, aliases: Sequence[str], held: Held, ttl: float) -> None:
+        hid = aliases[0]
+        body = orjson.dumps({"held": held, "aliases": list(aliases)})
+        pipe = self.r.pipeline(transaction=True)
+        # The value outlives its deadline by a minute so the sweeper can still count it.
+        pipe.set(self.p + "h:" + hid, body, px=int((ttl + 60) * 1000))
+        for alias in aliases:
+            pipe.set(self.p + "ha:" + alias, hid, px=int((ttl + 60) * 1000))
+        pipe.zadd(self.p + "hz", {hid: time.time() + ttl})
+        await pipe.execute()
+
+    async def _pop(self, hid: str) -> Held | None:
+        if not await self.r.zrem(self.p + "hz", hid):
+            return None  # someone else took or expired it
+        body = await self.r.getdel(self.p + "h:" + hid)
+        if body is None:
+            return None
+        data = orjson.loads(body)
+        await self.r.delete(*(self.p + "ha:" + a for a in data["aliases"]))
+        held: Held = data["held"]
+        return held
+
+    async def take(self, aliases: Sequence[str]) -> Held | None:
+        for alias in aliases:
+            hid = await self.r.get(self.p + "ha:" + alias)
+            if hid is not None:
+                held = await self._pop(_text(hid))
+                if held is not None:
+                    return held
+        return None
+
+    async def expired(self) -> list[Held]:
+        due = await self.r.zrangebyscore(self.p + "hz", 0, time.time())
+        out = []
+        for hid in due:
+            held = await self._pop(_text(hid))
+            if held is not None:
+                out.append(held)
+        return out
+
+    async def close(self) -> None:
+        await self.r.aclose()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def open_state(url: str, max_keys: int, ttl: float) -> State:
+    if url == "memory":
+        return MemoryState(max_keys, ttl)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisState(url)
+    raise ValueError(
+        f"relay.state: unknown state store '{url}' (use memory or redis://host:6379/0)"
+    )

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from relay.app import Runtime, create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_RULES = ROOT / "rules"
+TEST_SECRET = "test-cookie-secret"
+BACKEND_SECRET = "test-backend-secret"
+
+
+@pytest.fixture
+def rules_dir(tmp_path: Path) -> Iterator[Path]:
+    """A copy of the shipped rules that tests may extend."""
+    target = tmp_path / "rules"
+    shutil.copytree(SHIPPED_RULES, target)
+    yield target
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "RELAY_SECRET": TEST_SECRET,
+        "RELAY_SPOOL": f"sqlite:///{tmp_path}/spool.db",
+        "BACKEND_SIGNING_SECRET": BACKEND_SECRET,
+        "ARCHIVE_PATH": str(tmp_path / "events.jsonl"),
+    }
+
+
+@pytest.fixture
+async def relay_app(
+    rules_dir: Path, env: dict[str, str], tmp_path: Path
+) -> AsyncIterator[Starlette]:
+    (rules_dir / "destinations.yaml").write_text(
+        (rules_dir / "destinations.yaml").read_text().replace("var/events.jsonl", "${ARCHIVE_PATH}")
+    )
+    app = create_app(rules_dir, var_dir=tmp_path / "var", env=env)
+    yield app
+    runtime: Runtime = app.state.relay
+    await runtime.stop()
+
+
+@pytest.fixture
+async def client(relay_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=relay_app, client=("203.0.113.7", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+        yield c

@@ -1,0 +1,5 @@
+"""End-to-end tests: the real ``relay serve`` under hypercorn, stand-in vendors, Redis.
+
+Helpers live next to the tests: ``relayproc`` (processes and the CLI), ``vendor`` (the
+stand-in vendor server), ``rulesdir`` (rule directories for a test), ``wire`` (HTTP helpers).
+"""

@@ -1,0 +1,88 @@
+"""Fixtures for end-to-end tests: relay processes, stand-in vendors, rule dirs, Redis.
+
+Every process and server a test starts is stopped at teardown, whatever happened. Redis is
+required, never optional: a test that asks for ``redis_url`` fails loudly without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .relayproc import RelayProcess
+from .rulesdir import make_rules
+from .vendor import StandInVendor
+
+REDIS_URL = "redis://127.0.0.1:6379/15"  # a dedicated database, flushed before and after
+
+MakeRelay = Callable[..., RelayProcess]
+MakeVendor = Callable[..., StandInVendor]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture
+def vendors() -> Iterator[MakeVendor]:
+    """``vendors(secret=..., batch=..., name=...)`` -> a started ``StandInVendor``."""
+    started: list[StandInVendor] = []
+
+    def make(**kwargs: Any) -> StandInVendor:
+        vendor = StandInVendor(**kwargs)
+        started.append(vendor)
+        return vendor
+
+    yield make
+    for vendor in started:
+        vendor.close()
+
+
+@pytest.fixture
+def relays(tmp_path: Path) -> Iterator[MakeRelay]:
+    """``relays(rules_dir=None, env=None, name="relay", start=True, **sections)`` -> a
+    ``RelayProcess`` working in its own folder under ``tmp_path``. Without ``rules_dir`` the
+    shipped rules are copied there, plus ``sections`` (see ``rulesdir.make_rules``)."""
+    made: list[RelayProcess] = []
+
+    def make(rules_dir: Path | None = None, *, env: dict[str, str] | None = None,
+             name: str = "relay", start: bool = True, workdir: Path | None = None,
+             **sections: Any) -> RelayProcess:
+        workdir = workdir or tmp_path / name
+        if rules_dir is None:
+            rules_dir = make_rules(workdir / "rules", **sections)
+        relay = RelayProcess(workdir, rules_dir, env=env, name=name)
+        made.append(relay)
+        if start:
+            relay.start()
+        return relay
+
+    yield make
+    for relay in made:
+        relay.close()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The dedicated Redis database, flushed. Fails (never skips) when Redis is unreachable."""
+    import redis
+
+    r = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        r.ping()
+    except redis.RedisError as exc:
+        r.close()
+        pytest.fail(f"Redis is required for this test at {REDIS_URL} and is not reachable: "
+                    f"{exc!r}. Start it (redis-server) and run again.", pytrace=False)
+    r.flushdb()
+    try:
+        yield REDIS_URL
+    finally:
+        r.flushdb()
+        r.close()

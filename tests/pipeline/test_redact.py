@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from relay.pipeline import redact
+from relay.rules.diagnostics import Reporter
+from relay.rules.fields import At
+from relay.types import StepContext
+
+HASHED = "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f"
+
+
+def parse(value: Any) -> tuple[redact.RedactOptions, list[str]]:
+    rep = Reporter()
+    opts = redact.parse(At(value, ("pipelines", "p", 6, "redact"), rep))
+    return opts, [d.render() for d in rep.diagnostics]
+
+
+def test_parse() -> None:
+    assert parse("free_text") == (redact.RedactOptions(), [])
+    _, errors = parse("freetext")
+    assert "did you mean 'free_text'?" in errors[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mail ann@example.com now", "mail [email] now"),
+        ("https://a.example/?e=ann%40example.com", "https://a.example/?e=[email]"),
+        ("call +1 555 010 0000", "call [phone]"),
+        ("call (555) 010-0000.", "call [phone]."),
+        ("tel 06 12 34 56 78", "tel [phone]"),
+        ("card 4111 1111 1111 1111 ok", "card [card] ok"),
+        ("card 4111-1111-1111-1111", "card [card]"),
+        ("4111111111111111", "[card]"),
+        # not personal data: kept
+        ("order ORD-123456789", "order ORD-123456789"),
+        ("1234567890", "1234567890"),  # a bare digit string is an id
+        ("on 2026-11-28 12:00:00", "on 2026-11-28 12:00:00"),
+        ("price 1.234.567,89", "price 1.234.567,89"),
+        ("call 555 0100", "call 555 0100"),  # too short
+        ("num 4111 1111 1111 1112", "num 4111 1111 1111 1112"),  # fails Luhn, too long for a phone
+    ],
+)
+def test_redact_text(text: str, expected: str) -> None:
+    assert redact.redact_text(text)[0] == expected
+
+
+def test_luhn() -> None:
+    assert redact.luhn("4111111111111111")
+    assert redact.luhn("79927398713")
+    assert not redact.luhn("79927398710")
+
+
+def test_apply_scope_and_counts() -> None:
+    event: dict[str, Any] = {
+        "event": "contact ann@example.com",  # never touched
+        "event_id": "evt_5550100000123",
+        "time": "2026-11-28T12:00:00.000Z",
+        "correlation_id": "ann@example.com",
+        "user": {"email": HASHED, "note": "ann@example.com", "ids": ["+1 555 010 0000"]},
+        "properties": {
+            "message": "reach me at ann@example.com or +1 555 010 0000",
+            "nested": {"items": [{"text": "card 4111111111111111"}]},
+            "value": 5550100000,
+        },
+        "context": {
+            "page": {
+                "url": "https://a.example/?email=ann%40example.com",
+                "title": "Order for ann@example.com",
+                "referrer": "https://b.example/",
+            },
+            "campaign": {"content": "ann@example.com"},
+            "ip": "1.2.3.4",
+        },
+    }
+    ctx = StepContext("d")
+    out = redact.apply(event, redact.RedactOptions(), ctx)
+    assert out["event"] == "contact ann@example.com"
+    assert out["event_id"] == "evt_5550100000123"
+    assert out["correlation_id"] == "ann@example.com"
+    assert out["user"] == {"email": HASHED, "note": "[email]", "ids": ["[phone]"]}
+    assert out["properties"] == {
+        "message": "reach me at [email] or [phone]",
+        "nested": {"items": [{"text": "card [card]"}]},
+        "value": 5550100000,  # numbers are not free text
+    }
+    assert out["context"]["page"] == {
+        "url": "https://a.example/?email=[email]",
+        "title": "Order for [email]",
+        "referrer": "https://b.example/",
+    }
+    assert out["context"]["campaign"] == {"content": "[email]"}
+    assert ctx.counts == {"redact": 8}
+    assert "redacted 1 email, 1 phone in properties.message" in ctx.notes
+    assert "redacted 1 card in properties.nested.items[0].text" in ctx.notes
+    assert all("ann" not in note and "555" not in note for note in ctx.notes)

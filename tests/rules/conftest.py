@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+
+from relay.rules import Diagnostic, Rules, check_rules
+
+# A small valid rules set; each test adds one snippet to it in a second file.
+BASE = """\
+purposes:
+  analytics: {default: {"*": granted}}
+sources:
+  browser: {type: browser}
+  backend: {type: webhook, auth: {bearer: tok}}
+events:
+  page_view: {}
+pipelines:
+  clean:
+    - ip: truncate
+destinations:
+  archive: {type: file, events: "*", settings: {path: var/x.jsonl}}
+"""
+
+Check = Callable[..., tuple[Rules | None, list[Diagnostic]]]
+
+
+@pytest.fixture
+def check(tmp_path: Path) -> Check:
+    """``check(snippet)``: validate BASE plus ``snippet`` (a YAML text) as a second file."""
+
+    def run(
+        snippet: str = "", env: Mapping[str, str] | None = None, base: str = BASE
+    ) -> tuple[Rules | None, list[Diagnostic]]:
+        (tmp_path / "0_base.yaml").write_text(base)
+        (tmp_path / "1_case.yaml").write_text(snippet)
+        return check_rules(tmp_path, {} if env is None else env)
+
+    return run

@@ -1,0 +1,72 @@
+"""Embedding: the relay mounts inside an existing Starlette or FastAPI app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+import relay
+from relay.app import Runtime, create_admin_app
+
+
+async def _home(request: object) -> PlainTextResponse:
+    return PlainTextResponse("shop")
+
+
+async def _roundtrip(host: Starlette | FastAPI, relay_app: Starlette) -> None:
+    transport = httpx.ASGITransport(app=host)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+        assert (await c.get("/")).text == "shop"
+        r = await c.post("/t/e", json={"event": "page_view"}, headers={"cf-ipcountry": "US"})
+        assert r.status_code == 202, r.text
+        assert (await c.get("/t/healthz")).status_code == 200
+    admin = create_admin_app(relay_app)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=admin), base_url="http://a"
+    ) as c:
+        metrics = (await c.get("/metrics")).text
+        assert 'relay_events_received_total{event="page_view",source="browser"} 1.0' in metrics
+        ready = (await c.get("/readyz")).json()
+        assert ready["ready"] and ready["rules_version"]
+        rules = (await c.get("/rules")).text
+        assert "test-backend-secret" not in rules and "test-cookie-secret" not in rules
+    runtime: Runtime = relay_app.state.relay
+    await runtime.stop()
+
+
+async def test_mount_in_starlette(rules_dir: Path, env: dict[str, str], tmp_path: Path) -> None:
+    relay_app = relay.create_app(str(rules_dir), var_dir=tmp_path / "var", env=env)
+    host = Starlette(routes=[Route("/", _home)])
+    host.mount("/t", relay_app)
+    await _roundtrip(host, relay_app)
+
+
+async def test_mount_in_fastapi(rules_dir: Path, env: dict[str, str], tmp_path: Path) -> None:
+    relay_app = relay.create_app(str(rules_dir), var_dir=tmp_path / "var", env=env)
+    host = FastAPI()
+
+    @host.get("/", response_class=PlainTextResponse)
+    async def home() -> str:
+        return "shop"
+
+    host.mount("/t", relay_app)
+    await _roundtrip(host, relay_app)
+
+
+async def test_generated_secret_is_kept(
+    rules_dir: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {k: v for k, v in env.items() if k != "RELAY_SECRET"}
+    app1 = relay.create_app(str(rules_dir), var_dir=tmp_path / "var", env=env)
+    secret = (tmp_path / "var" / "cookie-secret").read_text()
+    app2 = relay.create_app(str(rules_dir), var_dir=tmp_path / "var", env=env)
+    assert (tmp_path / "var" / "cookie-secret").read_text() == secret
+    r1: Runtime = app1.state.relay
+    r2: Runtime = app2.state.relay
+    value = r1.signer.issue(None).value
+    assert r2.signer.verify(value) is not None

@@ -1,0 +1,462 @@
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from relay.destinations.base import http_classify
+from relay.destinations.file import FileSettings
+from relay.destinations.webhook import WebhookSettings
+from relay.dispatch import Breaker, Dispatcher, backoff
+from relay.observe.log import HOPS
+from relay.observe.metrics import Metrics
+from relay.rules.model import Destination, Retry
+from relay.spool.base import Row
+from relay.spool.sqlite import SqliteSpool
+from relay.types import DestinationDef, Event
+
+Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
+
+
+class VirtualTime:
+    """A clock that only moves when a worker sleeps: backoffs and cooldowns take no time.
+    With ``real`` set it is the wall clock (for tests about real timeouts)."""
+
+    def __init__(self) -> None:
+        self.t = 1_000_000.0
+        self.real = False
+
+    def __call__(self) -> float:
+        return time.time() if self.real else self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.t += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+
+@dataclass
+class Vendor:
+    """A stand-in vendor: answers from ``answer``, records what it was sent and when."""
+
+    clock: Callable[[], float]
+    answer: Callable[[httpx.Request], httpx.Response] = lambda r: httpx.Response(200)
+    hang: bool = False
+    requests: list[tuple[float, Any]] = field(default_factory=list)
+    delivered: list[str] = field(default_factory=list)  # event ids answered with 2xx
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            body = orjson.loads(request.content)
+            self.requests.append((self.clock(), body))
+            if self.hang:
+                await asyncio.sleep(30)
+            await asyncio.sleep(0)
+            response = self.answer(request)
+            if response.is_success:
+                events = body.get("batch", [body])
+                self.delivered.extend(e["event_id"] for e in events)
+            return response
+        finally:
+            self.in_flight -= 1
+
+
+def hook(
+    name: str = "hook", *, host: str | None = None, batch: bool = False, **kw: Any
+) -> Destination:
+    settings = WebhookSettings(url=f"https://{host or name}.example/in", batch=batch)
+    return Destination(name=name, type="webhook", purpose=None, settings=settings, **kw)
+
+
+def events(n: int, destination: str = "hook", prefix: str = "e") -> list[Row]:
+    return [
+        Row(
+            destination,
+            f"{prefix}{i}",
+            orjson.dumps({"event": "purchase", "event_id": f"{prefix}{i}"}),
+        )
+        for i in range(n)
+    ]
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def until(check: Callable[[], bool], timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.002)
+
+
+@pytest.fixture
+def hops() -> Iterator[list[dict[str, Any]]]:
+    records: list[dict[str, Any]] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(orjson.loads(record.getMessage()))
+
+    handler, level = Capture(), HOPS.level
+    HOPS.addHandler(handler)
+    HOPS.setLevel(logging.INFO)
+    yield records
+    HOPS.removeHandler(handler)
+    HOPS.setLevel(level)
+
+
+@pytest.fixture
+def vt() -> VirtualTime:
+    return VirtualTime()
+
+
+@pytest.fixture
+async def spool(tmp_path: Path, vt: VirtualTime) -> AsyncIterator[SqliteSpool]:
+    s = SqliteSpool(str(tmp_path / "spool.db"), clock=vt)
+    await s.start()
+    yield s
+    await s.close()
+
+
+@dataclass
+class Rig:
+    spool: SqliteSpool
+    dispatcher: Dispatcher
+    metrics: Metrics
+    vendors: dict[str, Vendor]
+
+    async def put(self, rows: list[Row]) -> None:
+        await self.spool.put(rows)
+        for dest in {r.destination for r in rows}:
+            self.dispatcher.notify(dest)
+
+
+@pytest.fixture
+async def make_rig(
+    spool: SqliteSpool, vt: VirtualTime
+) -> AsyncIterator[Callable[..., Awaitable[Rig]]]:
+    started: list[tuple[Dispatcher, httpx.AsyncClient]] = []
+
+    async def make(
+        *destinations: Destination, virtual: bool = True, rng: Callable[[], float] = lambda: 0.0
+    ) -> Rig:
+        vt.real = not virtual
+        clock: Callable[[], float] = vt
+        vendors = {f"{d.name}.example": Vendor(clock) for d in destinations}
+
+        async def route(request: httpx.Request) -> httpx.Response:
+            return await vendors[request.url.host](request)
+
+        client = httpx.AsyncClient(transport=httpx.MockTransport(route))
+        metrics = Metrics()
+        dispatcher = Dispatcher(
+            spool,
+            {d.name: d for d in destinations},
+            client,
+            metrics,
+            clock=clock,
+            sleep=vt.sleep if virtual else asyncio.sleep,
+            rng=rng,
+        )
+        dispatcher.start()
+        started.append((dispatcher, client))
+        return Rig(
+            spool,
+            dispatcher,
+            metrics,
+            {name.removesuffix(".example"): v for name, v in vendors.items()},
+        )
+
+    yield make
+    for dispatcher, client in started:
+        await dispatcher.stop()
+        await client.aclose()
+
+
+def test_backoff_is_full_jitter() -> None:
+    policy = Retry(base_backoff=1.0, max_backoff=600.0)
+    assert backoff(policy, 1, 0.999) < 1.0
+    assert backoff(policy, 4, 0.5) == 4.0
+    assert backoff(policy, 30, 1.0) == 600.0
+    assert backoff(policy, 5000, 0.5) == 300.0  # no overflow
+    assert backoff(policy, 3, 0.0) == 0.0
+
+
+async def test_500_then_200_recovers_and_delivers_everything(
+    make_rig: Callable[..., Awaitable[Rig]], hops: list[dict[str, Any]]
+) -> None:
+    rig = await make_rig(hook(batch=True, batch_size=4))
+    vendor = rig.vendors["hook"]
+    calls = 0
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(500, text="upstream down") if calls <= 2 else httpx.Response(200)
+
+    vendor.answer = answer
+    await rig.put(events(10))
+    await until(lambda: len(vendor.delivered) == 10)
+    await until(lambda: rig.spool.depths()[0] == {"hook": 0})
+    assert sorted(vendor.delivered) == sorted(f"e{i}" for i in range(10))
+    assert all(len(body["batch"]) <= 4 for _, body in vendor.requests)
+    assert (
+        sample(rig.metrics, "relay_deliveries_total", destination="hook", outcome="delivered") == 10
+    )
+    assert sample(rig.metrics, "relay_deliveries_total", destination="hook", outcome="retried") >= 4
+    delivered = [h for h in hops if h["hop"] == "delivered"]
+    assert {h["event_id"] for h in delivered} == {f"e{i}" for i in range(10)}
+    assert all(
+        h["status"] == 200 and h["destination"] == "hook" and "latency_ms" in h for h in delivered
+    )
+    retried = [h for h in hops if h["hop"] == "retried"]
+    assert retried and all(h["status"] == 500 and h["attempt"] == 1 for h in retried)
+    assert max(h["attempt"] for h in delivered) == 2
+    assert not any("purchase" in str(h) for h in hops)  # hops carry no payload
+
+
+async def test_network_errors_and_timeouts_are_retried(
+    make_rig: Callable[..., Awaitable[Rig]],
+) -> None:
+    rig = await make_rig(hook())
+    vendor = rig.vendors["hook"]
+    calls = 0
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(204)
+
+    vendor.answer = answer
+    await rig.put(events(1))
+    await until(lambda: vendor.delivered == ["e0"])
+    letters = await rig.spool.dlq_list()
+    assert letters == []
+
+
+async def test_400_dead_letters_with_the_answer_and_replay_delivers_once(
+    make_rig: Callable[..., Awaitable[Rig]], hops: list[dict[str, Any]]
+) -> None:
+    rig = await make_rig(hook())
+    vendor = rig.vendors["hook"]
+    vendor.answer = lambda r: httpx.Response(400, text='{"error":"invalid api key"}')
+    await rig.put(events(2))
+    await until(lambda: rig.spool.depths()[1].get("hook") == 2)
+    letters = await rig.spool.dlq_list("hook")
+    assert [(d.event_id, d.status, d.attempts) for d in letters] == [("e0", 400, 1), ("e1", 400, 1)]
+    assert letters[0].response == 'HTTP 400: {"error":"invalid api key"}'
+    assert len(vendor.requests) == 2  # no retry for a 4xx
+    assert (
+        sample(rig.metrics, "relay_deliveries_total", destination="hook", outcome="dead_lettered")
+        == 2
+    )
+    assert {h["event_id"] for h in hops if h["hop"] == "dead-lettered"} == {"e0", "e1"}
+
+    vendor.answer = lambda r: httpx.Response(200)  # the key is fixed
+    assert await rig.dispatcher.replay("hook") == 2
+    await until(lambda: len(vendor.delivered) == 2)
+    await until(lambda: rig.spool.depths() == ({"hook": 0}, {"hook": 0}))
+    await asyncio.sleep(0.05)
+    assert sorted(vendor.delivered) == ["e0", "e1"]  # once each
+    assert next(h for h in hops if h["hop"] == "replayed")["count"] == 2
+
+
+async def test_exhausted_retries_dead_letter(make_rig: Callable[..., Awaitable[Rig]]) -> None:
+    rig = await make_rig(hook(retry=Retry(attempts=3), breaker_failures=0))
+    vendor = rig.vendors["hook"]
+    vendor.answer = lambda r: httpx.Response(503, text="maintenance")
+    await rig.put(events(1))
+    await until(lambda: rig.spool.depths()[1].get("hook") == 1)
+    [letter] = await rig.spool.dlq_list()
+    assert (letter.status, letter.attempts, letter.response) == (503, 3, "HTTP 503: maintenance")
+    assert len(vendor.requests) == 3
+
+
+async def test_max_age_dead_letters(
+    make_rig: Callable[..., Awaitable[Rig]], vt: VirtualTime
+) -> None:
+    rig = await make_rig(
+        hook(retry=Retry(attempts=100, max_age=3600), breaker_failures=0), rng=lambda: 1.0
+    )
+    rig.vendors["hook"].answer = lambda r: httpx.Response(502)
+    start = vt.t
+    await rig.put(events(1))
+    await until(lambda: rig.spool.depths()[1].get("hook") == 1)
+    [letter] = await rig.spool.dlq_list()
+    assert letter.failed_at - start > 3600 and letter.attempts < 100
+
+
+async def test_retry_after_is_honoured(
+    make_rig: Callable[..., Awaitable[Rig]], hops: list[dict[str, Any]]
+) -> None:
+    rig = await make_rig(hook())  # rng 0: without Retry-After the retry would be immediate
+    vendor = rig.vendors["hook"]
+    answers = iter([httpx.Response(429, headers={"Retry-After": "30"})])
+    vendor.answer = lambda r: next(answers, httpx.Response(200))
+    await rig.put(events(1))
+    await until(lambda: vendor.delivered == ["e0"])
+    (first, _), (second, _) = vendor.requests
+    assert second - first >= 30
+    [retried] = [h for h in hops if h["hop"] == "retried"]
+    assert (retried["status"], retried["retry_in"]) == (429, 30.0)
+
+
+async def test_a_hanging_destination_does_not_delay_another(
+    make_rig: Callable[..., Awaitable[Rig]],
+) -> None:
+    rig = await make_rig(hook("slow", timeout=1.0), hook("fast", timeout=1.0), virtual=False)
+    slow, fast = rig.vendors["slow"], rig.vendors["fast"]
+    slow.hang = True
+    started = time.monotonic()
+    await rig.put(events(20, "slow") + events(20, "fast"))
+    await until(lambda: len(fast.delivered) == 20)
+    elapsed = time.monotonic() - started
+    assert elapsed < 0.5, elapsed  # well inside the slow one's 1 s timeout
+    assert slow.requests and not slow.delivered and slow.in_flight == 2  # its 2 workers hang
+    assert rig.spool.depths()[0]["slow"] == 20
+
+
+async def test_a_timeout_is_retried(
+    make_rig: Callable[..., Awaitable[Rig]], hops: list[dict[str, Any]]
+) -> None:
+    rig = await make_rig(hook("slow", timeout=0.05), virtual=False)
+    rig.vendors["slow"].hang = True
+    await rig.put(events(1, "slow"))
+    await until(lambda: len(rig.vendors["slow"].requests) >= 2)  # timed out, sent again
+    [retried, *_] = [h for h in hops if h["hop"] == "retried"]
+    assert (retried["event_id"], retried["attempt"]) == ("e0", 1)
+    assert "status" not in retried  # no answer
+
+
+async def test_circuit_breaker_opens_and_half_opens(
+    make_rig: Callable[..., Awaitable[Rig]], vt: VirtualTime
+) -> None:
+    rig = await make_rig(
+        hook(concurrency=2, breaker_failures=3, breaker_cooldown=60, retry=Retry(attempts=100))
+    )
+    vendor = rig.vendors["hook"]
+    gauge: list[float] = []  # relay_circuit_open as each request arrives
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        gauge.append(sample(rig.metrics, "relay_circuit_open", destination="hook"))
+        return httpx.Response(503) if len(vendor.requests) <= 5 else httpx.Response(200)
+
+    vendor.answer = answer
+    await rig.put(events(4))
+    await until(lambda: len(vendor.delivered) == 4)
+    times = [t for t, _ in vendor.requests]
+    # 3 quick failures (4 when both workers were in flight) open the circuit ...
+    quick = [t for t in times if t - times[0] < 60]
+    assert 3 <= len(quick) <= 4
+    # ... then each request is a lone half-open probe, a full cooldown after the one before,
+    # until one succeeds (request 6) and closes the circuit for the rest.
+    probes = times[len(quick) : 6]
+    assert all(b - a >= 60 for a, b in zip([quick[-1], *probes], probes, strict=False))
+    assert gauge[:3] == [0, 0, 0] and gauge[len(quick) : 6] == [1] * (6 - len(quick))
+    assert sample(rig.metrics, "relay_circuit_open", destination="hook") == 0
+    assert len(times) == 6 + 3  # after closing, the other 3 events went straight through
+
+
+async def test_breaker_states() -> None:
+    breaker = Breaker(threshold=2, cooldown=10)
+    assert breaker.state(0) == "closed"
+    assert not breaker.failure(0)
+    assert breaker.failure(1)  # opens
+    assert breaker.state(5) == "open" and breaker.state(11) == "half-open"
+    probe = breaker.start_probe()
+    assert breaker.failure(12)  # the probe failed: open again
+    assert breaker.probe == 0 and breaker.state(21) == "open"
+    probe = breaker.start_probe()
+    breaker.end_probe(probe + 1)  # someone else's probe: no effect
+    assert breaker.probe == probe
+    assert breaker.success() and breaker.state(30) == "closed"
+
+
+async def test_undecodable_payload_is_dead_lettered(
+    make_rig: Callable[..., Awaitable[Rig]],
+) -> None:
+    rig = await make_rig(hook())
+    await rig.put([Row("hook", "bad", b"not json"), *events(1)])
+    await until(lambda: rig.vendors["hook"].delivered == ["e0"])
+    await until(lambda: rig.spool.depths()[1].get("hook") == 1)
+    [letter] = await rig.spool.dlq_list()
+    assert (letter.event_id, letter.response) == ("bad", "undecodable payload")
+
+
+async def test_local_sink_file(spool: SqliteSpool, vt: VirtualTime, tmp_path: Path) -> None:
+    target = tmp_path / "out" / "events.jsonl"
+    dest = Destination(
+        name="archive", type="file", purpose=None, settings=FileSettings(str(target))
+    )
+    async with httpx.AsyncClient() as client:
+        dispatcher = Dispatcher(
+            spool, {"archive": dest}, client, Metrics(), clock=vt, sleep=vt.sleep
+        )
+        dispatcher.start()
+        try:
+            await spool.put(events(3, "archive"))
+            dispatcher.notify("archive")
+            await until(lambda: target.exists() and target.read_bytes().count(b"\n") == 3)
+        finally:
+            await dispatcher.stop()
+    lines = [orjson.loads(line) for line in target.read_bytes().splitlines()]
+    assert [e["event_id"] for e in lines] == ["e0", "e1", "e2"]
+
+
+async def test_stop_leaves_in_flight_rows_for_the_next_start(
+    make_rig: Callable[..., Awaitable[Rig]], spool: SqliteSpool
+) -> None:
+    rig = await make_rig(hook("slow"), virtual=False)
+    rig.vendors["slow"].hang = True
+    await rig.put(events(1, "slow"))
+    await until(lambda: rig.vendors["slow"].in_flight == 1)
+    await rig.dispatcher.stop()
+    assert spool.depths()[0] == {"slow": 1}
+    assert await spool.release_leases() == 1
+    assert len(await spool.claim("slow", 10, 60)) == 1
+
+
+async def test_unknown_type_is_refused(spool: SqliteSpool) -> None:
+    dest = Destination(name="x", type="carrier-pigeon", purpose=None)
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(ValueError, match="destination x: unknown type 'carrier-pigeon'"):
+            Dispatcher(spool, {"x": dest}, client, Metrics())
+
+
+async def test_an_unmappable_event_is_dead_lettered(spool: SqliteSpool, vt: VirtualTime) -> None:
+    def build(events: Sequence[Event], settings: Any) -> httpx.Request:
+        return httpx.Request("POST", "https://v.example/", json={"email": events[0]["user"]})
+
+    registry = {"strict": DestinationDef(
+        parse_settings=lambda at: None, max_batch=10, build_request=build,
+        classify=http_classify)}
+    dest = Destination(name="strict", type="strict", purpose=None)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(200))
+                                 ) as client:
+        dispatcher = Dispatcher(spool, {"strict": dest}, client, Metrics(), clock=vt,
+                                sleep=vt.sleep, registry=registry)
+        dispatcher.start()
+        try:
+            await spool.put(events(1, "strict"))
+            dispatcher.notify("strict")
+            await until(lambda: spool.depths()[1].get("strict") == 1)
+        finally:
+            await dispatcher.stop()
+    [letter] = await spool.dlq_list()
+    assert letter.response == "cannot build the request: KeyError: 'user'"
+    assert (letter.status, letter.attempts) == (None, 1)

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from relay.state import MemoryState, RedisState, State
+
+REDIS_URL = os.environ.get("RELAY_TEST_REDIS", "redis://127.0.0.1:6379/14")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _exercise(state: State, prefix: str) -> None:
+    keys = [f"{prefix}a", f"{prefix}b"]
+    assert await state.seen(keys, 60) == [False, False]
+    assert await state.seen(keys, 60) == [True, True]
+    await state.forget([keys[0]])
+    assert await state.seen(keys, 60) == [False, True]
+    await state.hold(
+        [f"{prefix}eid:1", f"{prefix}cid:x:purchase"], {"event": "purchase", "fields": {"a": 1}}, 60
+    )
+    assert await state.take([f"{prefix}cid:x:purchase"]) == {
+        "event": "purchase",
+        "fields": {"a": 1},
+    }
+    assert await state.take([f"{prefix}eid:1"]) is None  # all aliases go with it
+
+
+async def test_memory_state() -> None:
+    clock = Clock()
+    state = MemoryState(100, 60, clock)
+    await _exercise(state, "")
+    await state.hold(["eid:2"], {"event": "purchase", "fields": {}}, 10)
+    assert await state.expired() == []
+    clock.now += 11
+    assert await state.expired() == [{"event": "purchase", "fields": {}}]
+    assert await state.expired() == []
+    assert await state.take(["eid:2"]) is None
+
+
+async def test_memory_state_is_bounded() -> None:
+    state = MemoryState(10, 60)
+    await state.seen([str(i) for i in range(100)], 60)
+    assert len(state._seen) <= 10
+
+
+async def test_redis_state() -> None:
+    """Needs Redis on 127.0.0.1:6379 (.ci/run starts it); fails loudly without it."""
+    state = RedisState(REDIS_URL, prefix=f"relay-test-{uuid.uuid4().hex}:")
+    try:
+        await state.r.ping()
+    except Exception as exc:  # pragma: no cover - the failure message is the point
+        await state.close()
+        pytest.fail(f"Redis is not reachable at {REDIS_URL}: {exc}")
+    try:
+        await _exercise(state, "")
+        await state.hold(["eid:9"], {"event": "purchase", "fields": {}}, 0.01)
+        import asyncio
+
+        await asyncio.sleep(0.05)
+        assert await state.expired() == [{"event": "purchase", "fields": {}}]
+        assert await state.expired() == []
+    finally:
+        await state.close()
