@@ -41,6 +41,8 @@ from relay.state import State, open_state
 
 RELOAD_POLL_SECONDS = 1.0
 EXPIRY_SWEEP_SECONDS = 5.0
+RELOAD_DRAIN_SECONDS = 15.0
+SHUTDOWN_DRAIN_SECONDS = 3.0
 SECRET_FILE = "cookie-secret"
 
 
@@ -134,9 +136,10 @@ class Runtime:
         keep_state = rules.relay.state == old.relay.state
         self._apply(rules, self.state if keep_state else None)
         if self.dispatcher is not None:
-            await self.dispatcher.stop()
-            self.dispatcher = self._new_dispatcher()
+            # The new workers start first; the old ones finish what they are sending.
+            previous, self.dispatcher = self.dispatcher, self._new_dispatcher()
             self.dispatcher.start()
+            await previous.stop(grace=RELOAD_DRAIN_SECONDS)
         self.metrics.rules_reloads.labels("ok").inc()
         LOG.info("rules reloaded: version %s", rules.version)
         return True
@@ -185,7 +188,7 @@ class Runtime:
                 await task
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
-        await self.dispatcher.stop()
+        await self.dispatcher.stop(grace=SHUTDOWN_DRAIN_SECONDS)
         if self.client is not None:
             await self.client.aclose()
         await self.spool.close()
@@ -209,6 +212,16 @@ class Runtime:
                     name = str(held.get("event", "?"))
                     self.metrics.held_expired.labels(self.engine._label(name)).inc()
                     hop("expired", event=name, reason="unconfirmed by the authoritative source")
+                for item in await self.state.expired_pending():
+                    event = item.get("event") or {}
+                    for dest, purpose in item.get("destinations", {}).items():
+                        self.engine._suppressed(
+                            str(event.get("event_id")),
+                            str(event.get("event")),
+                            dest,
+                            purpose,
+                            "pending consent expired",
+                        )
             except Exception:
                 LOG.exception("held-copy sweep failed")
 

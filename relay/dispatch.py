@@ -177,6 +177,7 @@ class Dispatcher:
         self._sleep = sleep
         self._rng = rng
         self._lanes: dict[str, _Lane] = {}
+        self._draining = False
         for name, dest in destinations.items():
             definition = registry.get(dest.type)
             if definition is None:
@@ -206,10 +207,16 @@ class Dispatcher:
                 task = asyncio.create_task(self._work(lane), name=f"deliver {lane.name} #{i}")
                 lane.tasks.append(task)
 
-    async def stop(self) -> None:
-        """Cancel the workers. Batches in flight keep their lease: they are delivered again
-        after it expires, or at once after ``release_leases()`` on the next start."""
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stop the workers: each may finish the batch it is sending for up to ``grace``
+        seconds, then the rest are cancelled. A cancelled batch keeps its lease: it is
+        delivered again after the lease expires, or at once after ``release_leases()``."""
+        self._draining = True
         tasks = [task for lane in self._lanes.values() for task in lane.tasks]
+        for lane in self._lanes.values():
+            lane.wake.set()
+        if grace > 0 and tasks:
+            await asyncio.wait(tasks, timeout=grace)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -233,7 +240,7 @@ class Dispatcher:
     # -- the worker loop --------------------------------------------------------------
 
     async def _work(self, lane: _Lane) -> None:
-        while True:
+        while not self._draining:
             try:
                 probe = await self._admit(lane.breaker)
                 try:

@@ -25,7 +25,7 @@ from relay import contracts, envelope, pipeline
 from relay.consent import decide
 from relay.identity import new_id
 from relay.match import matches
-from relay.observe.debug import mask_value
+from relay.observe.debug import mask_event, mask_value
 from relay.observe.log import digest, hop
 from relay.observe.metrics import Metrics
 from relay.paths import MISSING
@@ -37,6 +37,8 @@ from relay.state import State
 from relay.types import Event, StepContext
 
 OTHER_EVENT = "*"
+CONSENT_EVENT = "consent_update"  # built in: records a browser's choice, releases waiting copies
+CONSENT_MEMORY_SECONDS = 24 * 3600.0
 EventStatus = Literal["accepted", "duplicate", "rejected", "held", "quarantined"]
 
 
@@ -108,6 +110,9 @@ class Engine:
         self.rules = rules
         self.state = state
         self.metrics = metrics
+        self._browser_name = next(
+            (s.name for s in rules.sources.values() if s.type == "browser"), None
+        )
         self._auth_ttl = max(
             [c.confirm_window for c in rules.events.contracts.values()] + [rules.relay.dedup_window]
         )
@@ -162,6 +167,13 @@ class Engine:
                 )
             ev["event_id"] = new_id("evt_")
         self._enrich(ev, meta, notes)
+        cid = ev.get("correlation_id") if source.type == "browser" else None
+        if cid is not None:
+            changed = await self._consent_memory(ev, cid)
+            if ev["event"] == CONSENT_EVENT:
+                return await self._consent_update(index, ev, cid, batch, notes)
+            if changed:
+                await self._release(ev, cid, batch, notes)
 
         checked = contracts.check(ev, rules.events)
         name, eid = ev["event"], ev["event_id"]
@@ -273,7 +285,11 @@ class Engine:
         eid, name = ev["event_id"], ev["event"]
         states = {p: decide(purpose, ev) for p, purpose in rules.purposes.items()}
         granted = frozenset(p for p, (state, _) in states.items() if state == "granted")
+        # A copy whose purpose is undecided in an opt-in region waits for this browser's
+        # consent instead of being suppressed (browser events only: they have a cookie).
+        cid = ev.get("correlation_id") if ev.get("source") == self._browser_name else None
         candidates: list[Destination] = []
+        pending: dict[str, str] = {}
         for dest in rules.destinations.values():
             if dest.events is not None and name not in dest.events:
                 continue
@@ -283,20 +299,51 @@ class Engine:
             if dest.purpose is not None:
                 state, reason = states.get(dest.purpose, ("denied", "unknown purpose"))
                 if state != "granted":
+                    window = rules.purposes[dest.purpose].pending_window
+                    if cid and reason.startswith("default") and window > 0:
+                        pending[dest.name] = dest.purpose
+                        result.copies.append(
+                            Copy(dest.name, "held", f"{dest.purpose}: pending consent")
+                        )
+                        continue
+                    self._suppressed(eid, name, dest.name, dest.purpose, reason)
                     result.copies.append(Copy(dest.name, "suppressed", f"{dest.purpose}: {reason}"))
-                    self.metrics.consent_suppressed.labels(dest.name, dest.purpose).inc()
-                    hop(
-                        "suppressed",
-                        event_id=eid,
-                        event=name,
-                        destination=dest.name,
-                        purpose=dest.purpose,
-                        reason=reason,
-                    )
                     continue
             candidates.append(dest)
+        if pending and cid:
+            window = max(rules.purposes[p].pending_window for p in pending.values())
+            if await self.state.pend(cid, {"event": ev, "destinations": pending}, window):
+                hop(
+                    "held",
+                    event_id=eid,
+                    event=name,
+                    reason="pending consent",
+                    destinations=sorted(pending),
+                )
+            else:  # the pending store is full: fail closed
+                for dest_name, purpose in pending.items():
+                    self._suppressed(eid, name, dest_name, purpose, "pending store full")
+        await self._emit(ev, candidates, granted, result, batch)
+
+    def _suppressed(self, eid: str, name: str, dest: str, purpose: str, reason: str) -> None:
+        self.metrics.consent_suppressed.labels(dest, purpose).inc()
+        hop(
+            "suppressed", event_id=eid, event=name, destination=dest, purpose=purpose, reason=reason
+        )
+
+    async def _emit(
+        self,
+        ev: Event,
+        candidates: Sequence[Destination],
+        granted: frozenset[str],
+        result: Result,
+        batch: Batch,
+    ) -> None:
+        """Dedup, run each destination's pipeline on its own copy, and add the spool rows."""
         if not candidates:
             return
+        rules = self.rules
+        eid, name = ev["event_id"], ev["event"]
         keys = [f"{d.name}:{eid}" for d in candidates]
         already = await self.state.seen(keys, rules.relay.dedup_window)
         blob = orjson.dumps(ev)
@@ -321,16 +368,70 @@ class Engine:
             result.copies.append(Copy(dest.name, "delivered", "; ".join(ctx.notes), sent))
             batch.rows.append(Row(dest.name, eid, orjson.dumps(sent)))
 
+    # -- consent from the browser -------------------------------------------------------
+
+    async def _consent_memory(self, ev: Event, cid: str) -> bool:
+        """Merge this browser's remembered explicit consent into the event; remember what
+        the event adds. True when the event changed what was remembered."""
+        remembered = await self.state.consent_for(cid) or {}
+        given = ev.get("consent") or {}
+        merged = {**remembered, **given}
+        if merged:
+            ev["consent"] = merged
+        if merged != remembered:
+            await self.state.remember_consent(cid, merged, CONSENT_MEMORY_SECONDS)
+            return True
+        return False
+
+    async def _consent_update(
+        self, index: int, ev: Event, cid: str, batch: Batch, notes: list[str]
+    ) -> Result:
+        """The built-in ``consent_update`` event: never routed, it releases waiting copies."""
+        result = Result(index, "accepted", ev["event_id"], CONSENT_EVENT, notes=notes)
+        hop(
+            "received",
+            event_id=ev["event_id"],
+            source=ev["source"],
+            event=CONSENT_EVENT,
+            consent=ev.get("consent"),
+            cid=digest(cid),
+        )
+        await self._release(ev, cid, batch, notes, result)
+        return result
+
+    async def _release(
+        self, ev: Event, cid: str, batch: Batch, notes: list[str], result: Result | None = None
+    ) -> None:
+        """Send the copies that waited for consent to the destinations now granted; the
+        rest are suppressed (an explicit choice was made)."""
+        for item in await self.state.release(cid):
+            held: Event = item["event"]
+            held["consent"] = ev.get("consent", {})
+            eid, name = held["event_id"], held["event"]
+            states = {p: decide(purpose, held) for p, purpose in self.rules.purposes.items()}
+            granted = frozenset(p for p, (state, _) in states.items() if state == "granted")
+            out = result or Result(-1, "accepted", eid, name)
+            candidates = []
+            for dest_name, purpose in item["destinations"].items():
+                dest = self.rules.destinations.get(dest_name)
+                if dest is None:
+                    continue  # removed by a reload while waiting
+                if purpose in granted:
+                    candidates.append(dest)
+                else:
+                    reason = states.get(purpose, ("denied", "unknown purpose"))[1]
+                    self._suppressed(eid, name, dest_name, purpose, reason)
+                    out.copies.append(Copy(dest_name, "suppressed", f"{purpose}: {reason}"))
+            await self._emit(held, candidates, granted, out, batch)
+            released = sum(1 for c in out.copies if c.outcome == "delivered")
+            notes.append(f"consent released {released} waiting copy(ies) of {name}")
+            hop("released", event_id=eid, event=name, reason="consent", copies=released)
+
 
 def _quarantine_copy(ev: Event) -> bytes:
-    """Quarantined events are kept for review without the relay-added personal fields."""
-    copy = dict(ev)
-    ctx = dict(copy.get("context") or {})
-    for key in ("ip", "user_agent"):
-        ctx.pop(key, None)
-    copy["context"] = ctx
-    copy.pop("correlation_id", None)
-    return orjson.dumps(copy)
+    """Quarantined events are kept for review in the debug view's masked form: their shape
+    and names, never a raw IP, user agent, identifier or correlation id."""
+    return orjson.dumps(mask_event(ev))
 
 
 def now_ms() -> int:

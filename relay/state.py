@@ -15,6 +15,9 @@ import orjson
 from cachetools import TTLCache
 
 Held = dict[str, Any]  # {"event": name, "fields": {path: value}}
+# {"event": the event before any pipeline, "destinations": {name: purpose}}
+Pending = dict[str, Any]
+MAX_PENDING = 100_000  # copies waiting for consent, per process (memory state)
 
 
 class State(Protocol):
@@ -32,6 +35,19 @@ class State(Protocol):
     async def expired(self) -> list[Held]:
         """Held copies whose ttl ran out since the last call; each is returned once."""
 
+    async def remember_consent(self, cid: str, consent: dict[str, str], ttl: float) -> None:
+        """Keep a browser's latest explicit consent (purpose -> state) for ``ttl`` seconds."""
+
+    async def consent_for(self, cid: str) -> dict[str, str] | None: ...
+    async def pend(self, cid: str, item: Pending, ttl: float) -> bool:
+        """Keep a copy waiting for this browser's consent; False when the store is full."""
+
+    async def release(self, cid: str) -> list[Pending]:
+        """Pop every copy waiting for this browser's consent."""
+
+    async def expired_pending(self) -> list[Pending]:
+        """Waiting copies whose window ran out since the last call; each returned once."""
+
     async def close(self) -> None: ...
 
 
@@ -42,6 +58,11 @@ class MemoryState:
         self._held: dict[str, tuple[float, int]] = {}  # alias -> (deadline, held id)
         self._copies: dict[int, tuple[float, Held, tuple[str, ...]]] = {}
         self._next = 0
+        self._consent: TTLCache[str, dict[str, str]] = TTLCache(
+            maxsize=max_keys, ttl=24 * 3600, timer=clock
+        )
+        self._pending: dict[str, list[tuple[float, Pending]]] = {}
+        self._pending_count = 0
 
     async def seen(self, keys: Sequence[str], ttl: float) -> list[bool]:
         out = []
@@ -86,6 +107,38 @@ class MemoryState:
                 for a in aliases:
                     self._held.pop(a, None)
                 out.append(held)
+        return out
+
+    async def remember_consent(self, cid: str, consent: dict[str, str], ttl: float) -> None:
+        self._consent[cid] = dict(consent)
+
+    async def consent_for(self, cid: str) -> dict[str, str] | None:
+        return self._consent.get(cid)
+
+    async def pend(self, cid: str, item: Pending, ttl: float) -> bool:
+        if self._pending_count >= MAX_PENDING:
+            return False
+        self._pending.setdefault(cid, []).append((self.clock() + ttl, item))
+        self._pending_count += 1
+        return True
+
+    async def release(self, cid: str) -> list[Pending]:
+        items = self._pending.pop(cid, [])
+        self._pending_count -= len(items)
+        now = self.clock()
+        return [item for deadline, item in items if deadline > now]
+
+    async def expired_pending(self) -> list[Pending]:
+        now = self.clock()
+        out: list[Pending] = []
+        for cid, items in list(self._pending.items()):
+            live = [(d, i) for d, i in items if d > now]
+            out.extend(i for d, i in items if d <= now)
+            if live:
+                self._pending[cid] = live
+            else:
+                del self._pending[cid]
+            self._pending_count -= len(items) - len(live)
         return out
 
     async def close(self) -> None:
@@ -155,6 +208,55 @@ class RedisState:
             held = await self._pop(_text(hid))
             if held is not None:
                 out.append(held)
+        return out
+
+    async def remember_consent(self, cid: str, consent: dict[str, str], ttl: float) -> None:
+        await self.r.set(self.p + "c:" + cid, orjson.dumps(consent), px=int(ttl * 1000))
+
+    async def consent_for(self, cid: str) -> dict[str, str] | None:
+        body = await self.r.get(self.p + "c:" + cid)
+        if body is None:
+            return None
+        consent: dict[str, str] = orjson.loads(body)
+        return consent
+
+    async def pend(self, cid: str, item: Pending, ttl: float) -> bool:
+        deadline = time.time() + ttl
+        body = orjson.dumps({"deadline": deadline, "item": item})
+        pipe = self.r.pipeline(transaction=True)
+        pipe.rpush(self.p + "p:" + cid, body)
+        pipe.pexpire(self.p + "p:" + cid, int((ttl + 60) * 1000))
+        # scored by the earliest deadline, so the sweep finds a browser's first copy on time
+        pipe.zadd(self.p + "pz", {cid: deadline}, lt=True)
+        await pipe.execute()
+        return True
+
+    async def _take_pending(self, cid: str) -> list[tuple[float, Pending]]:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.lrange(self.p + "p:" + cid, 0, -1)
+        pipe.delete(self.p + "p:" + cid)
+        pipe.zrem(self.p + "pz", cid)
+        bodies, _, _ = await pipe.execute()
+        out = []
+        for body in bodies:
+            data = orjson.loads(body)
+            out.append((float(data["deadline"]), data["item"]))
+        return out
+
+    async def release(self, cid: str) -> list[Pending]:
+        now = time.time()
+        return [item for deadline, item in await self._take_pending(cid) if deadline > now]
+
+    async def expired_pending(self) -> list[Pending]:
+        now = time.time()
+        out: list[Pending] = []
+        for raw in await self.r.zrangebyscore(self.p + "pz", 0, now):
+            cid = _text(raw)
+            items = await self._take_pending(cid)
+            live = [(d, i) for d, i in items if d > now]
+            out.extend(i for d, i in items if d <= now)
+            for deadline, item in live:  # put back what is still inside its window
+                await self.pend(cid, item, deadline - now)
         return out
 
     async def close(self) -> None:

@@ -22,6 +22,7 @@ from relay.rules.model import Given, Rules, RuleTest
 from relay.state import MemoryState
 
 TEST_PEER = "192.0.2.10"  # TEST-NET-1: what a rule test's browser connects from
+TEST_CORRELATION = "rule-test-browser"
 
 
 @dataclass
@@ -50,7 +51,8 @@ def _meta(rules: Rules, given: Given) -> Meta:
         user_agent=headers.get("user-agent") if browser else None,
         country=country,
         gpc=browser and headers.get("sec-gpc") == "1",
-        correlation_id=headers.get("x-test-correlation-id") if browser else None,
+        # Browsers always have a correlation cookie; tests share one per case unless set.
+        correlation_id=headers.get("x-test-correlation-id", TEST_CORRELATION) if browser else None,
         verify_correlation=lambda value: value,
     )
 

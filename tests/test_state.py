@@ -70,3 +70,45 @@ async def test_redis_state() -> None:
         assert await state.expired() == []
     finally:
         await state.close()
+
+
+async def _exercise_pending(state: State) -> None:
+    assert await state.consent_for("c1") is None
+    await state.remember_consent("c1", {"analytics": "granted"}, 60)
+    assert await state.consent_for("c1") == {"analytics": "granted"}
+    assert await state.pend("c1", {"event": {"event_id": "e1"}, "destinations": {"a": "ads"}}, 60)
+    assert await state.pend("c1", {"event": {"event_id": "e2"}, "destinations": {"a": "ads"}}, 60)
+    released = await state.release("c1")
+    assert [i["event"]["event_id"] for i in released] == ["e1", "e2"]
+    assert await state.release("c1") == []
+
+
+async def test_memory_pending() -> None:
+    clock = Clock()
+    state = MemoryState(100, 60, clock)
+    await _exercise_pending(state)
+    await state.pend("c2", {"event": {"event_id": "e3"}, "destinations": {}}, 10)
+    await state.pend("c2", {"event": {"event_id": "e4"}, "destinations": {}}, 30)
+    clock.now += 11
+    assert [i["event"]["event_id"] for i in await state.expired_pending()] == ["e3"]
+    assert [i["event"]["event_id"] for i in await state.release("c2")] == ["e4"]
+
+
+async def test_redis_pending() -> None:
+    state = RedisState(REDIS_URL, prefix=f"relay-test-{uuid.uuid4().hex}:")
+    try:
+        await state.r.ping()
+    except Exception as exc:  # pragma: no cover
+        await state.close()
+        pytest.fail(f"Redis is not reachable at {REDIS_URL}: {exc}")
+    try:
+        await _exercise_pending(state)
+        import asyncio
+
+        await state.pend("c2", {"event": {"event_id": "e3"}, "destinations": {}}, 0.01)
+        await state.pend("c2", {"event": {"event_id": "e4"}, "destinations": {}}, 30)
+        await asyncio.sleep(0.05)
+        assert [i["event"]["event_id"] for i in await state.expired_pending()] == ["e3"]
+        assert [i["event"]["event_id"] for i in await state.release("c2")] == ["e4"]
+    finally:
+        await state.close()

@@ -34,6 +34,11 @@ def _rt(request: Request) -> Runtime:
     return rt
 
 
+def _limit(request: Request, default: int = 100, most: int = 10_000) -> int:
+    text = request.query_params.get("limit", "")
+    return min(int(text), most) if text.isdigit() else default
+
+
 async def metrics(request: Request) -> Response:
     return Response(_rt(request).metrics.render(), media_type=PROMETHEUS_TYPE)
 
@@ -60,7 +65,7 @@ async def rules(request: Request) -> Response:
 async def dlq(request: Request) -> Response:
     rt = _rt(request)
     dest = request.query_params.get("destination")
-    letters = await rt.spool.dlq_list(dest, int(request.query_params.get("limit", "100")))
+    letters = await rt.spool.dlq_list(dest, _limit(request))
     return _json(
         [
             {
@@ -75,6 +80,14 @@ async def dlq(request: Request) -> Response:
             for d in letters
         ]
     )
+
+
+async def quarantine(request: Request) -> Response:
+    rt = _rt(request)
+    items = await rt.spool.quarantine_list(_limit(request))
+    for item in items:
+        item["payload"] = orjson.loads(item["payload"])
+    return _json(items)
 
 
 DEBUG_PAGE = """<!doctype html><meta charset=utf-8><title>Relay debug</title>
@@ -136,6 +149,7 @@ def routes() -> list[Route]:
         Route("/readyz", readyz),
         Route("/rules", rules),
         Route("/dlq", dlq),
+        Route("/quarantine", quarantine),
         Route("/debug", debug_page),
         Route("/debug/stream", debug_stream),
     ]

@@ -104,7 +104,7 @@ class _Op:
     future: asyncio.Future[Any]
 
 
-Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
 
 
 def _resolve(outcomes: list[Outcome]) -> None:
@@ -163,17 +163,18 @@ class SqliteSpool:
             return
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
+        self._queue = queue.SimpleQueue()
         thread = threading.Thread(
             target=self._main, args=(loop, ready), name=f"spool {self.path}", daemon=True
         )
-        self._thread = thread
         thread.start()
         try:
             await ready
-        except BaseException:
+        except BaseException:  # could not open, or cancelled while opening
+            self._queue.put(None)  # stops the thread if it did open
             await asyncio.to_thread(thread.join)
-            self._thread = None
             raise
+        self._thread = thread  # from here on, operations are accepted
 
     async def close(self) -> None:
         """Run what is queued, then close the connection; later calls raise SpoolUnavailable."""
@@ -255,7 +256,8 @@ class SqliteSpool:
         pending: list[tuple[_Op, Any, _Delta]] = []  # writes that wait for the commit
         failure: BaseException | None = None  # once set, no write of this group commits
         began = False
-        if any(op.write for op in group):
+        writes = any(op.write for op in group)
+        if writes:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 began = True
@@ -300,7 +302,7 @@ class SqliteSpool:
             else:
                 self._apply([delta for _, _, delta in pending])
                 outcomes.extend((op, result, None) for op, result, _ in pending)
-        if any(op.write for op in group):
+        if writes:
             self._writable = began and failure is None and not any(
                 isinstance(err, SpoolUnavailable) for _, _, err in outcomes)
         by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}

@@ -167,7 +167,8 @@ class RelayProcess:
 
     def _fail(self, why: str) -> None:
         tail = self.log_text()[-6000:]
-        raise RelayFailed(f"{self.name} ({' '.join(self.command())}): {why}\n--- stderr ---\n{tail}")
+        raise RelayFailed(f"{self.name} ({' '.join(self.command())}): {why}\n"
+                          f"--- stderr ---\n{tail}")
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: no shutdown code runs."""

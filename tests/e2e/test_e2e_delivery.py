@@ -133,24 +133,27 @@ def test_a_failing_destination_never_delays_a_healthy_one(
         "broken": webhook(broken),
         "healthy": webhook(healthy),
     })
-    bound = 3.0
+    bound = 2.0  # seconds from the 202 to the healthy vendor, for every event
     with client() as http:
         sent_at: dict[str, float] = {}
-        for _ in range(20):
+        for _ in range(20):  # over 5 s: through the hanging one's timeouts and retries
             for eid in _send(http, relay, 10, per_request=10):
                 sent_at[eid] = time.monotonic()
+            time.sleep(0.25)
         wait_until(lambda: set(sent_at) <= set(healthy.delivered()), 15,
                    "all 200 events at the healthy vendor")
-    first_ok = {}
+    first_ok: dict[str, float] = {}
     for r in healthy.received:
         if r.ok:
             for e in r.events:
                 first_ok.setdefault(e["event_id"], r.at)
     lags = sorted(first_ok[eid] - sent_at[eid] for eid in sent_at)
     assert lags[-1] < bound, f"slowest healthy delivery took {lags[-1]:.2f}s (bound {bound}s)"
-    assert hanging.received == [] or not any(r.ok for r in hanging.received)
+    assert hanging.attempts() > 0, "the hanging vendor was never tried: the test proved nothing"
+    assert not any(r.ok for r in hanging.received)
     assert broken.received and not any(r.ok for r in broken.received)
     assert healthy.problems == [], healthy.problems[:5]
-    print(f"\nisolation: healthy vendor got 200 events, lag p50 {lags[len(lags) // 2] * 1000:.0f} ms"
-          f" max {lags[-1] * 1000:.0f} ms, while 'hanging' never answered and 'broken' "
+    print(f"\nisolation: healthy vendor got 200 events, lag p50 "
+          f"{lags[len(lags) // 2] * 1000:.0f} ms max {lags[-1] * 1000:.0f} ms, while "
+          f"'hanging' never answered and 'broken' "
           f"answered 500 {len(broken.received)} times")

@@ -63,6 +63,7 @@ Plan = Callable[[int, float], Answer]  # (request number from 0, seconds since t
 class _Shared:
     lock: threading.Lock = field(default_factory=threading.Lock)
     received: list[Received] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)  # time.monotonic() of every request
     problems: list[str] = field(default_factory=list)
     plan: Plan = field(default_factory=lambda: (lambda n, t: Answer()))
     plan_started: float = field(default_factory=time.monotonic)
@@ -154,7 +155,9 @@ class StandInVendor:
         return [e for r in self.received if r.ok for e in r.events]
 
     def attempts(self) -> int:
-        return len(self.received)
+        """Requests that arrived, answered or not (a hanging one is counted at once)."""
+        with self._s.lock:
+            return len(self._s.arrivals)
 
     # -- the request handling (called on the server's threads) ----------------------------
 
@@ -181,7 +184,8 @@ class StandInVendor:
         if self.secret is not None:
             signed = verify_signature(self.secret, headers.get("x-relay-signature"), body)
             if not signed:
-                problems.append(f"bad or missing X-Relay-Signature: {headers.get('x-relay-signature')}")
+                given = headers.get("x-relay-signature")
+                problems.append(f"bad or missing X-Relay-Signature: {given}")
         try:
             data = json.loads(body)
         except ValueError as exc:
@@ -249,6 +253,7 @@ class _Server(ThreadingHTTPServer):
 def _handler_class(vendor: StandInVendor) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # else header and body writes meet a 40 ms delayed ACK
         timeout = 30  # an idle keep-alive connection's thread ends after this
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet
@@ -260,6 +265,8 @@ def _handler_class(vendor: StandInVendor) -> type[BaseHTTPRequestHandler]:
             headers = {k.lower(): v for k, v in self.headers.items()}
             path = self.path.split("?", 1)[0]
             at = time.monotonic()
+            with vendor._s.lock:
+                vendor._s.arrivals.append(at)
             data, events, problems, signed = vendor._check(self.command, path, headers, body)
             answer = vendor._next_answer()
             if answer.hang:

@@ -113,7 +113,8 @@ def scrape(c: httpx.Client, relay: RelayProcess) -> str:
 
 # -- waiting ------------------------------------------------------------------------------
 
-def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+def wait_until(check: Callable[[], T | None], timeout: float, what: str,
+               interval: float = 0.1) -> T:
     """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -121,7 +122,8 @@ def wait_until(check: Callable[[], T], timeout: float, what: str, interval: floa
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {value!r})")
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what} "
+                                 f"(last: {value!r})")
         time.sleep(interval)
 
 

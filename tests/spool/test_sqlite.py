@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
@@ -252,25 +251,6 @@ async def test_put_raises_when_the_database_is_read_only(spool: SqliteSpool) -> 
     await pragma(spool, "PRAGMA query_only = 0")
     assert spool.depths() == ({}, {})
     assert await spool.claim("ga4", 10, 30) == []
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only files")
-async def test_put_raises_on_a_read_only_file(tmp_path: Path) -> None:
-    path = tmp_path / "spool.db"
-    spool = SqliteSpool(str(path))
-    await spool.start()
-    await spool.close()
-    path.chmod(0o444)
-    spool = SqliteSpool(str(path))
-    try:
-        await spool.start()
-    except SpoolUnavailable:
-        return
-    try:
-        with pytest.raises(SpoolUnavailable):
-            await spool.put(rows(1))
-    finally:
-        await spool.close()
 
 
 async def test_start_raises_when_the_directory_cannot_be_made(tmp_path: Path) -> None:

@@ -1,0 +1,284 @@
+"""Ingest benchmark: ``POST /t/e`` on the real ``relay serve`` (shipped rules, SQLite spool,
+1 hypercorn worker) against a bare Starlette handler (parse JSON, answer 202) under the same
+hypercorn, in the same run.
+
+Each round starts every configuration afresh, one after the other (interleaved), warms it
+up, then loads it for a fixed time with a closed-loop aiohttp generator (``--concurrency``
+requests in flight, one event per request, a unique ``event_id`` each). It reports the median
+over rounds of throughput, p50/p99 latency and the server's CPU, and the relay/bare ratio.
+Loopback only; every run is bounded by ``--duration``.
+
+    python benchmarks/ingest.py                       # 3 rounds x 10 s, bare and relay
+    python benchmarks/ingest.py --rounds 1 --duration 3 --configs relay,relay-quiet
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET_RATIO = 0.5
+START_TIMEOUT = 20.0
+UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+      "Chrome/126.0.0.0 Safari/537.36")
+# About 520 bytes, like the anchors in docs: a page view with a page, UTM/click ids, consent,
+# a user with an email (hashed by the pipeline) and a few properties.
+EVENT = json.dumps({
+    "event": "page_view", "event_id": "__ID__",
+    "consent": {"analytics_storage": "granted", "ad_storage": "denied"},
+    "user": {"id": "u_1042", "email": "ann.example@example.com"},
+    "context": {"page": {
+        "url": "https://shop.example/products/blue-shoes?utm_source=news&utm_medium=email"
+               "&utm_campaign=spring&gclid=Cj0KCQjw&session=42",
+        "referrer": "https://www.google.com/", "title": "Blue shoes - Shop"}},
+    "properties": {"section": "shoes", "items": 3, "price": 89.9, "currency": "EUR",
+                   "logged_in": True, "ab": "variant-b"},
+}, separators=(",", ":")).encode()
+HEADERS = {"Content-Type": "application/json", "User-Agent": UA, "CF-IPCountry": "US"}
+
+
+@dataclass
+class Run:
+    config: str
+    round: int
+    seconds: float
+    requests: int
+    errors: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    server_cores: float
+    cpu_us_per_req: float
+    loadgen_cores: float  # this process (the load generator) in the measured window
+    archived: int | None  # relay only: events the archive destination wrote in the window
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Server:
+    """One server process of a configuration, in its own scratch directory."""
+
+    def __init__(self, config: str, scratch: Path) -> None:
+        self.config = config
+        self.dir = scratch / config
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")
+               and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+        env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"]
+                                         if env.get("PYTHONPATH") else "")
+        env["RELAY_SECRET"] = "bench-cookie-secret"
+        if config == "bare":
+            cmd = [sys.executable, str(REPO / "benchmarks" / "bare_app.py"), "--port",
+                   str(self.port)]
+        else:
+            shutil.copytree(REPO / "rules", self.dir / "rules")
+            cmd = [sys.executable, "-m", "relay", "serve", "--rules", "rules", "--host",
+                   "127.0.0.1", "--port", str(self.port), "--admin-port", str(free_port()),
+                   "--workers", "1", "--var", "var"]
+            if config == "relay-quiet":
+                env["RELAY_LOG_LEVEL"] = "WARNING"
+        self.log = (self.dir / "stderr.log").open("wb")
+        self.proc = subprocess.Popen(cmd, cwd=self.dir, env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/t/e"
+
+    async def ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        async with aiohttp.ClientSession() as s:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                try:
+                    async with s.get(f"http://127.0.0.1:{self.port}/t/healthz") as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        self.stop()
+        log = (self.dir / "stderr.log").read_text(errors="replace")[-3000:]
+        raise SystemExit(f"{self.config} did not start:\n{log}")
+
+    def archived(self) -> int | None:
+        if self.config == "bare":
+            return None
+        path = self.dir / "var" / "events.jsonl"
+        if not path.exists():
+            return 0
+        with path.open("rb") as fh:
+            return sum(1 for _ in fh)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+async def load(url: str, seconds: float, concurrency: int, tag: str,
+               ) -> tuple[int, int, list[float], float]:
+    """Closed loop for ``seconds``: (ok answers, errors, latencies in s, elapsed s)."""
+    ids = itertools.count()
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    jar = aiohttp.CookieJar(unsafe=True)  # keep the relay's cookie, as a browser would
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        while time.perf_counter() < deadline:
+            body = EVENT.replace(b"__ID__", f"{tag}-{next(ids)}".encode())
+            started = time.perf_counter()
+            try:
+                async with session.post(url, data=body, headers=HEADERS) as r:
+                    await r.read()
+                    ok = r.status == 202
+            except aiohttp.ClientError:
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - started)
+            else:
+                errors += 1
+
+    t0 = time.perf_counter()
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, cookie_jar=jar,
+                                     timeout=timeout) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    return len(latencies), errors, latencies, time.perf_counter() - t0
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+async def one_run(config: str, rnd: int, scratch: Path, args: argparse.Namespace) -> Run:
+    server = Server(config, scratch)
+    try:
+        await server.ready()
+        await load(server.url, args.warmup, args.concurrency, f"w{rnd}")
+        archived0 = server.archived()
+        cpu0, own0 = cpu_seconds(server.proc.pid), time.process_time()
+        ok, errors, lat, elapsed = await load(server.url, args.duration, args.concurrency,
+                                              f"r{rnd}")
+        cpu, own = cpu_seconds(server.proc.pid) - cpu0, time.process_time() - own0
+        archived1 = server.archived()
+        archived = None if archived0 is None or archived1 is None else archived1 - archived0
+    finally:
+        server.stop()
+    lat.sort()
+    return Run(config, rnd, round(elapsed, 2), ok, errors, round(ok / elapsed, 1),
+               round(percentile(lat, 0.50) * 1000, 2), round(percentile(lat, 0.99) * 1000, 2),
+               round(cpu / elapsed, 2), round(cpu / max(ok, 1) * 1e6, 1), round(own / elapsed, 2),
+               archived)
+
+
+def summary(runs: list[Run], configs: list[str]) -> str:
+    lines = ["| config | req/s median (min-max) | p50 ms | p99 ms | server cores | "
+             "server CPU us/req | load-gen cores | archived in window | errors |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    medians: dict[str, float] = {}
+    for config in configs:
+        mine = [r for r in runs if r.config == config]
+        rps = [r.rps for r in mine]
+        medians[config] = statistics.median(rps)
+        lines.append(
+            f"| {config} | {medians[config]:,.0f} ({min(rps):,.0f}-{max(rps):,.0f}) | "
+            f"{statistics.median(r.p50_ms for r in mine):.1f} | "
+            f"{statistics.median(r.p99_ms for r in mine):.1f} | "
+            f"{statistics.median(r.server_cores for r in mine):.2f} | "
+            f"{statistics.median(r.cpu_us_per_req for r in mine):,.0f} | "
+            f"{statistics.median(r.loadgen_cores for r in mine):.2f} | "
+            f"{_archived(mine)} | {sum(r.errors for r in mine)} |")
+    if "bare" in medians:
+        for config in configs:
+            if config != "bare":
+                ratio = medians[config] / medians["bare"]
+                verdict = "meets" if ratio >= TARGET_RATIO else "BELOW"
+                lines.append(f"\n{config}/bare throughput ratio: {ratio:.2f} ({verdict} the "
+                             f"{TARGET_RATIO:.0%} target)")
+    return "\n".join(lines)
+
+
+def _archived(runs: list[Run]) -> str:
+    """Events written by the archive destination during the window, as a share of the 202s
+    (below 100%: delivery lags ingest and the spool grows)."""
+    shares = [r.archived / r.requests for r in runs if r.archived is not None and r.requests]
+    return f"{statistics.median(shares):.0%}" if shares else "-"
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = set(configs) - {"bare", "relay", "relay-quiet"}
+    if unknown:
+        raise SystemExit(f"unknown configs: {', '.join(sorted(unknown))}")
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
+        for rnd in range(1, args.rounds + 1):
+            for config in configs:
+                run = await one_run(config, rnd, Path(tmp), args)
+                runs.append(run)
+                print(json.dumps(asdict(run)), flush=True)
+                if args.json:
+                    with open(args.json, "a") as fh:
+                        fh.write(json.dumps(asdict(run)) + "\n")
+    print()
+    print(f"POST /t/e, {len(EVENT)}-byte event, c={args.concurrency}, {args.rounds} rounds x "
+          f"{args.duration:g} s (after {args.warmup:g} s warm-up), medians over rounds")
+    print(summary(runs, configs))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=float, default=10.0, help="measured seconds per run")
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--configs", default="bare,relay",
+                   help="comma-separated: bare, relay, relay-quiet (RELAY_LOG_LEVEL=WARNING)")
+    p.add_argument("--json", help="append each run as a JSON line to this file")
+    asyncio.run(main_async(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

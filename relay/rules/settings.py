@@ -1,0 +1,167 @@
+"""The ``relay:`` section: prefix, client address, cookie, stores, limits, admin, consent map."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+from relay.rules.codes import (
+    BAD_PREFIX,
+    BAD_SPOOL_URL,
+    BAD_STATE_URL,
+    HOPS_IGNORED,
+    INSECURE_SAME_SITE,
+)
+from relay.rules.fields import BAD_VALUE, At
+from relay.rules.model import (
+    DEFAULT_CONSENT_MAP,
+    Admin,
+    ClientIP,
+    Cookie,
+    Limits,
+    RateLimit,
+    RelaySettings,
+)
+
+if TYPE_CHECKING:
+    from relay.rules.parse import Reader
+
+RELAY_KEYS = (
+    "prefix", "client_ip", "country_header", "cookie", "dedup_window", "dedup_max_keys",
+    "state", "spool", "limits", "admin", "rate_limit", "consent_map",
+)
+COOKIE_KEYS = ("name", "max_age", "path", "domain", "same_site", "secure", "secret")
+LIMIT_KEYS = ("body_bytes", "batch_events", "properties", "depth", "string_chars")
+SAME_SITE = ("lax", "strict", "none")
+
+
+def relay(r: Reader, at: At) -> RelaySettings:
+    d = RelaySettings()
+    if not at.present or at.mapping(RELAY_KEYS) is None:
+        return d
+    get = at.get
+    prefix = r.url_path(get("prefix"), BAD_PREFIX, "/t")
+    return RelaySettings(
+        prefix=prefix or d.prefix,
+        client_ip=_client_ip(r, get("client_ip")),
+        country_header=r.header(get("country_header")),
+        cookie=_cookie(r, get("cookie")),
+        dedup_window=r.positive(get("dedup_window"), d.dedup_window),
+        dedup_max_keys=get("dedup_max_keys").integer(d.dedup_max_keys, minimum=1)
+        or d.dedup_max_keys,
+        state=_store_url(r, get("state"), d.state, spool=False),
+        spool=_store_url(r, get("spool"), d.spool, spool=True),
+        limits=_limits(r, get("limits")),
+        admin=_admin(r, get("admin")),
+        rate_limit=_rate_limit(r, get("rate_limit")),
+        consent_map=_consent_map(r, get("consent_map")),
+    )
+
+
+def _client_ip(r: Reader, at: At) -> ClientIP:
+    if not at.present or at.mapping(("header", "trusted_hops")) is None:
+        return ClientIP()
+    header = r.header(at.get("header"))
+    hops = at.get("trusted_hops")
+    if hops.present and (header or "").lower() != "x-forwarded-for":
+        r.rep.warning(hops.path, HOPS_IGNORED,
+                      "trusted_hops only applies to the X-Forwarded-For header",
+                      "remove it")
+    return ClientIP(header, hops.integer(1, minimum=1) or 1)
+
+
+def _cookie(r: Reader, at: At) -> Cookie:
+    d = Cookie()
+    if not at.present or at.mapping(COOKIE_KEYS) is None:
+        return d
+    name = at.get("name").string()
+    if name is not None and not r.is_token(name):  # a cookie name is an HTTP token
+        at.get("name").error(BAD_VALUE, f"'{name}' is not a valid cookie name",
+                             "use letters, digits, '_' and '-', like _rc")
+        name = None
+    path = at.get("path").string()
+    if path is not None and not path.startswith("/"):
+        at.get("path").error(BAD_VALUE, f"'{path}' does not start with '/'", "like /")
+        path = None
+    same_site = at.get("same_site").choice(SAME_SITE, d.same_site) or d.same_site
+    secure = at.get("secure").boolean(d.secure)
+    if same_site == "none" and secure is False:
+        at.get("same_site").error(INSECURE_SAME_SITE,
+                                  "browsers drop SameSite=None cookies that are not Secure",
+                                  "set secure: true or same_site: lax")
+    secret = at.get("secret")
+    secrets: tuple[str, ...] = ()
+    if secret.present:
+        items = secret.items() if isinstance(secret.value, list) else [secret]
+        secrets = tuple(s for s in (i.string(allow_empty=True) for i in items) if s)
+    return Cookie(
+        name=name or d.name,
+        max_age=r.positive(at.get("max_age"), d.max_age),
+        path=path or d.path,
+        domain=at.get("domain").string(),
+        same_site=cast(Any, same_site),
+        secure=d.secure if secure is None else secure,
+        secrets=secrets,
+    )
+
+
+def _store_url(r: Reader, at: At, default: str, *, spool: bool) -> str:
+    text = at.string()
+    if text is None:
+        return default
+    if text.startswith(("redis://", "rediss://", "unix://")) and len(text.split("://")[1]):
+        return text
+    if spool and text.startswith("sqlite:///") and text[len("sqlite:///"):].strip("/"):
+        return text
+    if not spool and text == "memory":
+        return text
+    if spool:
+        at.error(BAD_SPOOL_URL, f"'{text}' is not a spool URL",
+                 "use sqlite:///relative/path.db, sqlite:////absolute/path.db "
+                 "or redis://host:6379/0")
+    else:
+        at.error(BAD_STATE_URL, f"'{text}' is not a state store",
+                 "use memory or redis://host:6379/0")
+    return default
+
+
+def _limits(r: Reader, at: At) -> Limits:
+    d = Limits()
+    if not at.present or at.mapping(LIMIT_KEYS) is None:
+        return d
+    values = {k: at.get(k).integer(getattr(d, k), minimum=1) for k in LIMIT_KEYS}
+    return Limits(**{k: getattr(d, k) if v is None else v for k, v in values.items()})
+
+
+def _admin(r: Reader, at: At) -> Admin:
+    d = Admin()
+    if not at.present or at.mapping(("host", "port", "token")) is None:
+        return d
+    port = at.get("port").integer(d.port, minimum=0)
+    if port is not None and port > 65535:
+        at.get("port").error(BAD_VALUE, f"port {port} is above 65535")
+        port = None
+    token = at.get("token").string(allow_empty=True)
+    return Admin(at.get("host").string(d.host) or d.host,
+                 d.port if port is None else port, token or None)
+
+
+def _rate_limit(r: Reader, at: At) -> RateLimit:
+    d = RateLimit()
+    if not at.present or at.mapping(("per_second", "burst")) is None:
+        return d
+    rate = at.get("per_second").number(d.per_second)
+    if rate is not None and rate < 0:
+        at.get("per_second").error(BAD_VALUE, "must not be negative", "0 turns it off")
+        rate = None
+    burst = at.get("burst").integer(d.burst, minimum=1)
+    return RateLimit(d.per_second if rate is None else rate, burst or d.burst)
+
+
+def _consent_map(r: Reader, at: At) -> dict[str, str]:
+    merged = dict(DEFAULT_CONSENT_MAP)
+    for key, child in (at.mapping() or {}).items() if at.present else ():
+        if child.value is None:
+            merged.pop(key, None)  # `ad_personalization: null` unmaps a default key
+        elif (purpose := r.ref("purpose", child)) is not None:
+            merged[key] = purpose
+    return merged

@@ -1,0 +1,159 @@
+"""Privacy invariants (SPEC section 8), searched for in everything the relay writes.
+
+Events carry a raw IP (X-Forwarded-For, trusted_hops 1), an email, a phone number, a user
+agent and cookie values. None of them may appear in the relay's log, /metrics, the SQLite
+spool (the database file AND its WAL), the /debug stream, /dlq or ``relay dlq list``. The
+shipped ``minimize`` pipeline also keeps the raw IP, email, phone and user agent out of what
+destinations receive (the archive file and the stand-in vendors). A copy suppressed by
+consent never touches the spool.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .conftest import MakeRelay, MakeVendor
+from .relayproc import BACKEND_SECRET, RELAY_SECRET, RelayProcess
+from .rulesdir import webhook
+from .wire import DebugStream, archived, client, new_event_id, post_backend, wait_until
+
+RAW_IP = "203.0.113.77"
+SPOOFED_IP = "198.51.100.23"  # the client's own X-Forwarded-For entry, not trusted
+RAW_IP6 = "2001:db8:85a3:4c1d:8a2e:370:7334:1"
+BACKEND_IP = "192.0.2.201"
+EMAIL = "Privacy.Probe+e2e@Example.org"
+PHONE = "+1 (555) 010-4477"
+UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+      "Chrome/125.0.0.0 Safari/537.36 PrivacyProbe/7.7")
+GA_COOKIE = "GA1.1.987654321.1700000000"
+SESSION_COOKIE = "SessPrivacyProbe42"
+SUPPRESSED_MARKER = "suppressed-marker-5f2c9"
+PENDING_MARKER = "pending-consent-marker-81d3"
+
+# What must never show, however written. The raw IPs' truncated forms (/24, /48) are allowed.
+PERSONAL = {
+    "raw IP": [RAW_IP, SPOOFED_IP, BACKEND_IP, "8a2e:370:7334", "4c1d:8a2e"],
+    "email": [EMAIL, EMAIL.lower(), "privacy.probe", "privacy.probe%2be2e"],
+    "phone": [PHONE, "010-4477", "5550104477", "555) 010"],
+    "user agent": [UA, "PrivacyProbe"],
+}
+
+
+def _find(haystack: bytes, needles: dict[str, list[str]]) -> list[str]:
+    low = haystack.lower()
+    return [f"{what}: {n!r}" for what, ns in needles.items() for n in ns
+            if n.lower().encode() in low]
+
+
+def _spool_bytes(relay: RelayProcess) -> bytes:
+    files = [relay.spool_path, Path(f"{relay.spool_path}-wal"), Path(f"{relay.spool_path}-shm")]
+    return b"".join(p.read_bytes() for p in files if p.exists())
+
+
+def test_no_personal_data_in_logs_metrics_spool_debug_or_dlq(
+        relays: MakeRelay, vendors: MakeVendor) -> None:
+    rejecting = vendors(name="rejecting")  # 400: the copies go to the dead-letter store
+    rejecting.respond(400, body=b'{"error":"e2e-vendor refuses"}')
+    down = vendors(name="down")  # 503: the copies stay in the spool, retried
+    down.respond(503, body=b'{"error":"e2e-vendor down"}')
+    slow_retry = {"attempts": 1000, "base_backoff": "1s", "max_backoff": "2s", "max_age": "1h"}
+    relay = relays(
+        relay={"client_ip": {"header": "X-Forwarded-For", "trusted_hops": 1}},
+        destinations={"rejecting": webhook(rejecting), "down": webhook(down, retry=slow_retry)},
+    )
+    with client() as http, DebugStream(relay) as debug:
+        r = http.post(relay.url("/e"), json={"event": "page_view", "event_id": new_event_id()},
+                      headers={"CF-IPCountry": "US"})
+        assert r.status_code == 202, r.text
+        rc = r.cookies.get("_rc")
+        assert rc, r.headers
+        cid = rc.split(".", 1)[0]
+        http.cookies.clear()
+        cookie_values = {"cookie": [rc, rc.rsplit(".", 1)[1], GA_COOKIE, SESSION_COOKIE]}
+        headers = {
+            "X-Forwarded-For": f"{SPOOFED_IP}, {RAW_IP}", "User-Agent": UA, "CF-IPCountry": "US",
+            "Cookie": f"_rc={rc}; _ga={GA_COOKIE}; sessionid={SESSION_COOKIE}",
+            "Referer": f"https://shop.example/account?email={EMAIL}",
+        }
+        ids = [new_event_id("priv") for _ in range(4)]
+        browser_events = [
+            {"event": "page_view", "event_id": ids[0],
+             "user": {"id": "u-privacy", "email": EMAIL, "phone": PHONE},
+             "context": {"page": {
+                 "url": "https://shop.example/account?email=privacy.probe%2Be2e%40example.org"
+                        "&phone=5550104477&utm_source=news",
+                 "referrer": f"https://mail.example/?from={EMAIL}",
+                 "title": f"Account of {EMAIL}"}},
+             "properties": {"note": f"call {PHONE} or mail {EMAIL}", "ua_copy": "none"}},
+            {"event": "page_view", "event_id": ids[1], "user": {"email": f"  {EMAIL.upper()} "}},
+        ]
+        r = http.post(relay.url("/e"), json=browser_events, headers=headers)
+        assert r.status_code == 202 and r.json()["accepted"] == 2, r.text
+        v6 = {**headers, "X-Forwarded-For": RAW_IP6}
+        r = http.post(relay.url("/e"), json={"event": "page_view", "event_id": ids[2]},
+                      headers=v6)
+        assert r.status_code == 202 and r.json()["accepted"] == 1, r.text
+        http.cookies.clear()
+        r = post_backend(http, relay, {
+            "event": "purchase", "event_id": ids[3],
+            "user": {"email": EMAIL, "phone": PHONE},
+            "context": {"ip": BACKEND_IP, "user_agent": UA, "country": "US"},
+            "properties": {"order_id": "O-priv-1", "value": 5, "currency": "USD"}})
+        assert r.status_code == 202 and r.json()["accepted"] == 1, r.text
+        # Consent denied: suppressed everywhere, so it must never reach the spool; nor may
+        # an EU event waiting for a consent choice.
+        r = http.post(relay.url("/e"), json={"event": "page_view", "event_id": new_event_id(),
+                                             "consent": {"analytics": "denied"},
+                                             "properties": {"marker": SUPPRESSED_MARKER}},
+                      headers={"CF-IPCountry": "US"})
+        assert r.status_code == 202, r.text
+        r = http.post(relay.url("/e"), json={"event": "page_view", "event_id": new_event_id(),
+                                             "properties": {"marker": PENDING_MARKER}},
+                      headers={"CF-IPCountry": "DE"})
+        assert r.status_code == 202, r.text
+
+        def settled() -> bool:
+            letters = http.get(relay.admin_url("/dlq")).json()
+            in_archive = {e["event_id"] for e in archived(relay)}
+            return (len(letters) >= len(ids) and set(ids) <= in_archive
+                    and down.attempts() >= 1)
+
+        wait_until(settled, 20, "the copies archived, dead-lettered and retried")
+        time.sleep(0.5)  # let the debug stream and the log catch up
+        metrics_text = http.get(relay.admin_url("/metrics")).text
+        dlq_text = http.get(relay.admin_url("/dlq")).text
+        rules_text = http.get(relay.admin_url("/rules")).text
+    dlq_cli = relay.cli("dlq", "list")
+    assert dlq_cli.returncode == 0, dlq_cli.stderr
+    entries = debug.entries()
+    assert len(entries) >= 5, f"the debug stream showed {len(entries)} events: {debug.text[:500]}"
+    assert debug.error is None, debug.error
+
+    never = {**PERSONAL, **cookie_values, "correlation id": [cid]}
+    secrets = {"secret": [RELAY_SECRET, BACKEND_SECRET]}
+    places = {
+        "relay stderr log": (relay.log_text().encode(), {**never, **secrets}),
+        "/metrics": (metrics_text.encode(), {**never, **secrets}),
+        "/debug/stream": (debug.raw, {**never, **secrets}),
+        "/dlq": (dlq_text.encode(), {**never, **secrets}),
+        "relay dlq list": ((dlq_cli.stdout + dlq_cli.stderr).encode(), {**never, **secrets}),
+        "/rules": (rules_text.encode(), secrets),
+        # The spool holds what destinations receive: the correlation id may be in it.
+        "SQLite spool (db, WAL, shm)": (_spool_bytes(relay),
+                                        {**PERSONAL, **cookie_values, **secrets,
+                                         "suppressed copy": [SUPPRESSED_MARKER],
+                                         "copy pending consent": [PENDING_MARKER]}),
+        "archive (file destination, minimize)": (relay.archive_path.read_bytes(),
+                                                  {**PERSONAL, **cookie_values}),
+        "stand-in vendors' requests": (
+            b"".join(r.body + json.dumps(r.headers).encode()
+                     for v in (rejecting, down) for r in v.received),
+            {**PERSONAL, **cookie_values, **secrets}),
+    }
+    leaks = {place: found for place, (data, needles) in places.items()
+             if (found := _find(data, needles))}
+    assert not leaks, f"personal data found: {json.dumps(leaks, indent=1)}"
+    assert _spool_bytes(relay), "no spool file to search"
+    assert rejecting.problems == [] and down.problems == []

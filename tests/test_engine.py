@@ -1,0 +1,70 @@
+"""The engine's consent memory and pending copies, beyond what the shipped rule tests show."""
+
+from __future__ import annotations
+
+from relay.engine import Engine, Meta
+from relay.observe.metrics import Metrics
+from relay.rules import load_rules
+from relay.state import MemoryState
+from tests.conftest import SHIPPED_RULES
+
+
+def _engine() -> tuple[Engine, MemoryState, Metrics]:
+    rules = load_rules(SHIPPED_RULES, {})
+    state = MemoryState(1000, 3600)
+    metrics = Metrics()
+    return Engine(rules, state, metrics), state, metrics
+
+
+def _browser(engine: Engine, cid: str = "cid-1", country: str = "DE") -> Meta:
+    return Meta(
+        engine.rules.sources["browser"],
+        1_795_000_000_000,
+        ip="198.51.100.7",
+        user_agent="UA",
+        country=country,
+        correlation_id=cid,
+    )
+
+
+async def test_remembered_consent_applies_to_later_events() -> None:
+    engine, _, _ = _engine()
+    meta = _browser(engine)
+    await engine.process([{"event": "consent_update", "consent": {"analytics": "granted"}}], meta)
+    batch = await engine.process([{"event": "page_view", "event_id": "p1"}], meta)
+    assert [c.outcome for c in batch.results[0].copies] == ["delivered"]
+    other = await engine.process(
+        [{"event": "page_view", "event_id": "p2"}], _browser(engine, cid="cid-2")
+    )
+    assert [c.outcome for c in other.results[0].copies] == ["held"]
+    assert other.rows == []  # waiting copies never reach the spool
+
+
+async def test_consent_on_a_normal_event_releases_waiting_copies() -> None:
+    engine, _, _ = _engine()
+    meta = _browser(engine)
+    first = await engine.process([{"event": "page_view", "event_id": "p1"}], meta)
+    assert first.rows == []
+    second = await engine.process(
+        [{"event": "page_view", "event_id": "p2", "consent": {"analytics_storage": "granted"}}],
+        meta,
+    )
+    assert sorted(r.event_id for r in second.rows) == ["p1", "p2"]
+
+
+async def test_expired_pending_copies_are_counted_as_suppressed() -> None:
+    engine, state, metrics = _engine()
+    await engine.process([{"event": "page_view", "event_id": "p1"}], _browser(engine))
+    state.clock = lambda: 10**12  # far past the pending window
+    for item in await state.expired_pending():
+        for dest, purpose in item["destinations"].items():
+            engine._suppressed("p1", "page_view", dest, purpose, "pending consent expired")
+    text = metrics.render().decode()
+    assert 'relay_consent_suppressed_total{destination="archive",purpose="analytics"} 1.0' in text
+
+
+async def test_backend_events_are_never_pending() -> None:
+    engine, _, _ = _engine()
+    meta = Meta(engine.rules.sources["backend"], 1_795_000_000_000, country="DE")
+    batch = await engine.process([{"event": "page_view", "event_id": "b1"}], meta)
+    assert [c.outcome for c in batch.results[0].copies] == ["suppressed"]
