@@ -22,9 +22,9 @@ import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from relay import collect
+from relay import collect, proxy, snippet
 from relay.dispatch import Dispatcher
 from relay.engine import Batch, Engine
 from relay.identity import CookieSigner
@@ -78,6 +78,7 @@ class Runtime:
         self.env = env
         self.transport = transport
         self.metrics = Metrics()
+        self.proxy = proxy.Proxy(self.metrics)  # script cache, in-flight counts, consent hook
         self.debug = DebugFeed()
         rules = load_rules(self.rules_dir, env)  # raises RulesError: a bad start fails loudly
         self._apply(rules, state=None)
@@ -242,12 +243,14 @@ class Runtime:
             self.debug.publish(batch)
 
 
-def _routes() -> list[Route]:
+def _routes() -> list[BaseRoute]:
     return [
         Route("/e", collect.browser_events, methods=["POST"]),
         Route("/hook/{source}", collect.webhook, methods=["POST"]),
         Route("/v1/{call}", collect.segment, methods=["POST"]),
         Route("/healthz", collect.healthz, methods=["GET"]),
+        Route("/r.js", snippet.script, methods=["GET"]),
+        proxy.ProxyRouter(),  # last: the rules' proxy routes, longest path first
     ]
 
 

@@ -190,12 +190,17 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from relay.demo.app import serve
+
+    return serve(args.host, args.port)
+
+
 NOT_YET = {
     "datamap": "the record of processing",
     "trace": "per-event hop tracing",
     "reconcile": "browser/backend/delivered reconciliation",
     "forget": "deletion requests",
-    "demo": "the demo shop",
 }
 
 
@@ -227,6 +232,12 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--destination", default=None)
     d.add_argument("--limit", type=int, default=100)
     d.set_defaults(func=cmd_dlq)
+    m = sub.add_parser(
+        "demo", help="a demo shop, stand-in vendors and the debug view on one port"
+    )
+    m.add_argument("--host", default=DEFAULT_HOST)
+    m.add_argument("--port", type=int, default=8080)
+    m.set_defaults(func=cmd_demo)
     for name, what in NOT_YET.items():
         n = sub.add_parser(name, help=f"{what} (not in this release)")
         n.add_argument("rest", nargs=argparse.REMAINDER)

@@ -312,7 +312,8 @@ class Engine:
             candidates.append(dest)
         if pending and cid:
             window = max(rules.purposes[p].pending_window for p in pending.values())
-            if await self.state.pend(cid, {"event": ev, "destinations": pending}, window):
+            item = {"event": ev, "destinations": pending, "until": time.time() + window}
+            if await self.state.pend(cid, item, window):
                 hop(
                     "held",
                     event_id=eid,
@@ -402,8 +403,10 @@ class Engine:
     async def _release(
         self, ev: Event, cid: str, batch: Batch, notes: list[str], result: Result | None = None
     ) -> None:
-        """Send the copies that waited for consent to the destinations now granted; the
-        rest are suppressed (an explicit choice was made)."""
+        """Send the copies that waited for consent to the destinations now granted; those
+        explicitly denied are suppressed, those still undecided keep waiting (a consent
+        tool may answer one purpose at a time) until their window ends."""
+        now = time.time()
         for item in await self.state.release(cid):
             held: Event = item["event"]
             held["consent"] = ev.get("consent", {})
@@ -411,17 +414,28 @@ class Engine:
             states = {p: decide(purpose, held) for p, purpose in self.rules.purposes.items()}
             granted = frozenset(p for p, (state, _) in states.items() if state == "granted")
             out = result or Result(-1, "accepted", eid, name)
-            candidates = []
+            candidates, waiting = [], {}
             for dest_name, purpose in item["destinations"].items():
                 dest = self.rules.destinations.get(dest_name)
                 if dest is None:
                     continue  # removed by a reload while waiting
+                reason = states.get(purpose, ("denied", "unknown purpose"))[1]
                 if purpose in granted:
                     candidates.append(dest)
+                elif reason.startswith("default"):
+                    waiting[dest_name] = purpose
                 else:
-                    reason = states.get(purpose, ("denied", "unknown purpose"))[1]
                     self._suppressed(eid, name, dest_name, purpose, reason)
                     out.copies.append(Copy(dest_name, "suppressed", f"{purpose}: {reason}"))
+            until = float(item.get("until", now))
+            if waiting and until > now:
+                await self.state.pend(cid, {**item, "destinations": waiting}, until - now)
+                out.copies.extend(
+                    Copy(d, "held", f"{p}: pending consent") for d, p in waiting.items()
+                )
+            else:
+                for dest_name, purpose in waiting.items():
+                    self._suppressed(eid, name, dest_name, purpose, "pending consent expired")
             await self._emit(held, candidates, granted, out, batch)
             released = sum(1 for c in out.copies if c.outcome == "delivered")
             notes.append(f"consent released {released} waiting copy(ies) of {name}")

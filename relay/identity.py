@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import ipaddress
 import secrets as _secrets
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
+from cachetools import LRUCache
+from itsdangerous import BadSignature, TimestampSigner
 
 from relay.rules.model import ClientIP, Cookie
 
 _SALT = "relay.correlation"
+VERIFIED_CACHE = 10_000
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
 
 
@@ -32,30 +35,62 @@ class Correlation:
 
 
 class CookieSigner:
+    """Signs and verifies correlation cookies.
+
+    A browser sends its cookie with every event, so verified values are remembered (bounded)
+    with their signing time, and a cookie signed less than ``max_age / 10`` ago is sent back
+    as it is rather than signed again: the sliding ``Max-Age`` only needs a fresh timestamp
+    now and then, not on every request.
+    """
+
     def __init__(self, cookie: Cookie, secrets: Sequence[str]) -> None:
         if not secrets:
             raise ValueError("the correlation cookie needs at least one secret")
         self.cookie = cookie
         # itsdangerous signs with the last key and verifies with all of them.
         self.signer = TimestampSigner(list(secrets), salt=_SALT)
+        self._newest = TimestampSigner(secrets[-1], salt=_SALT) if len(secrets) > 1 else None
+        # value -> (id, signing time, signed with the newest secret)
+        self._verified: LRUCache[str, tuple[str, float, bool]] = LRUCache(maxsize=VERIFIED_CACHE)
+        self._resign_after = cookie.max_age / 10
+
+    def _check(self, value: str | None) -> tuple[str, float, bool] | None:
+        """(id, signing time, by the newest secret) of a correctly signed value."""
+        if not value or len(value) > 256:
+            return None
+        known = self._verified.get(value)
+        if known is not None:
+            return known
+        try:
+            raw, signed = self.signer.unsign(value, return_timestamp=True)
+        except (BadSignature, UnicodeDecodeError):
+            return None
+        newest = self._newest is None or self._newest.validate(value)
+        known = (raw.decode(), signed.timestamp(), newest)
+        self._verified[value] = known
+        return known
 
     def verify(self, value: str | None, max_age: float | None = None) -> str | None:
         """The correlation id in a signed value, or None if tampered, expired or absent."""
-        if not value or len(value) > 256:
+        known = self._check(value)
+        if known is None:
             return None
-        try:
-            raw = self.signer.unsign(value, max_age=int(max_age or self.cookie.max_age))
-        except (BadSignature, SignatureExpired, UnicodeDecodeError):
+        cid, signed, _ = known
+        if time.time() - signed > (max_age if max_age is not None else self.cookie.max_age):
             return None
-        return raw.decode()
+        return cid
 
     def issue(self, current: str | None) -> Correlation:
-        """Re-sign a valid cookie (sliding Max-Age) or start a new one."""
-        cid = self.verify(current)
-        fresh = cid is None
-        if cid is None:
-            cid = new_id()
-        return Correlation(cid, self.signer.sign(cid).decode(), fresh)
+        """Keep a valid cookie (re-signed when its timestamp is getting old: sliding
+        Max-Age) or start a new one."""
+        known = self._check(current)
+        now = time.time()
+        if known is not None and current is not None and now - known[1] <= self.cookie.max_age:
+            if now - known[1] < self._resign_after and known[2]:
+                return Correlation(known[0], current, False)
+            return Correlation(known[0], self.signer.sign(known[0]).decode(), False)
+        cid = new_id()
+        return Correlation(cid, self.signer.sign(cid).decode(), True)
 
     def header(self, value: str, host: str | None) -> str:
         """The ``Set-Cookie`` header value. ``Secure`` is left off only on localhost."""

@@ -3,8 +3,8 @@
 ``relay/static/r.js`` is read and minified once, at import; its gzip bytes are computed then
 too, so a request only picks a representation and compares validators:
 
-    >>> minify("var a = 1; /* why */ if (a) { f( 'x  y' ); } // done")
-    "var a=1;if(a){f('x  y');}"
+    >>> minify("let count = 1; /* why */ if (count) { f( 'x  y', {count: count} ); } // end")
+    "let a=1;if(a){f('x  y',{count:a})}"
 
 Each representation has a strong ETag: the SHA-256 of the minified script, with ``-gzip``
 appended for the gzip bytes (RFC 9110 wants different tags for different content codings).
@@ -12,9 +12,11 @@ appended for the gzip bytes (RFC 9110 wants different tags for different content
 
 from __future__ import annotations
 
+import collections
 import gzip
 import hashlib
-from collections.abc import Mapping
+import itertools
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -27,24 +29,45 @@ MAX_GZIP_BYTES: Final = 1024  # the snippet's budget as served; tests/test_snipp
 CACHE_CONTROL: Final = "public, max-age=300"
 CONTENT_TYPE: Final = "application/javascript; charset=utf-8"
 
-_WORD: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_$")
+
+def install_block(prefix: str = "/t") -> str:
+    """The HTML a site pastes into its pages (README: "Install the snippet"): a stub that
+    queues calls until the script has loaded, then the script itself, async."""
+    return (
+        "<script>window.relay = window.relay || "
+        "function(){(relay.q=relay.q||[]).push(arguments)};</script>\n"
+        f'<script async src="{prefix}/r.js"></script>'
+    )
 
 
-def _needs_space(before: str, after: str) -> bool:
-    """Whether the whitespace between two characters must stay (as one space)."""
-    both_words = before in _WORD and after in _WORD
-    return both_words or (before == after and before in "+-")  # `a + +b`, `a - -b`
+INSTALL_BLOCK: Final = install_block()
+
+_LETTERS: Final = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_WORD: Final = frozenset(_LETTERS + "0123456789_$")
+# After these a `/` starts a regex literal; after anything else it divides.
+_BEFORE_REGEX_PUNCT: Final = frozenset("(,=:[!&|?{};~+-*%<>")
+_BEFORE_REGEX_WORDS: Final = frozenset({"return", "typeof", "case", "do", "else", "in", "of",
+                                        "new", "delete", "void", "throw"})
+# Declared names that would also be browser globals: renaming every occurrence of one could
+# turn a reference to the global into a reference to nothing. r.js must not declare them.
+_GLOBAL_NAMES: Final = frozenset({
+    "name", "status", "event", "length", "origin", "top", "parent", "self", "open", "close",
+    "stop", "print", "screen", "frames", "history", "location", "navigator", "document",
+    "window", "closed", "opener", "external", "crypto", "fetch", "URL", "JSON", "Object",
+})  # fmt: skip
+_KEYWORDS: Final = frozenset({"do", "if", "in", "of", "for", "let", "new", "try", "var"})
 
 
-def minify(source: str) -> str:
-    """Drop comments and the whitespace JavaScript does not need.
+@dataclass(frozen=True, slots=True)
+class _Token:
+    text: str
+    kind: str  # "name" (identifiers, keywords, numbers), "string", "regex" or "punct"
+    gap: bool  # whitespace or a comment before it
 
-    String literals are kept as written. The source must not contain regex or template
-    literals (a backquote is an error) and must end statements with semicolons: this is a
-    whitespace stripper, not a parser.
-    """
-    out: list[str] = []
-    gap = False  # whitespace or a comment since the last token
+
+def _tokens(source: str) -> list[_Token]:
+    out: list[_Token] = []
+    gap = False
     i, n = 0, len(source)
     while i < n:
         c = source[i]
@@ -63,21 +86,178 @@ def minify(source: str) -> str:
             continue
         if c == "`":
             raise ValueError(f"r.js: template literal at offset {i}; use a quoted string")
+        prev = out[-1] if out else None
         if c in "'\"":
-            j = i + 1
-            while j < n and source[j] != c:
-                if source[j] == "\n":
-                    break
-                j += 2 if source[j] == "\\" else 1
-            if j >= n or source[j] != c:
-                raise ValueError(f"r.js: unterminated string at offset {i}")
-            token = source[i : j + 1]
+            j = _skip_literal(source, i, c, classes=False)
+            token = _Token(source[i:j], "string", gap)
+        elif c == "/" and (
+            prev is None
+            or (prev.kind == "punct" and prev.text in _BEFORE_REGEX_PUNCT)
+            or (prev.kind == "name" and prev.text in _BEFORE_REGEX_WORDS)
+        ):
+            j = _skip_literal(source, i, "/", classes=True)
+            while j < n and source[j] in _WORD:  # flags
+                j += 1
+            token = _Token(source[i:j], "regex", gap)
+        elif c in _WORD:
+            j = i
+            while j < n and source[j] in _WORD:
+                j += 1
+            token = _Token(source[i:j], "name", gap)
+        elif source.startswith("=>", i):
+            token = _Token("=>", "punct", gap)
         else:
-            token = c
-        if gap and out and _needs_space(out[-1][-1], token[0]):
-            out.append(" ")
+            token = _Token(c, "punct", gap)
         out.append(token)
-        gap, i = False, i + len(token)
+        gap, i = False, i + len(token.text)
+    return out
+
+
+def _skip_literal(source: str, i: int, quote: str, *, classes: bool) -> int:
+    """The end (exclusive) of the string or regex literal starting at ``i``."""
+    j, in_class = i + 1, False
+    while j < len(source) and source[j] != "\n":
+        c = source[j]
+        if c == "\\":
+            j += 2
+            continue
+        if classes and c in "[]":
+            in_class = c == "["
+        elif c == quote and not in_class:
+            return j + 1
+        j += 1
+    raise ValueError(f"r.js: unterminated literal at offset {i}")
+
+
+def _declared(tokens: list[_Token]) -> set[str]:
+    """Names declared by ``let NAME``, ``catch (NAME)`` and arrow-function parameters."""
+    names: set[str] = set()
+    for k, t in enumerate(tokens):
+        if t.kind != "name":
+            continue
+        if t.text in ("var", "const", "function"):
+            raise ValueError(f"r.js: '{t.text}' is not handled by the minifier; use let and =>")
+        if t.text == "let" and k + 1 < len(tokens):
+            names.add(tokens[k + 1].text)
+        if t.text == "catch" and k + 2 < len(tokens) and tokens[k + 2].kind == "name":
+            names.add(tokens[k + 2].text)
+    for k, t in enumerate(tokens):
+        if t.text != "=>" or k == 0:
+            continue
+        prev = tokens[k - 1]
+        if prev.kind == "name":
+            names.add(prev.text)
+            continue
+        depth, j = 0, k - 1
+        while j >= 0:  # back to the "(" that opens the parameter list
+            text = tokens[j].text
+            depth += text == ")"
+            depth -= text == "("
+            if depth == 0:
+                break
+            if tokens[j].kind == "name" and tokens[j - 1].text in "(,.":
+                names.add(text)
+            j -= 1
+    bad = sorted(names & _GLOBAL_NAMES)
+    if bad:
+        raise ValueError(f"r.js: do not declare browser globals as names: {', '.join(bad)}")
+    return names
+
+
+def _short_names(taken: set[str], kept: str) -> Iterator[str]:
+    """Unused names, the letters most frequent in ``kept`` (the text that is not renamed)
+    first: gzip gives frequent characters shorter codes."""
+    counts = collections.Counter(kept)
+    letters = sorted(_LETTERS, key=lambda c: (-counts[c], _LETTERS.index(c)))
+    for name in itertools.chain(letters, (a + b for a in letters for b in letters)):
+        if name not in taken and name not in _KEYWORDS:
+            yield name
+
+
+def _renames(tokens: list[_Token]) -> dict[int, str]:
+    """Token index -> its new text, for every use of a declared name (not properties)."""
+    declared = _declared(tokens)
+    uses: dict[int, str] = {}
+    for k, t in enumerate(tokens):
+        if t.kind != "name" or t.text not in declared:
+            continue
+        prev = tokens[k - 1].text if k else ""
+        after = tokens[k + 1].text if k + 1 < len(tokens) else ""
+        spread = k >= 3 and "".join(x.text for x in tokens[k - 3 : k]) == "..."
+        if prev == "." and not spread:
+            continue  # a property: obj.name
+        if prev in "{," and after == ":":
+            continue  # an object key: {name: ...}
+        if prev == "{" and after in ",}":
+            raise ValueError(f"r.js: shorthand property {{{t.text}}}; write {{{t.text}: ...}}")
+        uses[k] = t.text
+    counts = collections.Counter(uses.values())
+    taken = {t.text for t in tokens if t.kind == "name"}
+    kept = "".join(t.text for k, t in enumerate(tokens) if k not in uses)
+    by_use = sorted(counts, key=lambda n: (-counts[n], n))
+    short = dict(zip(by_use, _short_names(taken, kept), strict=False))
+    return {k: short[name] for k, name in uses.items()}
+
+
+def _compactions(tokens: list[_Token]) -> dict[int, str]:
+    """Token index -> shorter text ("" drops it), where JavaScript means the same:
+
+    ``;}`` -> ``}``; ``(x) =>`` -> ``x =>``; ``true``/``false`` -> ``!0``/``!1``; and
+    consecutive ``let`` statements become one (``let a=1;let b=2;`` -> ``let a=1,b=2;``).
+    """
+    edits: dict[int, str] = {}
+    last = len(tokens) - 1
+    for k, t in enumerate(tokens):
+        prev = tokens[k - 1].text if k else ";"
+        after = tokens[k + 1].text if k < last else ""
+        if t.text == ";" and after == "}":
+            edits[k] = ""
+        elif (t.text == "(" and k + 3 <= last and tokens[k + 1].kind == "name"
+              and tokens[k + 2].text == ")" and tokens[k + 3].text == "=>"):
+            edits[k] = edits[k + 2] = ""
+        elif t.kind == "name" and t.text in ("true", "false") and prev != "." and after not in ".[":
+            edits[k] = "!0" if t.text == "true" else "!1"
+        elif t.text == "let" and prev in ";{}":
+            end, inner = k + 1, 0  # the ";" that ends this statement
+            while end <= last and not (inner == 0 and tokens[end].text == ";"):
+                inner += tokens[end].text in "([{"
+                inner -= tokens[end].text in ")]}"
+                end += 1
+            if end < last and tokens[end + 1].text == "let" and edits.get(end) != "":
+                edits[end], edits[end + 1] = ",", ""
+    return edits
+
+
+def _needs_space(before: str, after: str, gap: bool) -> bool:
+    """Whether two neighbouring tokens need a space between them."""
+    if before in _WORD and after in _WORD:
+        return True  # `let a`, `return !0` after a dropped token
+    return gap and before == after and before in "+-"  # `a + +b`, `a - -b`
+
+
+def minify(source: str) -> str:
+    """Drop comments and the whitespace JavaScript does not need, and shorten local names.
+
+    The names declared with ``let``, ``catch`` or as arrow-function parameters get one- or
+    two-letter names, the most used first; properties and object keys keep theirs. This is
+    a tokenizer, not a parser: r.js keeps to the subset its header describes, and anything
+    else it recognizes as unsafe (``var``, a template literal, a shorthand property, a
+    declared browser global) is an error. See ``_compactions`` for the rest.
+    """
+    tokens = _tokens(source)
+    edits = _compactions(tokens)
+    edits.update(_renames(tokens))
+    out: list[str] = []
+    gap = False
+    for k, t in enumerate(tokens):
+        text = edits.get(k, t.text)
+        gap = gap or t.gap
+        if not text:
+            continue
+        if out and _needs_space(out[-1][-1], text[0], gap):
+            out.append(" ")
+        out.append(text)
+        gap = False
     return "".join(out)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from relay.engine import Engine, Meta
 from relay.observe.metrics import Metrics
 from relay.rules import load_rules
@@ -68,3 +70,27 @@ async def test_backend_events_are_never_pending() -> None:
     meta = Meta(engine.rules.sources["backend"], 1_795_000_000_000, country="DE")
     batch = await engine.process([{"event": "page_view", "event_id": "b1"}], meta)
     assert [c.outcome for c in batch.results[0].copies] == ["suppressed"]
+
+
+async def test_a_partial_choice_keeps_the_other_purpose_waiting(rules_dir: Path) -> None:
+    (rules_dir / "zz-ads.yaml").write_text(
+        "destinations:\n  ads_log: {type: log, purpose: ads, events: [page_view]}\n"
+    )
+    rules = load_rules(rules_dir, {})
+    engine = Engine(rules, MemoryState(1000, 3600), Metrics())
+    meta = _browser(engine)
+    first = await engine.process([{"event": "page_view", "event_id": "p1"}], meta)
+    assert {c.destination: c.outcome for c in first.results[0].copies} == {
+        "archive": "held",
+        "ads_log": "held",
+    }
+    update = await engine.process(
+        [{"event": "consent_update", "consent": {"analytics": "granted"}}], meta
+    )
+    assert [(r.destination, r.event_id) for r in update.rows] == [("archive", "p1")]
+    assert {c.destination: c.outcome for c in update.results[0].copies} == {
+        "archive": "delivered",
+        "ads_log": "held",
+    }
+    later = await engine.process([{"event": "consent_update", "consent": {"ads": "granted"}}], meta)
+    assert [(r.destination, r.event_id) for r in later.rows] == [("ads_log", "p1")]

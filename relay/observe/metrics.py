@@ -7,6 +7,7 @@ transform and route names from the rules (event names are bounded by the contrac
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -46,66 +47,70 @@ class _DepthCollector(Collector):
         yield g2
 
 
+class _Children:
+    """A labelled metric whose children are looked up in a dict: ``labels()`` on the hot
+    path otherwise takes a lock and rebuilds the key on every event. Label values come from
+    the rules (bounded), never from clients."""
+
+    __slots__ = ("children", "metric")
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self.children: dict[tuple[str, ...], Any] = {}
+
+    def labels(self, *values: str) -> Any:
+        child = self.children.get(values)
+        if child is None:
+            child = self.children[values] = self.metric.labels(*values)
+        return child
+
+
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
-        self.events_received = Counter(
-            "relay_events_received", "Events received", ["source", "event"], registry=r
+
+        def counter(name: str, doc: str, *labels: str) -> _Children:
+            return _Children(Counter(name, doc, list(labels), registry=r))
+
+        self.events_received = counter(
+            "relay_events_received", "Events received", "source", "event"
         )
-        self.events_rejected = Counter(
-            "relay_events_rejected", "Events rejected", ["source", "reason"], registry=r
+        self.events_rejected = counter(
+            "relay_events_rejected", "Events rejected", "source", "reason"
         )
-        self.events_duplicate = Counter(
-            "relay_events_duplicate",
-            "Copies not forwarded as duplicates",
-            ["destination"],
-            registry=r,
+        self.events_duplicate = counter(
+            "relay_events_duplicate", "Copies not forwarded as duplicates", "destination"
         )
-        self.events_held = Counter(
-            "relay_events_held",
-            "Browser copies held for an authoritative source",
-            ["event"],
-            registry=r,
+        self.events_held = counter(
+            "relay_events_held", "Browser copies held for an authoritative source", "event"
         )
-        self.held_expired = Counter(
-            "relay_held_expired",
-            "Held browser copies that expired unconfirmed",
-            ["event"],
-            registry=r,
+        self.held_expired = counter(
+            "relay_held_expired", "Held browser copies that expired unconfirmed", "event"
         )
-        self.events_quarantined = Counter(
-            "relay_events_quarantined",
-            "Events with no contract, kept in quarantine",
-            ["source"],
-            registry=r,
+        self.events_quarantined = counter(
+            "relay_events_quarantined", "Events with no contract, kept in quarantine", "source"
         )
-        self.consent_suppressed = Counter(
-            "relay_consent_suppressed",
-            "Copies suppressed by consent",
-            ["destination", "purpose"],
-            registry=r,
+        self.consent_suppressed = counter(
+            "relay_consent_suppressed", "Copies suppressed by consent", "destination", "purpose"
         )
-        self.events_dropped = Counter(
-            "relay_events_dropped", "Copies dropped by a pipeline step", ["destination"], registry=r
+        self.events_dropped = counter(
+            "relay_events_dropped", "Copies dropped by a pipeline step", "destination"
         )
-        self.fields_redacted = Counter(
-            "relay_fields_redacted",
-            "Fields removed, hashed, truncated or redacted",
-            ["transform"],
-            registry=r,
+        self.fields_redacted = counter(
+            "relay_fields_redacted", "Fields removed, hashed, truncated or redacted", "transform"
         )
-        self.spooled = Counter(
-            "relay_spooled", "Copies committed to the spool", ["destination"], registry=r
+        self.spooled = counter("relay_spooled", "Copies committed to the spool", "destination")
+        self.deliveries = counter(
+            "relay_deliveries", "Delivery outcomes per copy", "destination", "outcome"
         )
-        self.deliveries = Counter(
-            "relay_deliveries", "Delivery outcomes per copy", ["destination", "outcome"], registry=r
-        )
-        self.delivery_latency = Histogram(
-            "relay_delivery_latency_seconds",
-            "Vendor request latency",
-            ["destination"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.delivery_latency = _Children(
+            Histogram(
+                "relay_delivery_latency_seconds",
+                "Vendor request latency",
+                ["destination"],
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            )
         )
         self.ingest_latency = Histogram(
             "relay_ingest_latency_seconds",
@@ -113,15 +118,20 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.rules_reloads = Counter("relay_rules_reloads", "Rule reloads", ["result"], registry=r)
-        self.proxy_requests = Counter(
-            "relay_proxy_requests", "Proxied requests", ["route", "status"], registry=r
+        self.rules_reloads = counter("relay_rules_reloads", "Rule reloads", "result")
+        self.proxy_requests = counter("relay_proxy_requests", "Proxied requests", "route", "status")
+        self.proxy_pin_mismatch = counter(
+            "relay_proxy_pin_mismatch",
+            "Upstream scripts refused because they do not match their pin",
+            "route",
         )
-        self.breaker_open = Gauge(
-            "relay_circuit_open",
-            "1 while a destination's circuit breaker is open",
-            ["destination"],
-            registry=r,
+        self.breaker_open = _Children(
+            Gauge(
+                "relay_circuit_open",
+                "1 while a destination's circuit breaker is open",
+                ["destination"],
+                registry=r,
+            )
         )
 
     def track_depths(self, read: Callable[[], tuple[dict[str, int], dict[str, int]]]) -> None:

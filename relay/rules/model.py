@@ -45,6 +45,14 @@ DEFAULT_CONCURRENCY = 2
 DEFAULT_BREAKER_FAILURES = 5
 DEFAULT_BREAKER_COOLDOWN = 30.0
 
+# First-party proxy routes (issue 3).
+DEFAULT_PROXY_TIMEOUT = 10.0
+DEFAULT_PROXY_MAX_BODY = 64 * 1024
+DEFAULT_PROXY_CONCURRENCY = 32
+DEFAULT_PROXY_CACHE_MAX_BYTES = 2 * 1024 * 1024  # one cached object
+PROXY_CACHE_TOTAL_BYTES = 32 * 1024 * 1024  # all cached objects of a process together
+DEFAULT_PROXY_METHODS: tuple[str, ...] = ("GET", "POST")
+
 # Google Consent Mode keys -> purposes (SPEC section 3); overridable with relay.consent_map.
 DEFAULT_CONSENT_MAP: dict[str, str] = {
     "analytics_storage": "analytics",
@@ -240,15 +248,45 @@ class Destination:
 
 
 @dataclass(frozen=True, slots=True)
+class SubPath:
+    """Within a prefix route, a sub-path sent to another upstream base.
+
+    ``path`` is relative to the route's path; it ends with ``/`` for a subtree (whose rest is
+    appended to ``upstream``) and is matched exactly otherwise.
+    """
+
+    path: str
+    upstream: str
+
+
+@dataclass(frozen=True, slots=True)
 class ProxyRoute:
+    """A first-party proxy route. ``path`` ending with ``/`` forwards the whole subtree."""
+
     name: str
     path: str
     upstream: str
     purpose: str | None = None
     forward_ip: Literal["strip", "truncate", "keep"] = "strip"
-    cookies: tuple[str, ...] = ()
-    cache: float | None = None
-    pin: str | None = None
+    cookies: tuple[str, ...] = ()  # names or globs, both ways
+    cache: float | None = None  # seconds; GET responses kept in memory
+    pin: str | None = None  # "sha256-<base64>" of the cached script
+    paths: tuple[SubPath, ...] = ()
+    user_agent: Literal["pass", "generalize", "strip"] = "generalize"
+    forward_country: str | None = None  # the header name the CDN country is sent under
+    keep_params: frozenset[str] | None = None  # query: None keeps all but drop_params
+    drop_params: frozenset[str] = frozenset()
+    strip_query: bool = False
+    click_ids: str | None = None  # keep click-id parameters only when this purpose is granted
+    cache_max_bytes: int = DEFAULT_PROXY_CACHE_MAX_BYTES
+    timeout: float = DEFAULT_PROXY_TIMEOUT
+    max_body: int = DEFAULT_PROXY_MAX_BODY
+    concurrency: int = DEFAULT_PROXY_CONCURRENCY
+    methods: tuple[str, ...] = DEFAULT_PROXY_METHODS
+
+    @property
+    def prefix(self) -> bool:
+        return self.path.endswith("/")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,23 +170,75 @@ def test_wrong_methods_are_405(relay: RelayProcess, http: httpx.Client) -> None:
         assert r.status_code == 405, (method, path, r.status_code, r.text)
 
 
-def test_a_body_over_the_limit_is_413(relay: RelayProcess, http: httpx.Client) -> None:
-    big = page_view(properties={"pad": "x" * 2000})
-    body = json.dumps([big] * 40).encode()
+def _over_limit_body() -> bytes:
+    body = json.dumps([page_view(properties={"pad": "x" * 2000}) for _ in range(40)]).encode()
     assert len(body) > BODY_LIMIT
-    r = http.post(relay.url("/e"), content=body,
-                  headers={"Content-Type": "application/json", **US})
-    assert r.status_code == 413, (r.status_code, r.text)
+    return body
 
-    def chunks() -> Iterator[bytes]:  # no Content-Length: the relay must count as it reads
-        for i in range(0, len(body), 8192):
-            yield body[i:i + 8192]
 
-    r = http.post(relay.url("/e"), content=chunks(),
-                  headers={"Content-Type": "application/json", **US})
-    assert r.status_code == 413, (r.status_code, r.text)
-    r = post_browser(http, relay, [page_view() for _ in range(51)])  # over 50 events a batch
-    assert r.status_code == 413, (r.status_code, r.text)
+def _chunks(body: bytes) -> Iterator[bytes]:
+    """The body without a Content-Length (chunked): the relay must count as it reads."""
+    for i in range(0, len(body), 8192):
+        yield body[i:i + 8192]
+
+
+def test_a_body_over_the_limit_is_413(relay: RelayProcess) -> None:
+    body = _over_limit_body()
+    headers = {"Content-Type": "application/json", **US}
+    # A fresh connection for each: reusing one after a 413 is its own test (below).
+    for content in (body, _chunks(body)):
+        with client() as http:
+            r = http.post(relay.url("/e"), content=content, headers=headers)
+            assert r.status_code == 413, (r.status_code, r.text)
+            assert "error" in _json(r)
+    with client() as http:
+        r = post_browser(http, relay, [page_view() for _ in range(51)])  # over 50 events
+        assert r.status_code == 413, (r.status_code, r.text)
+
+
+def _read_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """(head, body) of one HTTP/1.1 response with a Content-Length; b"" head on EOF."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"", data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    length = int(m.group(1)) if m else 0
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head, body
+
+
+def test_a_413_says_connection_close_or_keeps_the_connection_usable(
+        relay: RelayProcess) -> None:
+    """The relay answers 413 before the client has sent the whole (chunked) body. HTTP/1.1
+    then requires the answer to say ``Connection: close``, or the rest of the body to be read
+    and the connection kept: a keep-alive client finishes its body and reuses the connection.
+    """
+    piece = b"x" * 8192
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as sock:
+        sock.sendall(b"POST /t/e HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+                     b"\r\nCF-IPCountry: US\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(9):  # 72 KiB, over the 64 KiB limit; the last chunk is not sent yet
+            sock.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+        head, _ = _read_response(sock)
+        assert head.startswith(b"HTTP/1.1 413"), head
+        if re.search(rb"(?im)^connection:\s*close", head):
+            return  # the client knows not to reuse the connection
+        try:  # the client finishes its body and sends the next request on the connection
+            sock.sendall(b"0\r\n\r\nGET /t/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            head2, _ = _read_response(sock)
+        except OSError as exc:
+            head2 = repr(exc).encode()
+    assert head2.startswith(b"HTTP/1.1 200"), (
+        "the 413 did not say Connection: close, yet the connection was dropped before the "
+        f"next request was answered (413 head: {head!r}; then: {head2!r})")
 
 
 def test_other_content_types_are_415(relay: RelayProcess, http: httpx.Client) -> None:

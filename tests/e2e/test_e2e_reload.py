@@ -71,6 +71,9 @@ def test_an_edit_applies_and_a_broken_edit_keeps_the_old_rules(relays: MakeRelay
         assert took <= APPLY_WITHIN, f"the edit took {took:.1f}s to apply"
         v1 = _version(http, relay)
         assert v1 != v0
+        # Counted once the old delivery workers have drained (they finish in-flight sends).
+        wait_until(lambda: _reloads(http, relay, "ok") >= ok0 + 1, APPLY_WITHIN,
+                   'relay_rules_reloads_total{result="ok"} to count the edit')
         assert _reloads(http, relay, "ok") == ok0 + 1
         assert _reloads(http, relay, "error") == err0
 

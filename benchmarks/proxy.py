@@ -1,0 +1,413 @@
+"""Proxy benchmark: the real ``relay serve`` proxying a vendor script (cached, and streamed)
+and a hit endpoint, against a bare Starlette handler that streams the same upstream with
+httpx (``client.send(stream=True)`` + ``StreamingResponse(aiter_raw())``), both under hypercorn
+with one worker, in the same run.
+
+The upstream is a separate aiohttp process on 127.0.0.1 serving a 100 KiB ``vendor.js``
+(pre-gzipped when asked, as a CDN would) and answering ``POST /g/collect`` with 204. Each
+round starts each server afresh (the order alternates between rounds), warms each workload
+up, then loads it for a fixed time with a closed-loop aiohttp generator. It prints the
+medians over rounds, the relay/bare ratios, and the snippet's gzip size when
+``relay/static/r.js`` exists. Loopback only; every run is bounded by ``--duration``.
+
+    python benchmarks/proxy.py                          # 3 rounds x 5 s per workload
+    python benchmarks/proxy.py --rounds 1 --duration 2  # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gzip
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parents[1]
+SNIPPET = REPO / "relay" / "static" / "r.js"
+START_TIMEOUT = 20.0
+SCRIPT_BYTES = 100 * 1024
+UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+      "Chrome/126.0.0.0 Safari/537.36")
+HIT_QUERY = ("v=2&tid=G-BENCH123&gtm=45je4&_p=1732795200000&cid=1042.1732795200&ul=en-us"
+             "&sr=1920x1080&en=page_view&dl=https%3A%2F%2Fshop.example%2Fp%3Fgclid%3Dabc"
+             "&dt=Blue%20shoes&gclid=abc")
+HIT_BODY = b"en=scroll&epn.percent_scrolled=90\nen=user_engagement&_et=5123"
+HIT_HEADERS = {"Content-Type": "text/plain;charset=UTF-8", "User-Agent": UA,
+               "CF-IPCountry": "US", "Cookie": "_ga=GA1.1.1042.1732795200; other=1"}
+SCRIPT_HEADERS = {"Accept-Encoding": "gzip, deflate, br", "User-Agent": UA}
+
+# (config, workload): what each server is asked. "script" on the relay is a cached route,
+# "stream" the same script through a route without cache; the bare handler always streams.
+PLAN = {
+    "bare": ("script", "hit"),
+    "relay": ("script", "stream", "hit"),
+}
+PATHS = {"script": "/t/lib/vendor.js", "stream": "/t/lib/vendor-stream.js", "hit": "/t/g/collect"}
+# relay workload -> the bare workload it is compared with
+COMPARE = {"script": "script", "stream": "script", "hit": "hit"}
+
+
+def vendor_script() -> bytes:
+    line = b"(function(w){w.vendor=w.vendor||[];w.vendor.push({t:Date.now(),k:'%05d'})})(window);\n"
+    out = bytearray()
+    i = 0
+    while len(out) < SCRIPT_BYTES:
+        out += line.replace(b"%05d", b"%05d" % i)
+        i += 1
+    return bytes(out[:SCRIPT_BYTES])
+
+
+# -- the upstream and the bare handler (run as child processes) ----------------------------
+
+
+def run_upstream(port: int) -> None:
+    from aiohttp import web
+
+    plain = vendor_script()
+    packed = gzip.compress(plain, 6)
+
+    async def script(request: web.Request) -> web.Response:
+        gz = "gzip" in request.headers.get("Accept-Encoding", "")
+        headers = {"Content-Type": "application/javascript", "Cache-Control": "public, max-age=900"}
+        if gz:
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=packed if gz else plain, headers=headers)
+
+    async def collect(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_get("/vendor.js", script)
+    app.router.add_post("/g/collect", collect)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+def run_bare(port: int, upstream: str) -> None:
+    import httpx
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+    from starlette.applications import Starlette
+    from starlette.background import BackgroundTask
+    from starlette.requests import Request
+    from starlette.responses import Response, StreamingResponse
+    from starlette.routing import Route
+
+    # The same pool as relay.app.Runtime's shared client.
+    client = httpx.AsyncClient(limits=httpx.Limits(max_connections=64,
+                                                   max_keepalive_connections=32),
+                               follow_redirects=False, trust_env=False)
+    passed = ("content-type", "content-encoding", "content-length", "cache-control")
+
+    async def relay_to(request: Request, url: str) -> Response:
+        headers = {k: v for k, v in request.headers.items()
+                   if k in ("content-type", "content-length", "accept-encoding", "user-agent")}
+        body = request.stream() if request.method == "POST" else None
+        req = client.build_request(request.method, url, headers=headers, content=body)
+        resp = await client.send(req, stream=True)
+        out = {k: v for k, v in resp.headers.items() if k in passed}
+        return StreamingResponse(resp.aiter_raw(), resp.status_code, headers=out,
+                                 background=BackgroundTask(resp.aclose))
+
+    async def script(request: Request) -> Response:
+        return await relay_to(request, f"{upstream}/vendor.js")
+
+    async def collect(request: Request) -> Response:
+        return await relay_to(request, f"{upstream}/g/collect?{request.url.query}")
+
+    async def healthz(request: Request) -> Response:
+        return Response("ok\n", media_type="text/plain")
+
+    app = Starlette(routes=[
+        Route(PATHS["script"], script, methods=["GET"]),
+        Route(PATHS["hit"], collect, methods=["POST"]),
+        Route("/t/healthz", healthz, methods=["GET"]),
+    ])
+    config = Config()  # as relay.cli._serve_config: one worker, no access log
+    config.bind = [f"127.0.0.1:{port}"]
+    config.workers = 1
+    config.accesslog = None
+    config.errorlog = "-"
+    config.loglevel = "WARNING"
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        await client.aclose()
+
+    asyncio.run(main())
+
+
+# -- the harness -----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")
+           and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"]
+                                     if env.get("PYTHONPATH") else "")
+    env["RELAY_SECRET"] = "bench-cookie-secret"
+    env["RELAY_LOG_LEVEL"] = "WARNING"
+    return env
+
+
+class Process:
+    def __init__(self, name: str, cmd: list[str], cwd: Path, port: int) -> None:
+        self.name, self.port, self.cwd = name, port, cwd
+        self.log = (cwd / f"{name}.log").open("wb")
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=child_env(), stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    async def ready(self, path: str) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        async with aiohttp.ClientSession() as s:
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with s.get(f"http://127.0.0.1:{self.port}{path}") as r:
+                        if r.status < 500:
+                            return
+                await asyncio.sleep(0.1)
+        self.stop()
+        text = (self.cwd / f"{self.name}.log").read_text(errors="replace")[-3000:]
+        raise SystemExit(f"{self.name} did not start:\n{text}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+def start_server(config: str, scratch: Path, upstream_port: int) -> Process:
+    work = scratch / config
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    port = free_port()
+    if config == "bare":
+        cmd = [sys.executable, str(Path(__file__).resolve()), "bare", "--port", str(port),
+               "--upstream", f"http://127.0.0.1:{upstream_port}"]
+        return Process(config, cmd, work, port)
+    shutil.copytree(REPO / "rules", work / "rules")
+    up = f"http://127.0.0.1:{upstream_port}"
+    (work / "rules" / "proxy.yaml").write_text(
+        "proxy:\n"
+        f"  vendor: {{path: /lib/vendor.js, upstream: '{up}/vendor.js', cache: 1h}}\n"
+        f"  vendor_stream: {{path: /lib/vendor-stream.js, upstream: '{up}/vendor.js'}}\n"
+        f"  collect: {{path: /g/collect, upstream: '{up}/g/collect', purpose: analytics,\n"
+        "            forward_ip: truncate, cookies: [_ga, '_ga_*'], methods: [POST]}\n")
+    cmd = [sys.executable, "-m", "relay", "serve", "--rules", "rules", "--host", "127.0.0.1",
+           "--port", str(port), "--admin-port", str(free_port()), "--workers", "1",
+           "--var", "var"]
+    return Process(config, cmd, work, port)
+
+
+@dataclass
+class Run:
+    config: str
+    workload: str
+    round: int
+    seconds: float
+    requests: int
+    errors: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    server_cores: float
+    server_us_per_req: float
+    upstream_cores: float
+    bytes_per_req: float
+
+
+async def load(url: str, workload: str, seconds: float, concurrency: int,
+               ) -> tuple[list[float], int, int]:
+    """Closed loop for ``seconds``: (latencies of good answers, errors, bytes received)."""
+    latencies: list[float] = []
+    errors = received = 0
+    deadline = time.perf_counter() + seconds
+    want = 204 if workload == "hit" else 200
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal errors, received
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            try:
+                if workload == "hit":
+                    ctx = session.post(f"{url}?{HIT_QUERY}", data=HIT_BODY, headers=HIT_HEADERS)
+                else:
+                    ctx = session.get(url, headers=SCRIPT_HEADERS)
+                async with ctx as r:
+                    body = await r.content.read()  # raw: no decompression on our side
+                    ok = r.status == want
+            except aiohttp.ClientError:
+                ok, body = False, b""
+            if ok:
+                latencies.append(time.perf_counter() - started)
+                received += len(body)
+            else:
+                errors += 1
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                     timeout=aiohttp.ClientTimeout(total=30)) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    return latencies, errors, received
+
+
+def percentile(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+async def measure(server: Process, upstream: Process, config: str, workload: str, rnd: int,
+                  args: argparse.Namespace) -> Run:
+    url = f"http://127.0.0.1:{server.port}{PATHS[workload]}"
+    await load(url, workload, args.warmup, args.concurrency)
+    cpu0, up0, t0 = cpu_seconds(server.proc.pid), cpu_seconds(upstream.proc.pid), time.monotonic()
+    lat, errors, received = await load(url, workload, args.duration, args.concurrency)
+    elapsed = time.monotonic() - t0
+    cpu = cpu_seconds(server.proc.pid) - cpu0
+    up = cpu_seconds(upstream.proc.pid) - up0
+    lat.sort()
+    ok = len(lat)
+    return Run(config, workload, rnd, round(elapsed, 2), ok, errors, round(ok / elapsed, 1),
+               round(percentile(lat, 0.5) * 1000, 2), round(percentile(lat, 0.99) * 1000, 2),
+               round(cpu / elapsed, 2), round(cpu / max(ok, 1) * 1e6, 1), round(up / elapsed, 2),
+               round(received / max(ok, 1)))
+
+
+async def snippet_size(relay_port: int) -> str:
+    if not SNIPPET.exists():
+        return "relay/static/r.js does not exist yet"
+    async with aiohttp.ClientSession(auto_decompress=False) as s:
+        with contextlib.suppress(aiohttp.ClientError):
+            async with s.get(f"http://127.0.0.1:{relay_port}/t/r.js",
+                             headers={"Accept-Encoding": "gzip"}) as r:
+                body = await r.read()
+                if r.status == 200 and r.headers.get("Content-Encoding") == "gzip":
+                    return f"{len(body)} bytes gzip as served by GET /t/r.js"
+    size = len(gzip.compress(SNIPPET.read_bytes(), 9))
+    return f"{size} bytes (gzip -9 of relay/static/r.js, not served by this build)"
+
+
+def summary(runs: list[Run]) -> str:
+    lines = ["| config | workload | req/s median (min-max) | p50 ms | p99 ms | server cores | "
+             "server CPU us/req | upstream cores | bytes/resp | errors |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    medians: dict[tuple[str, str], float] = {}
+    for config, workloads in PLAN.items():
+        for workload in workloads:
+            mine = [r for r in runs if (r.config, r.workload) == (config, workload)]
+            if not mine:
+                continue
+            rps = [r.rps for r in mine]
+            medians[config, workload] = statistics.median(rps)
+            lines.append(
+                f"| {config} | {workload} | {medians[config, workload]:,.0f} "
+                f"({min(rps):,.0f}-{max(rps):,.0f}) | "
+                f"{statistics.median(r.p50_ms for r in mine):.1f} | "
+                f"{statistics.median(r.p99_ms for r in mine):.1f} | "
+                f"{statistics.median(r.server_cores for r in mine):.2f} | "
+                f"{statistics.median(r.server_us_per_req for r in mine):,.0f} | "
+                f"{statistics.median(r.upstream_cores for r in mine):.2f} | "
+                f"{statistics.median(r.bytes_per_req for r in mine):,.0f} | "
+                f"{sum(r.errors for r in mine)} |")
+    lines.append("")
+    names = {"script": "cached script", "stream": "streamed script (no cache)", "hit": "hit"}
+    for workload, base in COMPARE.items():
+        if ("relay", workload) in medians and ("bare", base) in medians:
+            ratio = medians["relay", workload] / medians["bare", base]
+            lines.append(f"relay/bare throughput, {names[workload]}: {ratio:.2f}")
+    return "\n".join(lines)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    runs: list[Run] = []
+    snippet = ""
+    with tempfile.TemporaryDirectory(prefix="relay-proxy-bench-") as tmp:
+        scratch = Path(tmp)
+        up_port = free_port()
+        upstream = Process("upstream", [sys.executable, str(Path(__file__).resolve()),
+                                        "upstream", "--port", str(up_port)], scratch, up_port)
+        try:
+            await upstream.ready("/vendor.js")
+            for rnd in range(1, args.rounds + 1):
+                order = list(PLAN) if rnd % 2 else list(reversed(PLAN))
+                for config in order:
+                    server = start_server(config, scratch, up_port)
+                    try:
+                        await server.ready("/t/healthz")
+                        if config == "relay" and not snippet:
+                            snippet = await snippet_size(server.port)
+                        for workload in PLAN[config]:
+                            run = await measure(server, upstream, config, workload, rnd, args)
+                            runs.append(run)
+                            print(json.dumps(asdict(run)), flush=True)
+                            if args.json:
+                                with open(args.json, "a") as fh:
+                                    fh.write(json.dumps(asdict(run)) + "\n")
+                    finally:
+                        server.stop()
+        finally:
+            upstream.stop()
+    print()
+    print(f"{SCRIPT_BYTES // 1024} KiB script (gzip from upstream and relay), {len(HIT_BODY)}-byte "
+          f"hit, c={args.concurrency}, {args.rounds} rounds x {args.duration:g} s per workload "
+          f"(after {args.warmup:g} s warm-up), medians over rounds")
+    print(summary(runs))
+    print(f"snippet: {snippet}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("role", nargs="?", default="run", choices=["run", "upstream", "bare"],
+                   help="run the benchmark (default); upstream and bare are its children")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=float, default=5.0, help="measured seconds per workload")
+    p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--json", help="append each run as a JSON line to this file")
+    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--upstream", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.role == "upstream":
+        run_upstream(args.port)
+    elif args.role == "bare":
+        run_bare(args.port, args.upstream)
+    else:
+        asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""``relay demo``: the shop, the relay, its admin pages and stand-in vendors on one port.
+
+    /                     the shop (consent banner, products, cart, checkout)
+    /demo/checkout        the shop's backend: posts the signed purchase to the relay
+    /demo/vendors         what each stand-in vendor received, and what was stripped
+    /demo/vendors/{name}  the stand-in vendors' endpoints (the rules' webhook destinations)
+    /t/...                the relay (create_app), with the shipped demo rules
+    /admin/...            the relay's admin app: /admin/debug is the live view
+
+The rules are ``relay/demo/rules``; ``DEMO_HOST``, ``DEMO_PORT`` and ``DEMO_VAR`` point its
+destinations at this process and its spool and archive at a temp directory, and the cookie
+and backend secrets are fresh random values, passed to ``create_app`` as its ``env``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from relay.app import Runtime, create_admin_app, create_app
+from relay.demo import shop, vendors
+from relay.demo.record import Recorder, Tap
+from relay.rules.model import Rules
+
+RULES_DIR = Path(__file__).parent / "rules"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+ADMIN_MOUNT = "/admin"
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+
+@dataclass(frozen=True, slots=True)
+class DemoConfig:
+    workdir: Path  # spool, var and the archive file
+    port: int = DEFAULT_PORT
+    host: str = DEFAULT_HOST
+
+    @property
+    def loopback(self) -> str:
+        """The host this process reaches itself on (a wildcard bind is reached locally)."""
+        if self.host in WILDCARD_HOSTS:
+            return "127.0.0.1"
+        return f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.loopback}:{self.port}"
+
+
+def demo_env(config: DemoConfig) -> dict[str, str]:
+    """The variables the demo rules use."""
+    return {
+        "DEMO_HOST": config.loopback,
+        "DEMO_PORT": str(config.port),
+        "DEMO_VAR": str(config.workdir.resolve()),
+        "DEMO_COOKIE_SECRET": secrets.token_urlsafe(32),
+        "DEMO_BACKEND_SECRET": secrets.token_urlsafe(32),
+    }
+
+
+class Demo:
+    """What the demo's handlers share (``app.state.demo``)."""
+
+    def __init__(
+        self,
+        config: DemoConfig,
+        runtime: Runtime,
+        backend_secret: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.backend_secret = backend_secret
+        self.recorder = Recorder()
+        self.rules_dir = RULES_DIR
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def rules(self) -> Rules:
+        return self.runtime.rules
+
+    @property
+    def base_url(self) -> str:
+        return self.config.base_url
+
+    def vendors(self) -> list[vendors.Vendor]:
+        return vendors.vendors_of(self.rules, self.base_url)
+
+    def client(self) -> httpx.AsyncClient:
+        """The backend's client for posting to the relay over loopback."""
+        if self._client is None:
+            # Loopback only: never through a proxy from the environment.
+            self._client = httpx.AsyncClient(
+                transport=self._transport, timeout=10.0, trust_env=False
+            )
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+async def _no_icon(request: Request) -> Response:
+    return Response(status_code=204)
+
+
+def _routes(relay_app: Starlette, admin_app: Starlette, prefix: str) -> list[BaseRoute]:
+    return [
+        Route("/", shop.page, methods=["GET"]),
+        Route("/favicon.ico", _no_icon, methods=["GET"]),
+        Route("/demo/checkout", shop.checkout, methods=["POST"]),
+        Route("/demo/reset", shop.reset, methods=["GET"]),
+        Route("/demo/vendors", vendors.page, methods=["GET"]),
+        Route("/demo/vendors.json", vendors.data, methods=["GET"]),
+        Route(vendors.VENDOR_PATH + "{vendor}", vendors.receive, methods=["POST"]),
+        Mount(prefix, app=relay_app),
+        Mount(ADMIN_MOUNT, app=admin_app),
+    ]
+
+
+def create_demo_app(
+    config: DemoConfig, *, transport: httpx.AsyncBaseTransport | None = None
+) -> Starlette:
+    """The whole demo as one ASGI app. ``transport`` replaces the network for the relay's
+    deliveries and the backend's posts (tests); by default both go over loopback to
+    ``config.base_url``, so the app must be served there."""
+    env = demo_env(config)
+    # An explicit transport keeps the relay's deliveries off any proxy from the environment:
+    # they go to this process.
+    relay_app = create_app(
+        RULES_DIR,
+        var_dir=config.workdir / "var",
+        env=env,
+        transport=transport or httpx.AsyncHTTPTransport(),
+    )
+    runtime: Runtime = relay_app.state.relay
+    demo = Demo(config, runtime, env["DEMO_BACKEND_SECRET"], transport)
+    rules = runtime.rules
+    browser = next((s.name for s in rules.sources.values() if s.type == "browser"), "browser")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with relay_app.router.lifespan_context(relay_app):
+            try:
+                yield
+            finally:
+                await demo.close()
+
+    app = Starlette(
+        routes=_routes(relay_app, create_admin_app(relay_app), rules.relay.prefix),
+        middleware=[
+            Middleware(Tap, recorder=demo.recorder, prefix=rules.relay.prefix, browser=browser)
+        ],
+        lifespan=lifespan,
+    )
+    app.state.demo = demo
+    return app
+
+
+def _banner(config: DemoConfig) -> str:
+    base = f"http://{'127.0.0.1' if config.host in WILDCARD_HOSTS else config.loopback}"
+    base += f":{config.port}"
+    return "\n".join(
+        [
+            "relay demo: a shop, the relay, stand-in vendors and the debug view on one port",
+            f"  shop          {base}/",
+            f"  vendors       {base}/demo/vendors   (what each vendor got, what was stripped)",
+            f"  debug view    {base}{ADMIN_MOUNT}/debug   (the relay's live event view)",
+            f"  rules         {RULES_DIR}",
+            f"  spool, var    {config.workdir}   (removed on exit)",
+            "Ctrl-C stops it.",
+        ]
+    )
+
+
+def _listen(host: str, port: int) -> int:
+    """Bind the port before anything starts (a busy port is then one clear error) and hand
+    hypercorn the descriptor."""
+    bare = host.strip("[]") or "0.0.0.0"
+    sock = socket.socket(socket.AF_INET6 if ":" in bare else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((bare, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock.detach()
+
+
+def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> int:
+    """Run the demo under hypercorn until Ctrl-C; its temp directory is removed after."""
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    from relay.observe.log import configure
+
+    try:
+        fd = _listen(host, port)
+    except OSError as exc:
+        print(f"relay demo: cannot listen on {host}:{port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    configure(os.environ.get("RELAY_LOG_LEVEL", "WARNING"))
+    workdir = Path(tempfile.mkdtemp(prefix="relay-demo-"))
+    config = DemoConfig(workdir=workdir, port=port, host=host)
+    hc = Config()
+    hc.bind = [f"fd://{fd}"]
+    hc.accesslog = None
+    hc.errorlog = "-"
+    hc.loglevel = "WARNING"
+    hc.graceful_timeout = 2.0
+
+    async def main() -> None:
+        app: Any = create_demo_app(config)  # hypercorn's ASGI types are stricter than Starlette's
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(_banner(config), file=sys.stderr, flush=True)
+        await hypercorn_serve(app, hc, shutdown_trigger=stop.wait)
+
+    try:
+        asyncio.run(main())
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
