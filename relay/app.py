@@ -30,11 +30,12 @@ from relay.engine import Batch, Engine
 from relay.identity import CookieSigner
 from relay.observe import admin
 from relay.observe.debug import DebugFeed
-from relay.observe.log import LOG, hop
+from relay.observe.log import LOG
 from relay.observe.metrics import Metrics
 from relay.ratelimit import RateLimiter
 from relay.rules import check_rules, load_rules
 from relay.rules.model import Rules, Source
+from relay.seal import Sealer
 from relay.spool.base import Spool
 from relay.spool.factory import open_spool
 from relay.state import State, open_state
@@ -100,7 +101,9 @@ class Runtime:
         secrets_ = list(relay.cookie.secrets) or [load_or_create_secret(self.var_dir)]
         self.signer = CookieSigner(relay.cookie, secrets_)
         if state is None:
-            state = open_state(relay.state, relay.dedup_max_keys, relay.dedup_window)
+            state = open_state(
+                relay.state, relay.dedup_max_keys, relay.dedup_window, Sealer(secrets_)
+            )
         self.state = state
         self.engine = Engine(rules, state, self.metrics)
         self.limiter = RateLimiter(relay.rate_limit.per_second, relay.rate_limit.burst)
@@ -163,6 +166,7 @@ class Runtime:
             transport=self.transport,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
             follow_redirects=False,
+            cookies=proxy.cookieless_jar(),  # shared by all users: it must keep no cookie
         )
         self.dispatcher = self._new_dispatcher()
         self.dispatcher.start()
@@ -209,22 +213,9 @@ class Runtime:
         while True:
             await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
             try:
-                for held in await self.state.expired():
-                    name = str(held.get("event", "?"))
-                    self.metrics.held_expired.labels(self.engine._label(name)).inc()
-                    hop("expired", event=name, reason="unconfirmed by the authoritative source")
-                for item in await self.state.expired_pending():
-                    event = item.get("event") or {}
-                    for dest, purpose in item.get("destinations", {}).items():
-                        self.engine._suppressed(
-                            str(event.get("event_id")),
-                            str(event.get("event")),
-                            dest,
-                            purpose,
-                            "pending consent expired",
-                        )
+                await self.engine.expire()
             except Exception:
-                LOG.exception("held-copy sweep failed")
+                LOG.exception("expiry sweep failed")
 
     # -- helpers for the handlers -----------------------------------------------------
 

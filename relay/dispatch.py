@@ -46,6 +46,7 @@ LOG = logging.getLogger("relay.dispatch")
 
 POLL_INTERVAL = 1.0  # idle workers look at the spool at least this often (other processes)
 LEASE_MARGIN = 10.0  # a claim's lease is the request timeout plus this
+LINGER = 0.02  # after a wake-up, how long new rows may gather before the claim
 ERROR_PAUSE = 1.0  # after an unexpected error (the spool unavailable, say) before trying again
 
 Clock = Callable[[], float]
@@ -289,6 +290,10 @@ class Dispatcher:
         finally:
             waiter.cancel()
             sleeper.cancel()
+        if lane.wake.is_set() and not self._draining:
+            # Woken by new rows: let a few more arrive, so one claim, request and ack
+            # carry a batch instead of one event each.
+            await self._sleep(LINGER)
         lane.wake.clear()  # the claim that follows covers any notify up to here
 
     # -- one batch --------------------------------------------------------------------

@@ -311,19 +311,7 @@ class Engine:
                     continue
             candidates.append(dest)
         if pending and cid:
-            window = max(rules.purposes[p].pending_window for p in pending.values())
-            item = {"event": ev, "destinations": pending, "until": time.time() + window}
-            if await self.state.pend(cid, item, window):
-                hop(
-                    "held",
-                    event_id=eid,
-                    event=name,
-                    reason="pending consent",
-                    destinations=sorted(pending),
-                )
-            else:  # the pending store is full: fail closed
-                for dest_name, purpose in pending.items():
-                    self._suppressed(eid, name, dest_name, purpose, "pending store full")
+            await self._pend(ev, cid, pending, granted, result)
         await self._emit(ev, candidates, granted, result, batch)
 
     def _suppressed(self, eid: str, name: str, dest: str, purpose: str, reason: str) -> None:
@@ -331,6 +319,18 @@ class Engine:
         hop(
             "suppressed", event_id=eid, event=name, destination=dest, purpose=purpose, reason=reason
         )
+
+    def _prepare(self, blob: bytes, dest: Destination, granted: frozenset[str]) -> Copy:
+        """One destination's copy: the event through the destination's pipeline."""
+        sent: Event | None = orjson.loads(blob)
+        ctx = StepContext(dest.name, granted)
+        if dest.pipeline is not None and sent is not None:
+            sent = pipeline.run(self.rules.pipelines[dest.pipeline].steps, sent, ctx)
+        for transform, n in ctx.counts.items():
+            self.metrics.fields_redacted.labels(transform).inc(n)
+        if sent is None:
+            return Copy(dest.name, "dropped", "dropped by the pipeline")
+        return Copy(dest.name, "delivered", "; ".join(ctx.notes), sent)
 
     async def _emit(
         self,
@@ -340,34 +340,86 @@ class Engine:
         result: Result,
         batch: Batch,
     ) -> None:
-        """Dedup, run each destination's pipeline on its own copy, and add the spool rows."""
-        if not candidates:
-            return
-        rules = self.rules
-        eid, name = ev["event_id"], ev["event"]
-        keys = [f"{d.name}:{eid}" for d in candidates]
-        already = await self.state.seen(keys, rules.relay.dedup_window)
+        """Run each destination's pipeline on its own copy, then dedup and add the rows."""
         blob = orjson.dumps(ev)
-        for dest, key, dup in zip(candidates, keys, already, strict=True):
+        copies = [self._prepare(blob, dest, granted) for dest in candidates]
+        await self._spool_copies(ev["event_id"], ev["event"], copies, result, batch)
+
+    async def _spool_copies(
+        self, eid: str, name: str, copies: Sequence[Copy], result: Result, batch: Batch
+    ) -> None:
+        for copy in copies:
+            if copy.sent is None:
+                result.copies.append(copy)
+                self.metrics.events_dropped.labels(copy.destination).inc()
+                hop("dropped", event_id=eid, event=name, destination=copy.destination)
+        ready = [c for c in copies if c.sent is not None]
+        if not ready:
+            return
+        keys = [f"{c.destination}:{eid}" for c in ready]
+        already = await self.state.seen(keys, self.rules.relay.dedup_window)
+        for copy, key, dup in zip(ready, keys, already, strict=True):
             if dup:
-                result.copies.append(Copy(dest.name, "duplicate", "seen within dedup_window"))
-                self.metrics.events_duplicate.labels(dest.name).inc()
-                hop("duplicate", event_id=eid, event=name, destination=dest.name)
+                result.copies.append(
+                    Copy(copy.destination, "duplicate", "seen within dedup_window")
+                )
+                self.metrics.events_duplicate.labels(copy.destination).inc()
+                hop("duplicate", event_id=eid, event=name, destination=copy.destination)
                 continue
             batch.marked.append(key)
-            sent: Event | None = orjson.loads(blob)
-            ctx = StepContext(dest.name, granted)
-            if dest.pipeline is not None and sent is not None:
-                sent = pipeline.run(rules.pipelines[dest.pipeline].steps, sent, ctx)
-            for transform, n in ctx.counts.items():
-                self.metrics.fields_redacted.labels(transform).inc(n)
-            if sent is None:
-                result.copies.append(Copy(dest.name, "dropped", "dropped by the pipeline"))
-                self.metrics.events_dropped.labels(dest.name).inc()
-                hop("dropped", event_id=eid, event=name, destination=dest.name)
-                continue
-            result.copies.append(Copy(dest.name, "delivered", "; ".join(ctx.notes), sent))
-            batch.rows.append(Row(dest.name, eid, orjson.dumps(sent)))
+            result.copies.append(copy)
+            batch.rows.append(Row(copy.destination, eid, orjson.dumps(copy.sent)))
+
+    async def _pend(
+        self, ev: Event, cid: str, pending: dict[str, str], granted: frozenset[str], result: Result
+    ) -> None:
+        """Keep the copies of destinations whose purpose is undecided until this browser
+        chooses. What waits is what each destination would receive (its pipeline already
+        ran, as if its purpose were granted), never the raw event."""
+        rules = self.rules
+        eid, name = ev["event_id"], ev["event"]
+        blob = orjson.dumps(ev)
+        copies: dict[str, dict[str, Any]] = {}
+        for dest_name, purpose in pending.items():
+            copy = self._prepare(blob, rules.destinations[dest_name], granted | {purpose})
+            copies[dest_name] = {"purpose": purpose, "sent": copy.sent}
+        window = max(rules.purposes[p].pending_window for p in pending.values())
+        ctx = ev.get("context") or {}
+        item = {
+            "event_id": eid,
+            "event": name,
+            "copies": copies,
+            "until": time.time() + window,
+            "context": {"country": ctx.get("country"), "gpc": ctx.get("gpc", False)},
+        }
+        if await self.state.pend(cid, item, window):
+            hop(
+                "held",
+                event_id=eid,
+                event=name,
+                reason="pending consent",
+                destinations=sorted(pending),
+            )
+            return
+        for dest_name, purpose in pending.items():  # the pending store is full: fail closed
+            self._suppressed(eid, name, dest_name, purpose, "pending store full")
+
+    async def expire(self) -> None:
+        """Count what ran out of time: held browser copies never confirmed, and copies that
+        waited for a consent choice that never came (suppressed)."""
+        for held in await self.state.expired():
+            name = str(held.get("event", "?"))
+            self.metrics.held_expired.labels(self._label(name)).inc()
+            hop("expired", event=name, reason="unconfirmed by the authoritative source")
+        for item in await self.state.expired_pending():
+            for dest, entry in item.get("copies", {}).items():
+                self._suppressed(
+                    str(item.get("event_id")),
+                    str(item.get("event")),
+                    dest,
+                    str(entry.get("purpose")),
+                    "pending consent expired",
+                )
 
     # -- consent from the browser -------------------------------------------------------
 
@@ -408,36 +460,41 @@ class Engine:
         tool may answer one purpose at a time) until their window ends."""
         now = time.time()
         for item in await self.state.release(cid):
-            held: Event = item["event"]
-            held["consent"] = ev.get("consent", {})
-            eid, name = held["event_id"], held["event"]
-            states = {p: decide(purpose, held) for p, purpose in self.rules.purposes.items()}
-            granted = frozenset(p for p, (state, _) in states.items() if state == "granted")
+            eid, name = item["event_id"], item["event"]
+            probe = {"consent": ev.get("consent", {}), "context": item.get("context", {})}
             out = result or Result(-1, "accepted", eid, name)
-            candidates, waiting = [], {}
-            for dest_name, purpose in item["destinations"].items():
-                dest = self.rules.destinations.get(dest_name)
-                if dest is None:
+            ready: list[Copy] = []
+            waiting: dict[str, Any] = {}
+            for dest_name, entry in item["copies"].items():
+                purpose = entry["purpose"]
+                if dest_name not in self.rules.destinations or purpose not in self.rules.purposes:
                     continue  # removed by a reload while waiting
-                reason = states.get(purpose, ("denied", "unknown purpose"))[1]
-                if purpose in granted:
-                    candidates.append(dest)
+                state, reason = decide(self.rules.purposes[purpose], probe)
+                if state == "granted":
+                    sent = entry["sent"]
+                    ready.append(
+                        Copy(dest_name, "delivered", "released by consent", sent)
+                        if sent is not None
+                        else Copy(dest_name, "dropped", "dropped by the pipeline")
+                    )
                 elif reason.startswith("default"):
-                    waiting[dest_name] = purpose
+                    waiting[dest_name] = entry
                 else:
                     self._suppressed(eid, name, dest_name, purpose, reason)
                     out.copies.append(Copy(dest_name, "suppressed", f"{purpose}: {reason}"))
             until = float(item.get("until", now))
             if waiting and until > now:
-                await self.state.pend(cid, {**item, "destinations": waiting}, until - now)
+                await self.state.pend(cid, {**item, "copies": waiting}, until - now)
                 out.copies.extend(
-                    Copy(d, "held", f"{p}: pending consent") for d, p in waiting.items()
+                    Copy(d, "held", f"{e['purpose']}: pending consent") for d, e in waiting.items()
                 )
             else:
-                for dest_name, purpose in waiting.items():
-                    self._suppressed(eid, name, dest_name, purpose, "pending consent expired")
-            await self._emit(held, candidates, granted, out, batch)
-            released = sum(1 for c in out.copies if c.outcome == "delivered")
+                for dest_name, entry in waiting.items():
+                    self._suppressed(
+                        eid, name, dest_name, entry["purpose"], "pending consent expired"
+                    )
+            await self._spool_copies(eid, name, ready, out, batch)
+            released = sum(1 for c in ready if c.sent is not None)
             notes.append(f"consent released {released} waiting copy(ies) of {name}")
             hop("released", event_id=eid, event=name, reason="consent", copies=released)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -63,6 +64,13 @@ MAX_DIGESTS = 1024  # script URLs whose last SHA-256 is remembered
 FILL_HEADERS = {"accept-encoding": "gzip", "user-agent": f"relay/{__version__} (script cache)"}
 
 ExplicitConsent = Callable[[str], Awaitable[Mapping[str, Any] | None]]
+
+
+def cookieless_jar() -> CookieJar:
+    """A cookie jar that keeps nothing, for the runtime's shared ``httpx.AsyncClient``: it
+    carries every user's requests, so a cookie one vendor response sets must never be stored
+    and sent along with another user's request (or pile up in memory)."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
 class Proxy:
@@ -283,10 +291,17 @@ async def _forward(
 
 async def _cached(rt: Runtime, route: ProxyRoute, url: httpx.URL, request: Request) -> Response:
     cache, key = rt.proxy.cache, str(url)
-    script = cache.get(key)
+
+    def usable() -> Script | None:
+        script = cache.get(key)
+        if script is not None and route.pin is not None and script.digest != route.pin:
+            return None  # cached before the pin was set or changed (a rules reload)
+        return script
+
+    script = usable()
     if script is None or script.expires <= time.monotonic():
         async with cache.filling(key):
-            script = cache.get(key)
+            script = usable()
             if script is None or script.expires <= time.monotonic():
                 filled = await _fill(rt, route, url, script)
                 if isinstance(filled, Response):

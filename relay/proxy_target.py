@@ -15,6 +15,7 @@ the route's upstream path prefix is refused.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from urllib.parse import quote
 
@@ -87,12 +88,19 @@ def _base_for(route: ProxyRoute, rest: str) -> tuple[str, str | None]:
     return route.upstream, rest
 
 
+@functools.lru_cache(maxsize=1024)
+def _parse_base(base: str) -> tuple[httpx.URL, str]:
+    """A route's (or sub-path's) upstream, parsed once: (URL, its raw path without query)."""
+    url = httpx.URL(base)
+    return url, url.raw_path.split(b"?", 1)[0].decode("ascii")
+
+
 def upstream_url(route: ProxyRoute, rest: str, query: bytes) -> httpx.URL:
     """The URL to request upstream for a matched route, its path remainder and the
     (already cleaned) raw query. Raises ``Refused``."""
     base, tail = _base_for(route, rest)
-    parsed_base = httpx.URL(base)
-    path = base_path = parsed_base.raw_path.split(b"?", 1)[0].decode("ascii")
+    parsed_base, base_path = _parse_base(base)
+    path = base_path
     if tail is not None:
         base_path = base_path if base_path.endswith("/") else base_path + "/"
         path = base_path + _encode_rest(tail)

@@ -14,8 +14,11 @@ from typing import Any, Protocol
 import orjson
 from cachetools import TTLCache
 
+from relay.seal import Sealer
+
 Held = dict[str, Any]  # {"event": name, "fields": {path: value}}
-# {"event": the event before any pipeline, "destinations": {name: purpose}}
+# {"event_id", "event", "until", "context": {country, gpc},
+#  "copies": {destination: {"purpose": name, "sent": the copy after its pipeline}}}
 Pending = dict[str, Any]
 MAX_PENDING = 100_000  # copies waiting for consent, per process (memory state)
 
@@ -148,11 +151,12 @@ class MemoryState:
 class RedisState:
     """Dedup marks as ``SET NX PX`` keys; held copies as a value, aliases and a deadline zset."""
 
-    def __init__(self, url: str, prefix: str = "relay:") -> None:
+    def __init__(self, url: str, sealer: Sealer, prefix: str = "relay:") -> None:
         import redis.asyncio as aioredis
 
         self.r = aioredis.from_url(url)
         self.p = prefix
+        self.sealer = sealer  # held and waiting copies are sealed: never at rest in the clear
 
     async def seen(self, keys: Sequence[str], ttl: float) -> list[bool]:
         if not keys:
@@ -172,7 +176,7 @@ class RedisState:
 
     async def hold(self, aliases: Sequence[str], held: Held, ttl: float) -> None:
         hid = aliases[0]
-        body = orjson.dumps({"held": held, "aliases": list(aliases)})
+        body = self.sealer.seal(orjson.dumps({"held": held, "aliases": list(aliases)}))
         pipe = self.r.pipeline(transaction=True)
         # The value outlives its deadline by a minute so the sweeper can still count it.
         pipe.set(self.p + "h:" + hid, body, px=int((ttl + 60) * 1000))
@@ -187,7 +191,7 @@ class RedisState:
         body = await self.r.getdel(self.p + "h:" + hid)
         if body is None:
             return None
-        data = orjson.loads(body)
+        data = orjson.loads(self.sealer.open(_bytes(body)))
         await self.r.delete(*(self.p + "ha:" + a for a in data["aliases"]))
         held: Held = data["held"]
         return held
@@ -222,7 +226,7 @@ class RedisState:
 
     async def pend(self, cid: str, item: Pending, ttl: float) -> bool:
         deadline = time.time() + ttl
-        body = orjson.dumps({"deadline": deadline, "item": item})
+        body = self.sealer.seal(orjson.dumps({"deadline": deadline, "item": item}))
         pipe = self.r.pipeline(transaction=True)
         pipe.rpush(self.p + "p:" + cid, body)
         pipe.pexpire(self.p + "p:" + cid, int((ttl + 60) * 1000))
@@ -239,7 +243,7 @@ class RedisState:
         bodies, _, _ = await pipe.execute()
         out = []
         for body in bodies:
-            data = orjson.loads(body)
+            data = orjson.loads(self.sealer.open(body))
             out.append((float(data["deadline"]), data["item"]))
         return out
 
@@ -263,15 +267,19 @@ class RedisState:
         await self.r.aclose()
 
 
+def _bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def open_state(url: str, max_keys: int, ttl: float) -> State:
+def open_state(url: str, max_keys: int, ttl: float, sealer: Sealer) -> State:
     if url == "memory":
         return MemoryState(max_keys, ttl)
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisState(url)
+        return RedisState(url, sealer)
     raise ValueError(
         f"relay.state: unknown state store '{url}' (use memory or redis://host:6379/0)"
     )

@@ -58,9 +58,7 @@ async def test_expired_pending_copies_are_counted_as_suppressed() -> None:
     engine, state, metrics = _engine()
     await engine.process([{"event": "page_view", "event_id": "p1"}], _browser(engine))
     state.clock = lambda: 10**12  # far past the pending window
-    for item in await state.expired_pending():
-        for dest, purpose in item["destinations"].items():
-            engine._suppressed("p1", "page_view", dest, purpose, "pending consent expired")
+    await engine.expire()
     text = metrics.render().decode()
     assert 'relay_consent_suppressed_total{destination="archive",purpose="analytics"} 1.0' in text
 

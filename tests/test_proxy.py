@@ -305,6 +305,19 @@ async def test_response_headers_and_cookies(upstream: Upstream, proxied: Proxied
     assert r.headers["x-vendor"] == "kept"
 
 
+async def test_the_shared_client_keeps_no_cookie(upstream: Upstream, proxied: Proxied) -> None:
+    async def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"set-cookie": "_ga=user-a; Path=/; Max-Age=999"})
+
+    upstream.handler = answer
+    a = await proxied.client.post("/t/g/collect", content=b"", headers={"cf-ipcountry": "US"})
+    assert a.headers["set-cookie"] == "_ga=user-a; Max-Age=999; Path=/t/g/collect"
+    proxied.client.cookies.clear()
+    await proxied.client.post("/t/g/collect", content=b"", headers={"cf-ipcountry": "US"})
+    assert "cookie" not in proxied.upstream.last.headers  # user b never gets user a's cookie
+    assert proxied.runtime.client is not None and len(proxied.runtime.client.cookies.jar) == 0
+
+
 async def test_gzip_passes_through_undecoded(upstream: Upstream, proxied: Proxied) -> None:
     body = gzip.compress(b"window.vendor = 1;" * 500)
 

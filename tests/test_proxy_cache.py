@@ -197,6 +197,17 @@ async def test_pin_mismatch_without_a_good_copy_is_refused(
         cached.runtime, "relay_proxy_pin_mismatch_total")
 
 
+async def test_a_cached_copy_that_does_not_match_a_new_pin_is_not_served(
+    cached: Proxied,
+) -> None:
+    # As after a reload that added or changed the pin: the copy in memory predates it.
+    key = "https://cdn.example/lib.js"
+    cached.runtime.proxy.cache.put(key, Script.build(EVIL, "text/javascript", 1e12))
+    r = await cached.client.get("/t/lib/pinned.js", headers={"accept-encoding": "identity"})
+    assert r.status_code == 200 and r.content == GOOD
+    assert len(cached.upstream.requests) == 1
+
+
 async def test_too_large_to_cache_is_streamed_through(cached: Proxied) -> None:
     for _ in range(2):
         r = await cached.client.get("/t/lib/small.js", headers={"accept-encoding": "identity"})

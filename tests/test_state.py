@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 
+from relay.seal import Sealer, SealError
 from relay.state import MemoryState, RedisState, State
 
 REDIS_URL = os.environ.get("RELAY_TEST_REDIS", "redis://127.0.0.1:6379/14")
@@ -54,7 +55,7 @@ async def test_memory_state_is_bounded() -> None:
 
 async def test_redis_state() -> None:
     """Needs Redis on 127.0.0.1:6379 (.ci/run starts it); fails loudly without it."""
-    state = RedisState(REDIS_URL, prefix=f"relay-test-{uuid.uuid4().hex}:")
+    state = RedisState(REDIS_URL, Sealer(["test-secret"]), prefix=f"relay-test-{uuid.uuid4().hex}:")
     try:
         await state.r.ping()
     except Exception as exc:  # pragma: no cover - the failure message is the point
@@ -95,7 +96,7 @@ async def test_memory_pending() -> None:
 
 
 async def test_redis_pending() -> None:
-    state = RedisState(REDIS_URL, prefix=f"relay-test-{uuid.uuid4().hex}:")
+    state = RedisState(REDIS_URL, Sealer(["test-secret"]), prefix=f"relay-test-{uuid.uuid4().hex}:")
     try:
         await state.r.ping()
     except Exception as exc:  # pragma: no cover
@@ -112,3 +113,14 @@ async def test_redis_pending() -> None:
         assert [i["event"]["event_id"] for i in await state.release("c2")] == ["e4"]
     finally:
         await state.close()
+
+
+def test_sealer_round_trip_rotation_and_tampering() -> None:
+    old = Sealer(["old"])
+    blob = old.seal(b"secret payload")
+    assert b"secret payload" not in blob
+    assert Sealer(["old", "new"]).open(blob) == b"secret payload"
+    with pytest.raises(SealError):
+        Sealer(["new"]).open(blob)
+    with pytest.raises(SealError):
+        old.open(blob[:-1] + bytes([blob[-1] ^ 1]))

@@ -59,9 +59,16 @@ def _append(path: str, data: bytes, fsync: bool) -> None:
         os.close(fd)
 
 
+INLINE_BYTES = 64 * 1024  # smaller appends cost less than the hand-off to a thread
+
+
 async def write(events: Sequence[Event], settings: FileSettings) -> None:
+    data = render(events)
     try:
-        await asyncio.to_thread(_append, settings.path, render(events), settings.fsync)
+        if settings.fsync or len(data) > INLINE_BYTES:
+            await asyncio.to_thread(_append, settings.path, data, settings.fsync)
+        else:  # a page-cache append of a few KB: microseconds, no thread needed
+            _append(settings.path, data, False)
     except OSError as exc:
         raise Retryable(f"file {settings.path}: {exc.strerror or exc}") from exc
 

@@ -231,6 +231,7 @@ def test_fetch_keepalive_when_send_beacon_is_missing_or_refuses(
         page = ctx.new_page()
         page.goto(url)
         ready(page)
+        wait_until(lambda: ctx.cookies(), WAIT, "the cookie from the page view's answer")  # noqa: B023
         page.evaluate(f"relay('track', 'leave', {{}}, {{event_id: 'fetch-{n}'}});"
                       "location.href = '/pages/next.html'")
         page.wait_for_url("**/next.html")
