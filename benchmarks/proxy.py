@@ -22,6 +22,7 @@ import contextlib
 import gzip
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -61,12 +62,14 @@ COMPARE = {"script": "script", "stream": "script", "hit": "hit"}
 
 
 def vendor_script() -> bytes:
-    line = b"(function(w){w.vendor=w.vendor||[];w.vendor.push({t:Date.now(),k:'%05d'})})(window);\n"
+    """100 KiB of minified-looking JavaScript that gzips about 3:1, like a real tag."""
+    rng = random.Random(7)
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_$"
     out = bytearray()
-    i = 0
     while len(out) < SCRIPT_BYTES:
-        out += line.replace(b"%05d", b"%05d" % i)
-        i += 1
+        a, b, c = ("".join(rng.choices(alphabet, k=rng.randint(2, 8))) for _ in range(3))
+        n = rng.randint(0, 99999)
+        out += f"var {a}=function({b}){{return {b}.{c}||{n}}};{a}.p={n % 97};".encode()
     return bytes(out[:SCRIPT_BYTES])
 
 
