@@ -292,16 +292,33 @@ def serving_app(
     relay_app = create_app(rules_dir, var_dir=var_dir)
     runtime: Runtime = relay_app.state.relay
     prefix = runtime.rules.relay.prefix
-    outer = Starlette(routes=[], lifespan=relay_app.router.lifespan_context)
-    outer.mount(prefix, relay_app)
     admin_app = create_admin_app(relay_app)
     admin_port = admin_port if admin_port is not None else runtime.rules.relay.admin.port
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await relay_app(scope, receive, send)
+            return
         server = scope.get("server")
-        if scope["type"] in ("http", "websocket") and server and server[1] == admin_port:
+        if server and server[1] == admin_port:
             await admin_app(scope, receive, send)
-        else:
-            await outer(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        if path == prefix or path.startswith(prefix + "/"):
+            # What Starlette's Mount does, without a second middleware stack per request.
+            await relay_app(
+                {**scope, "root_path": scope.get("root_path", "") + prefix}, receive, send
+            )
+            return
+        await _outside(scope, receive, send)
 
     return app
+
+
+async def _outside(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A request outside the prefix: 404 (the site's own paths are the CDN's business)."""
+    if scope["type"] != "http":
+        return
+    response = collect.json_response({"error": "not found: the relay serves only its prefix"}, 404)
+    await response(scope, receive, send)

@@ -175,6 +175,12 @@ def parse_segment(call: str, msg: Any) -> Any:
 # -- handlers ----------------------------------------------------------------------------
 
 
+def too_large(limit: int) -> Response:
+    """413 for a body over ``limit``. The rest of the body is left unread, so the connection
+    cannot carry another request: say so, rather than let the client find a dropped socket."""
+    return Problem(413, f"body over {limit} bytes", {"Connection": "close"}).response()
+
+
 async def read_body(request: Request, limit: int) -> bytes | None:
     """The body, or None when it is over ``limit`` bytes (read no further than that)."""
     declared = request.headers.get("content-length")
@@ -243,7 +249,7 @@ async def browser_events(request: Request) -> Response:
         return Problem(404, "no source of type browser in the rules").response()
     body = await read_body(request, relay.limits.body_bytes)
     if body is None:
-        return Problem(413, f"body over {relay.limits.body_bytes} bytes").response()
+        return too_large(relay.limits.body_bytes)
     items = parse_body(body, headers.get("content-type"), relay.limits.batch_events)
     if isinstance(items, Problem):
         return items.response()
@@ -294,7 +300,7 @@ async def webhook(request: Request) -> Response:
         return Problem(404, f"no webhook source named '{name}'").response()
     body = await read_body(request, relay.limits.body_bytes)
     if body is None:
-        return Problem(413, f"body over {relay.limits.body_bytes} bytes").response()
+        return too_large(relay.limits.body_bytes)
     why = check_auth(source, request.headers, body, time.time())
     if why:
         return Problem(401, f"source {name}: {why}").response()
@@ -328,7 +334,7 @@ async def segment(request: Request) -> Response:
         ).response()
     body = await read_body(request, relay.limits.body_bytes)
     if body is None:
-        return Problem(413, f"body over {relay.limits.body_bytes} bytes").response()
+        return too_large(relay.limits.body_bytes)
     items = parse_body(
         body,
         request.headers.get("content-type"),

@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -97,12 +96,6 @@ class Batch:
 
     def destinations(self) -> set[str]:
         return {row.destination for row in self.rows}
-
-
-def iso_ms(ms: int) -> str:
-    return (
-        datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-    )
 
 
 class Engine:
@@ -213,7 +206,7 @@ class Engine:
 
     def _enrich(self, ev: Event, meta: Meta, notes: list[str]) -> None:
         ev["source"] = meta.source.name
-        ev["received_at"] = iso_ms(meta.received_ms)
+        ev["received_at"] = envelope.format_ms(meta.received_ms)
         ctx = ev.get("context")
         if not isinstance(ctx, dict):
             ctx = ev["context"] = {}

@@ -12,6 +12,7 @@ and the input is never mutated.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -103,9 +104,16 @@ def kind_of(value: Any) -> str:
     return type(value).__name__
 
 
+@functools.lru_cache(maxsize=8)
+def _format_second(second: int) -> str:
+    return (_EPOCH + timedelta(seconds=second)).isoformat(timespec="seconds")
+
+
 def format_ms(ms: int) -> str:
-    """Epoch milliseconds -> ``2026-11-28T12:00:00.000Z``."""
-    return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds") + "Z"
+    """Epoch milliseconds -> ``2026-11-28T12:00:00.000Z`` (the date part is cached per second:
+    every event formats its receive time)."""
+    second, milli = divmod(ms, 1000)
+    return f"{_format_second(second)}.{milli:03d}Z"
 
 
 def parse_time(value: Any) -> str | None:

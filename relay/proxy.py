@@ -118,8 +118,8 @@ def _route_path(scope: Scope) -> str:
     """The path relative to where the relay is mounted (as Starlette's routing sees it)."""
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
-    if root and path.startswith(root) and path[len(root):len(root) + 1] in ("/", ""):
-        return path[len(root):]
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
+        return path[len(root) :]
     return path
 
 
@@ -139,8 +139,11 @@ def _problem(status: int, message: str, headers: Mapping[str, str] | None = None
 async def _serve(rt: Runtime, route: ProxyRoute, rest: str, request: Request) -> Response:
     methods = route.methods + (("HEAD",) if "GET" in route.methods else ())
     if request.method not in methods:
-        return _problem(405, f"proxy {route.name}: method {request.method} not allowed",
-                        {"Allow": ", ".join(dict.fromkeys(methods))})
+        return _problem(
+            405,
+            f"proxy {route.name}: method {request.method} not allowed",
+            {"Allow": ", ".join(dict.fromkeys(methods))},
+        )
     rules = rt.rules
     relay = rules.relay
     country = request.headers.get(relay.country_header) if relay.country_header else None
@@ -237,7 +240,11 @@ def _upstream_failed(route: ProxyRoute, exc: httpx.HTTPError) -> Response:
 
 
 async def _forward(
-    rt: Runtime, route: ProxyRoute, url: httpx.URL, request: Request, country: str | None,
+    rt: Runtime,
+    route: ProxyRoute,
+    url: httpx.URL,
+    request: Request,
+    country: str | None,
     keep_click_ids: bool,
 ) -> Response:
     proxy, relay, headers = rt.proxy, rt.rules.relay, request.headers
@@ -245,11 +252,14 @@ async def _forward(
         return _problem(503, f"proxy {route.name}: busy", {"Retry-After": BUSY_RETRY_AFTER})
     length = headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > route.max_body:
-        return _problem(413, f"proxy {route.name}: body over {route.max_body} bytes")
+        return _problem(
+            413, f"proxy {route.name}: body over {route.max_body} bytes", {"Connection": "close"}
+        )
     has_body = (length is not None and length != "0") or "transfer-encoding" in headers
     peer = request.client.host if request.client else None
     out = request_headers(
-        route, headers.items(),
+        route,
+        headers.items(),
         client_ip=client_ip(relay.client_ip, headers, peer),
         country=country,
         own_cookie=relay.cookie.name,
@@ -258,8 +268,9 @@ async def _forward(
     )
     assert rt.client is not None
     content = _limited(request.stream(), route.max_body) if has_body else None
-    req = rt.client.build_request(request.method, url, headers=out, content=content,
-                                  timeout=route.timeout)
+    req = rt.client.build_request(
+        request.method, url, headers=out, content=content, timeout=route.timeout
+    )
     if not any(name == "user-agent" for name, _ in out):
         del req.headers["user-agent"]  # not even httpx's own
     proxy.inflight[route.name] = proxy.inflight.get(route.name, 0) + 1
@@ -271,7 +282,9 @@ async def _forward(
         upstream = await rt.client.send(req, stream=True, follow_redirects=False)
     except BodyTooLarge:
         release()
-        return _problem(413, f"proxy {route.name}: body over {route.max_body} bytes")
+        return _problem(
+            413, f"proxy {route.name}: body over {route.max_body} bytes", {"Connection": "close"}
+        )
     except ClientDisconnect:
         release()
         return Response(status_code=400)
@@ -282,8 +295,9 @@ async def _forward(
         release()
         raise
     cookie_path = request.scope.get("root_path", "") + route.path
-    return _Streamed(upstream, response_headers(route, upstream.headers.multi_items(),
-                                                cookie_path), release)
+    return _Streamed(
+        upstream, response_headers(route, upstream.headers.multi_items(), cookie_path), release
+    )
 
 
 # -- the script cache -----------------------------------------------------------------
@@ -346,8 +360,11 @@ async def _fill(
         upstream = await rt.client.send(req, stream=True, follow_redirects=False)
     except httpx.HTTPError as exc:
         if stale is not None:
-            LOG.warning("proxy %s: upstream failed (%s); serving the cached script",
-                        route.name, type(exc).__name__)
+            LOG.warning(
+                "proxy %s: upstream failed (%s); serving the cached script",
+                route.name,
+                type(exc).__name__,
+            )
             stale.expires = expires
             return stale
         return _upstream_failed(route, exc)
@@ -366,8 +383,9 @@ async def _fill(
             return _Streamed(upstream, headers, body=_chain(bytes(raw), stream))
     await upstream.aclose()
     try:
-        body = decode_body(bytes(raw), upstream.headers.get("content-encoding", ""),
-                           route.cache_max_bytes)
+        body = decode_body(
+            bytes(raw), upstream.headers.get("content-encoding", ""), route.cache_max_bytes
+        )
     except (TooLarge, ValueError):
         return Response(bytes(raw), upstream.status_code, headers=dict(headers))
     return _keep(rt, route, str(url), body, upstream.headers.get("content-type"), expires, stale)
@@ -380,17 +398,27 @@ async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[byte
 
 
 def _keep(
-    rt: Runtime, route: ProxyRoute, key: str, body: bytes, content_type: str | None,
-    expires: float, stale: Script | None,
+    rt: Runtime,
+    route: ProxyRoute,
+    key: str,
+    body: bytes,
+    content_type: str | None,
+    expires: float,
+    stale: Script | None,
 ) -> Script | Response:
     proxy = rt.proxy
     digest = sri_digest(body)
     where = key.split("?", 1)[0]  # logs name the script, not its query
     if route.pin is not None and digest != route.pin:
         proxy.metrics.proxy_pin_mismatch.labels(route.name).inc()
-        LOG.error("proxy %s: upstream script %s has %s, not the pinned %s; %s", route.name, where,
-                  digest, route.pin,
-                  "serving the last good copy" if stale else "refusing it (no good copy yet)")
+        LOG.error(
+            "proxy %s: upstream script %s has %s, not the pinned %s; %s",
+            route.name,
+            where,
+            digest,
+            route.pin,
+            "serving the last good copy" if stale else "refusing it (no good copy yet)",
+        )
         if stale is not None:
             stale.expires = expires
             return stale
@@ -400,8 +428,13 @@ def _keep(
         if previous is None:
             LOG.info("proxy %s: cached %s, %s", route.name, where, digest)
         else:
-            LOG.warning("proxy %s: upstream script %s changed: %s, was %s", route.name, where,
-                        digest, previous)
+            LOG.warning(
+                "proxy %s: upstream script %s changed: %s, was %s",
+                route.name,
+                where,
+                digest,
+                previous,
+            )
     proxy.digests[key] = digest
     if len(proxy.digests) > MAX_DIGESTS:
         del proxy.digests[next(iter(proxy.digests))]
