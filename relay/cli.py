@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -72,6 +73,22 @@ def _serve_config(args: argparse.Namespace, admin_host: str, admin_port: int) ->
     return config
 
 
+def _cannot_listen(binds: Sequence[str]) -> str | None:
+    """Why ``host:port`` addresses cannot be bound (a port taken, an address not this
+    host's), checked before anything starts; None when they can."""
+    for bind in binds:
+        host, _, port = bind.rpartition(":")
+        host = host.strip("[]")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, int(port)))
+            except OSError as exc:
+                return f"cannot listen on {bind}: {exc.strerror or exc}"
+    return None
+
+
 async def _release_leases(rules: Rules) -> None:
     from relay.spool.factory import open_spool
 
@@ -93,6 +110,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     admin_port = args.admin_port if args.admin_port is not None else rules.relay.admin.port
     asyncio.run(_release_leases(rules))
     config = _serve_config(args, rules.relay.admin.host, admin_port)
+    problem = _cannot_listen(config.bind)
+    if problem:
+        print(f"relay serve: {problem}", file=sys.stderr)
+        return 1
     print(
         f"relay: serving {rules.relay.prefix}/ on http://{args.host}:{args.port} "
         f"(admin http://{rules.relay.admin.host}:{admin_port}), rules {rules.version}",
@@ -163,19 +184,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             if args.action == "list":
                 letters = await spool.dlq_list(args.destination, args.limit)
                 for d in letters:
-                    print(
-                        orjson.dumps(
-                            {
-                                "id": d.id,
-                                "destination": d.destination,
-                                "event_id": d.event_id,
-                                "failed_at": d.failed_at,
-                                "attempts": d.attempts,
-                                "status": d.status,
-                                "response": d.response,
-                            }
-                        ).decode()
-                    )
+                    print(orjson.dumps(d.summary()).decode())
                 print(f"{len(letters)} dead letter(s)", file=sys.stderr)
             elif args.action == "replay":
                 n = await spool.dlq_replay(args.destination)
@@ -232,9 +241,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--destination", default=None)
     d.add_argument("--limit", type=int, default=100)
     d.set_defaults(func=cmd_dlq)
-    m = sub.add_parser(
-        "demo", help="a demo shop, stand-in vendors and the debug view on one port"
-    )
+    m = sub.add_parser("demo", help="a demo shop, stand-in vendors and the debug view on one port")
     m.add_argument("--host", default=DEFAULT_HOST)
     m.add_argument("--port", type=int, default=8080)
     m.set_defaults(func=cmd_demo)

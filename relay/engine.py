@@ -160,6 +160,10 @@ class Engine:
                 )
             ev["event_id"] = new_id("evt_")
         self._enrich(ev, meta, notes)
+        if source.type == "browser" and not meta.gpc and _says_gpc(raw):
+            # navigator.globalPrivacyControl, as the snippet reports it: an opt-out can only
+            # narrow what is sent, so the page may turn GPC on (never off).
+            ev["context"]["gpc"] = True
         cid = ev.get("correlation_id") if source.type == "browser" else None
         if cid is not None:
             changed = await self._consent_memory(ev, cid)
@@ -490,6 +494,11 @@ class Engine:
             released = sum(1 for c in ready if c.sent is not None)
             notes.append(f"consent released {released} waiting copy(ies) of {name}")
             hop("released", event_id=eid, event=name, reason="consent", copies=released)
+
+
+def _says_gpc(raw: Any) -> bool:
+    ctx = raw.get("context") if isinstance(raw, dict) else None
+    return isinstance(ctx, dict) and ctx.get("gpc") is True
 
 
 def _quarantine_copy(ev: Event) -> bytes:

@@ -92,3 +92,24 @@ async def test_a_partial_choice_keeps_the_other_purpose_waiting(rules_dir: Path)
     }
     later = await engine.process([{"event": "consent_update", "consent": {"ads": "granted"}}], meta)
     assert [(r.destination, r.event_id) for r in later.rows] == [("ads_log", "p1")]
+
+
+async def test_the_page_may_turn_gpc_on_but_never_off() -> None:
+    engine, _, _ = _engine()
+    on = await engine.process(
+        [{"event": "page_view", "event_id": "g1", "context": {"gpc": True}}],
+        _browser(engine, country="US"),
+    )
+    sent = on.rows[0].payload
+    assert b'"gpc":true' in sent
+    meta = Meta(
+        engine.rules.sources["browser"],
+        1_795_000_000_000,
+        country="US",
+        gpc=True,
+        correlation_id="cid-9",
+    )
+    off = await engine.process(
+        [{"event": "page_view", "event_id": "g2", "context": {"gpc": False}}], meta
+    )
+    assert b'"gpc":true' in off.rows[0].payload

@@ -66,20 +66,7 @@ async def dlq(request: Request) -> Response:
     rt = _rt(request)
     dest = request.query_params.get("destination")
     letters = await rt.spool.dlq_list(dest, _limit(request))
-    return _json(
-        [
-            {
-                "id": d.id,
-                "destination": d.destination,
-                "event_id": d.event_id,
-                "failed_at": d.failed_at,
-                "attempts": d.attempts,
-                "status": d.status,
-                "response": d.response,
-            }
-            for d in letters
-        ]
-    )
+    return _json([d.summary() for d in letters])
 
 
 async def quarantine(request: Request) -> Response:

@@ -35,6 +35,8 @@ _EMAIL_RE = re.compile(_EMAIL)
 _NUMBER_RE = re.compile(_NUMBER)
 _DATE = re.compile(r"[0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,2}|[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{4}")
 _NOT_DIGIT = re.compile(r"[^0-9]")
+_NO_DIGITS = str.maketrans("", "", "0123456789")
+MIN_DIGITS = 9  # fewer digits than this in a string: no phone or card number can be in it
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,8 @@ def redact_text(text: str) -> tuple[str, dict[str, int]]:
         text, n = _EMAIL_RE.subn(EMAIL_MASK, text)
         if n:
             found["email"] = n
+    if len(text) - len(text.translate(_NO_DIGITS)) < MIN_DIGITS:
+        return text, found  # the common case: skip the number scan
     digits_only = text.isdigit()
 
     def mask(m: re.Match[str]) -> str:
@@ -86,42 +90,48 @@ class _Walker:
         self.ctx = ctx
         self.skip_hashes = skip_hashes
 
-    def text(self, value: str, path: str) -> str:
+    def text(self, value: str, path: tuple[str | int, ...]) -> str:
         if len(value) < 6 or (self.skip_hashes and HEX64.fullmatch(value)):
             return value
         new, found = redact_text(value)
         if found:
             what = ", ".join(f"{n} {kind}" for kind, n in found.items())
-            self.ctx.count("redact", sum(found.values()), f"redacted {what} in {path}")
+            self.ctx.count("redact", sum(found.values()), f"redacted {what} in {_dotted(path)}")
         return new
 
-    def value(self, value: Any, path: str) -> Any:
+    def value(self, value: Any, path: tuple[str | int, ...]) -> Any:
+        # The path is built as a tuple and rendered only when something is found.
         if isinstance(value, str):
             return self.text(value, path)
         if isinstance(value, dict):
             for key, item in value.items():
-                value[key] = self.value(item, f"{path}.{key}")
+                value[key] = self.value(item, (*path, key))
         elif isinstance(value, list):
             for i, item in enumerate(value):
-                value[i] = self.value(item, f"{path}[{i}]")
+                value[i] = self.value(item, (*path, i))
         return value
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p)
+                   for i, p in enumerate(path))
 
 
 def apply(event: Event, options: RedactOptions, ctx: StepContext) -> Event:
     plain = _Walker(ctx, skip_hashes=False)
     for key in ("properties",):
         if key in event:
-            event[key] = plain.value(event[key], key)
+            event[key] = plain.value(event[key], (key,))
     if "user" in event:
-        event["user"] = _Walker(ctx, skip_hashes=True).value(event["user"], "user")
+        event["user"] = _Walker(ctx, skip_hashes=True).value(event["user"], ("user",))
     context = event.get("context")
     if isinstance(context, dict):
         if "campaign" in context:
-            context["campaign"] = plain.value(context["campaign"], "context.campaign")
+            context["campaign"] = plain.value(context["campaign"], ("context", "campaign"))
         page = context.get("page")
         if isinstance(page, dict):
             for field in REDACTED_PAGE_FIELDS:
                 value = page.get(field)
                 if isinstance(value, str):
-                    page[field] = plain.text(value, f"context.page.{field}")
+                    page[field] = plain.text(value, ("context", "page", field))
     return event

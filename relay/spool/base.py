@@ -47,6 +47,18 @@ class DeadLetter:
     status: int | None
     response: str  # the vendor's answer, trimmed
 
+    def summary(self) -> dict[str, Any]:
+        """What ``relay dlq list`` and ``GET /dlq`` show (never the payload)."""
+        return {
+            "id": self.id,
+            "destination": self.destination,
+            "event_id": self.event_id,
+            "failed_at": self.failed_at,
+            "attempts": self.attempts,
+            "status": self.status,
+            "response": self.response,
+        }
+
 
 class Spool(Protocol):
     async def start(self) -> None: ...

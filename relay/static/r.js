@@ -29,7 +29,8 @@
   /* What the event says wins over these defaults. */
   let send = (x) => queue.push({
     event_id: crypto.getRandomValues(new Uint32Array(4)).join("-"),
-    context: {page: {url: location.href, referrer: referrer, title: doc.title}},
+    context: {page: {url: location.href, referrer: referrer, title: doc.title},
+      gpc: nav.globalPrivacyControl}, /* an opt-out can only narrow what is sent */
     consent: consent,
     ...x
   }) > 1 || setTimeout(flush); /* the events of one tick go in one request */
