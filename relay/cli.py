@@ -103,17 +103,17 @@ async def _release_leases(rules: Rules) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from relay.observe.log import configure
 
-    configure(os.environ.get("RELAY_LOG_LEVEL", "INFO"))
     rules = _load(args.rules)
     if rules is None:
         return 1
     admin_port = args.admin_port if args.admin_port is not None else rules.relay.admin.port
-    asyncio.run(_release_leases(rules))
     config = _serve_config(args, rules.relay.admin.host, admin_port)
     problem = _cannot_listen(config.bind)
     if problem:
         print(f"relay serve: {problem}", file=sys.stderr)
         return 1
+    configure(os.environ.get("RELAY_LOG_LEVEL", "INFO"))
+    asyncio.run(_release_leases(rules))
     print(
         f"relay: serving {rules.relay.prefix}/ on http://{args.host}:{args.port} "
         f"(admin http://{rules.relay.admin.host}:{admin_port}), rules {rules.version}",
