@@ -14,6 +14,7 @@ import contextlib
 import os
 import secrets
 import signal
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -50,19 +51,28 @@ SECRET_FILE = "cookie-secret"
 def load_or_create_secret(var_dir: Path) -> str:
     """The cookie secret kept in ``var/``; generated (and said so, once) on first use."""
     path = var_dir / SECRET_FILE
-    if path.exists():
-        return path.read_text().strip()
-    var_dir.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(value + "\n")
-    LOG.warning(
-        "relay.cookie.secret is not set: generated one in %s; set RELAY_SECRET "
-        "(relay.cookie.secret) to share it between hosts",
-        path,
-    )
-    return value
+    if not path.exists():
+        var_dir.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_urlsafe(32)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another worker made it first: use theirs
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(value + "\n")
+            LOG.warning(
+                "relay.cookie.secret is not set: generated one in %s; set RELAY_SECRET "
+                "(relay.cookie.secret) to share it between hosts",
+                path,
+            )
+            return value
+    for _ in range(50):  # a file just created by another worker may not be written yet
+        value = path.read_text().strip()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise RuntimeError(f"{path} is empty: delete it, or set RELAY_SECRET")
 
 
 class Runtime:

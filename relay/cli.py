@@ -113,6 +113,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"relay serve: {problem}", file=sys.stderr)
         return 1
     configure(os.environ.get("RELAY_LOG_LEVEL", "INFO"))
+    if not rules.relay.cookie.secrets:  # made once here, before any worker needs it
+        from pathlib import Path
+
+        from relay.app import load_or_create_secret
+
+        load_or_create_secret(Path(args.var))
     asyncio.run(_release_leases(rules))
     print(
         f"relay: serving {rules.relay.prefix}/ on http://{args.host}:{args.port} "
