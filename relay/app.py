@@ -164,6 +164,10 @@ class Runtime:
         assert self.client is not None
         return Dispatcher(self.spool, self.rules.destinations, self.client, self.metrics)
 
+    @property
+    def started(self) -> bool:
+        return self._started
+
     async def ensure_started(self) -> None:
         if not self._started:
             async with self._start_lock:

@@ -45,12 +45,12 @@ async def metrics(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     rt = _rt(request)
-    ready = rt._started and rt.spool.writable()
+    ready = rt.started and rt.spool.writable()
     body = {
         "ready": ready,
         "rules_version": rt.rules.version,
         "spool_writable": rt.spool.writable(),
-        "started": rt._started,
+        "started": rt.started,
     }
     return _json(body, 200 if ready else 503)
 
