@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiohttp
+from common import child_env, cpu_seconds, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 0.5
@@ -69,19 +69,6 @@ class Run:
     archived: int | None  # relay only: events the archive destination wrote in the window
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class Server:
     """One server process of a configuration, in its own scratch directory."""
 
@@ -91,11 +78,7 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
         self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")
-               and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
-        env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"]
-                                         if env.get("PYTHONPATH") else "")
-        env["RELAY_SECRET"] = "bench-cookie-secret"
+        env = child_env()
         if config == "bare":
             cmd = [sys.executable, str(REPO / "benchmarks" / "bare_app.py"), "--port",
                    str(self.port)]

@@ -25,7 +25,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiohttp
+from common import child_env, cpu_seconds, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SNIPPET = REPO / "relay" / "static" / "r.js"
@@ -160,33 +160,11 @@ def run_bare(port: int, upstream: str) -> None:
 # -- the harness -----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")
-           and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"]
-                                     if env.get("PYTHONPATH") else "")
-    env["RELAY_SECRET"] = "bench-cookie-secret"
-    env["RELAY_LOG_LEVEL"] = "WARNING"
-    return env
-
-
 class Process:
     def __init__(self, name: str, cmd: list[str], cwd: Path, port: int) -> None:
         self.name, self.port, self.cwd = name, port, cwd
         self.log = (cwd / f"{name}.log").open("wb")
-        self.proc = subprocess.Popen(cmd, cwd=cwd, env=child_env(), stdout=self.log,
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=child_env("WARNING"), stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     async def ready(self, path: str) -> None:

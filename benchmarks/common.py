@@ -1,0 +1,37 @@
+"""What the benchmark scripts share: free loopback ports, process CPU from /proc, and the
+environment their server processes run in."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH_SECRET = "bench-cookie-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_env(log_level: str | None = None) -> dict[str, str]:
+    """This environment without RELAY_* settings or proxies, with the repository importable
+    and a fixed cookie secret."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")
+           and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"]
+                                     if env.get("PYTHONPATH") else "")
+    env["RELAY_SECRET"] = BENCH_SECRET
+    if log_level:
+        env["RELAY_LOG_LEVEL"] = log_level
+    return env
