@@ -162,7 +162,13 @@ class Runtime:
 
     def _new_dispatcher(self) -> Dispatcher:
         assert self.client is not None
-        return Dispatcher(self.spool, self.rules.destinations, self.client, self.metrics)
+        return Dispatcher(
+            self.spool,
+            self.rules.destinations,
+            self.client,
+            self.metrics,
+            on_attempt=self.debug.attempt,
+        )
 
     @property
     def started(self) -> bool:

@@ -52,6 +52,8 @@ ERROR_PAUSE = 1.0  # after an unexpected error (the spool unavailable, say) befo
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
 Rng = Callable[[], float]
+# (destination, event ids, verdict, HTTP status): one call per delivery attempt
+AttemptListener = Callable[[str, list[str], Verdict, "int | None"], None]
 
 
 def backoff(policy: Retry, attempt: int, draw: float) -> float:
@@ -170,8 +172,10 @@ class Dispatcher:
         sleep: Sleep = asyncio.sleep,
         rng: Rng = random.random,
         registry: Mapping[str, DestinationDef] = DESTINATIONS,
+        on_attempt: AttemptListener | None = None,
     ) -> None:
         self.spool = spool
+        self.on_attempt = on_attempt  # the debug view's feed, when someone is watching
         self.client = client
         self.metrics = metrics
         self._clock = clock
@@ -255,8 +259,9 @@ class Dispatcher:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                LOG.exception("destination %s: delivery worker error; again in %ss",
-                              lane.name, ERROR_PAUSE)
+                LOG.exception(
+                    "destination %s: delivery worker error; again in %ss", lane.name, ERROR_PAUSE
+                )
                 await self._sleep(ERROR_PAUSE)
 
     async def _admit(self, breaker: Breaker) -> int:
@@ -318,12 +323,20 @@ class Dispatcher:
         latency = time.perf_counter() - started
         self.metrics.delivery_latency.labels(lane.name).observe(latency)
         self._record(lane, verdict)
+        if self.on_attempt is not None:
+            self.on_attempt(lane.name, [r.event_id for r in rows], verdict, status)
         if verdict.kind == "ok":
             await self.spool.ack([r.id for r in rows])
             self.metrics.deliveries.labels(lane.name, "delivered").inc(len(rows))
             for row in rows:
-                hop("delivered", event_id=row.event_id, destination=lane.name, status=status,
-                    attempt=row.attempts + 1, latency_ms=round(latency * 1000, 1))
+                hop(
+                    "delivered",
+                    event_id=row.event_id,
+                    destination=lane.name,
+                    status=status,
+                    attempt=row.attempts + 1,
+                    latency_ms=round(latency * 1000, 1),
+                )
         elif verdict.kind == "retry":
             await self._retry(lane, rows, verdict, status)
         else:
@@ -363,8 +376,12 @@ class Dispatcher:
                 LOG.info("destination %s: circuit closed", lane.name)
         elif breaker.failure(self._clock()):
             self.metrics.breaker_open.labels(lane.name).set(1)
-            LOG.warning("destination %s: circuit open for %gs after %d failed attempts",
-                        lane.name, breaker.cooldown, breaker.failures)
+            LOG.warning(
+                "destination %s: circuit open for %gs after %d failed attempts",
+                lane.name,
+                breaker.cooldown,
+                breaker.failures,
+            )
 
     async def _retry(
         self, lane: _Lane, rows: list[Claimed], verdict: Verdict, status: int | None
@@ -384,8 +401,14 @@ class Dispatcher:
             await self.spool.retry([r.id for r in group], now + delay, verdict.detail)
             self.metrics.deliveries.labels(lane.name, "retried").inc(len(group))
             for row in group:
-                hop("retried", event_id=row.event_id, destination=lane.name, status=status,
-                    attempt=attempt, retry_in=round(delay, 3))
+                hop(
+                    "retried",
+                    event_id=row.event_id,
+                    destination=lane.name,
+                    status=status,
+                    attempt=attempt,
+                    retry_in=round(delay, 3),
+                )
         if exhausted:
             await self._dead(lane, exhausted, verdict, status)
 
@@ -401,5 +424,11 @@ class Dispatcher:
             await self.spool.dead(group, status, verdict.detail, attempt)
             self.metrics.deliveries.labels(lane.name, "dead_lettered").inc(len(group))
             for row in group:
-                hop("dead-lettered", event_id=row.event_id, destination=lane.name,
-                    status=status, attempt=attempt, reason=reason)
+                hop(
+                    "dead-lettered",
+                    event_id=row.event_id,
+                    destination=lane.name,
+                    status=status,
+                    attempt=attempt,
+                    reason=reason,
+                )

@@ -72,6 +72,7 @@ class Result:
     error: str | None = None
     copies: list[Copy] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    cid: str | None = None  # the browser's correlation id (the debug view filters on it)
 
 
 @dataclass(slots=True)
@@ -114,6 +115,8 @@ class Engine:
         batch = Batch()
         for index, raw in enumerate(raws):
             result = await self._one(index, raw, meta, batch)
+            if result.cid is None and meta.source.type == "browser":
+                result.cid = meta.correlation_id
             batch.results.append(result)
         return batch
 
@@ -201,7 +204,7 @@ class Engine:
             if held is not None:
                 return Result(index, held, eid, name, notes=notes)
 
-        result = Result(index, "accepted", eid, name, notes=notes)
+        result = Result(index, "accepted", eid, name, notes=notes, cid=ev.get("correlation_id"))
         await self._route(ev, result, batch)
         routed = [c for c in result.copies if c.outcome in ("delivered", "duplicate")]
         if routed and all(c.outcome == "duplicate" for c in routed):

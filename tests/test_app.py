@@ -70,3 +70,30 @@ async def test_generated_secret_is_kept(
     r2: Runtime = app2.state.relay
     value = r1.signer.issue(None).value
     assert r2.signer.verify(value) is not None
+
+
+async def test_debug_feed_shows_decisions_and_delivery_attempts(
+    rules_dir: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    import asyncio
+
+    relay_app = relay.create_app(str(rules_dir), var_dir=tmp_path / "var", env=env)
+    runtime: Runtime = relay_app.state.relay
+    mine = runtime.debug.subscribe(None)
+    transport = httpx.ASGITransport(app=relay_app, client=("198.51.100.23", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+        r = await c.post(
+            "/e",
+            json={"event": "page_view", "event_id": "dbg-1", "user": {"email": "ann@example.com"}},
+            headers={"cf-ipcountry": "US"},
+        )
+        assert r.status_code == 202
+        others = runtime.debug.subscribe("someone-else")
+        decision = await asyncio.wait_for(mine.get(), 5)
+        attempt = await asyncio.wait_for(mine.get(), 5)
+    assert decision["event_id"] == "dbg-1" and decision["copies"][0]["outcome"] == "delivered"
+    assert "ann@example.com" not in str(decision) and "198.51.100.23" not in str(decision)
+    assert attempt["delivery"] == "archive" and attempt["outcome"] == "ok"
+    assert attempt["event_ids"] == ["dbg-1"]
+    assert others.empty()  # a viewer filtering on another browser sees neither
+    await runtime.stop()

@@ -89,6 +89,9 @@ const el=(tag,cls,text)=>{const n=document.createElement(tag);
   if(cls)n.className=cls;n.textContent=text;return n};
 es.onopen=()=>document.getElementById('s').textContent='live';
 es.onmessage=(m)=>{const e=JSON.parse(m.data);const d=el('div','ev','');
+  if(e.delivery){d.append(el('div',e.outcome=='ok'?'delivered':'suppressed',
+    'attempt: '+e.delivery+' '+e.outcome+(e.status?' HTTP '+e.status:'')+' for '+
+    e.event_ids.join(', ')+(e.detail?' ('+e.detail+')':'')));log.prepend(d);return}
   d.append(el('b','',e.event+' '+(e.event_id||'')+' - '+e.status+(e.error?': '+e.error:'')));
   for(const n of e.notes||[])d.append(el('div','',n));
   for(const c of e.copies){

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import deque
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from relay.observe.log import digest
 
 if TYPE_CHECKING:
     from relay.engine import Batch
+    from relay.types import Verdict
 
 QUEUE_SIZE = 256
+SEEN_IDS = 1000  # event ids a filtered viewer saw, to show their delivery attempts
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _EMAIL = re.compile(r"[^\s@/?&=]+@[^\s@/?&=]+\.[A-Za-z]{2,}")
 _LONG_DIGITS = re.compile(r"\+?\d[\d\s().-]{7,}\d")
@@ -56,21 +60,50 @@ def mask_event(event: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@dataclass(eq=False)
+class _Viewer:
+    queue: asyncio.Queue[dict[str, Any]]
+    want: str | None  # a correlation-id digest, or None for everything
+    seen: deque[str] = field(default_factory=lambda: deque(maxlen=SEEN_IDS))
+
+    def offer(self, entry: dict[str, Any]) -> None:
+        if not self.queue.full():  # a slow viewer loses entries; ingest never waits
+            self.queue.put_nowait(entry)
+
+
 class DebugFeed:
     def __init__(self) -> None:
-        self._subscribers: set[tuple[asyncio.Queue[dict[str, Any]], str | None]] = set()
+        self._viewers: list[_Viewer] = []
 
     @property
     def listening(self) -> bool:
-        return bool(self._subscribers)
+        return bool(self._viewers)
 
     def subscribe(self, cid_digest: str | None) -> asyncio.Queue[dict[str, Any]]:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
-        self._subscribers.add((queue, cid_digest))
-        return queue
+        viewer = _Viewer(asyncio.Queue(QUEUE_SIZE), cid_digest)
+        self._viewers.append(viewer)
+        return viewer.queue
 
     def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
-        self._subscribers = {s for s in self._subscribers if s[0] is not queue}
+        self._viewers = [v for v in self._viewers if v.queue is not queue]
+
+    def attempt(
+        self, destination: str, event_ids: list[str], verdict: Verdict, status: int | None
+    ) -> None:
+        """One delivery attempt, as the dispatcher saw it: shown to the viewers who saw those
+        events arrive (the vendor's answer masked, at most 200 characters)."""
+        if not self._viewers:
+            return
+        entry = {
+            "delivery": destination,
+            "outcome": verdict.kind,
+            "status": status,
+            "detail": mask_value(verdict.detail[:200]),
+        }
+        for viewer in self._viewers:
+            mine = [e for e in event_ids if viewer.want is None or e in viewer.seen]
+            if mine:
+                viewer.offer({**entry, "event_ids": mine})
 
     def publish(self, batch: Batch) -> None:
         for result in batch.results:
@@ -83,8 +116,7 @@ class DebugFeed:
                 }
                 for c in result.copies
             ]
-            sent_cids = {c.sent.get("correlation_id") for c in result.copies if c.sent}
-            cid = next((digest(c) for c in sent_cids if isinstance(c, str)), None)
+            cid = digest(result.cid) if result.cid else None
             entry = {
                 "event_id": result.event_id,
                 "event": result.event,
@@ -94,8 +126,9 @@ class DebugFeed:
                 "copies": copies,
                 "cid": cid,
             }
-            for queue, want in list(self._subscribers):
-                if want and want != cid:
+            for viewer in self._viewers:
+                if viewer.want and viewer.want != cid:
                     continue
-                if not queue.full():
-                    queue.put_nowait(entry)
+                if result.event_id:
+                    viewer.seen.append(result.event_id)
+                viewer.offer(entry)
