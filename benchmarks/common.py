@@ -4,8 +4,11 @@ environment their server processes run in."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 from pathlib import Path
+from typing import IO, Any
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_SECRET = "bench-cookie-secret"
@@ -35,3 +38,15 @@ def child_env(log_level: str | None = None) -> dict[str, str]:
     if log_level:
         env["RELAY_LOG_LEVEL"] = log_level
     return env
+
+
+def stop_process(proc: subprocess.Popen[Any], log: IO[Any]) -> None:
+    """SIGTERM, then SIGKILL to its process group after 15 s; close its log."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    log.close()

@@ -18,9 +18,7 @@ import argparse
 import asyncio
 import itertools
 import json
-import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -30,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiohttp
-from common import child_env, cpu_seconds, free_port
+from common import child_env, cpu_seconds, free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 0.5
@@ -124,14 +122,7 @@ class Server:
             return sum(1 for _ in fh)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log.close()
+        stop_process(self.proc, self.log)
 
 
 async def load(url: str, seconds: float, concurrency: int, tag: str,

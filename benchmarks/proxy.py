@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import gzip
 import json
-import os
 import random
 import shutil
 import signal
@@ -34,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiohttp
-from common import child_env, cpu_seconds, free_port
+from common import child_env, cpu_seconds, free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 SNIPPET = REPO / "relay" / "static" / "r.js"
@@ -181,14 +180,7 @@ class Process:
         raise SystemExit(f"{self.name} did not start:\n{text}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log.close()
+        stop_process(self.proc, self.log)
 
 
 def start_server(config: str, scratch: Path, upstream_port: int) -> Process:
