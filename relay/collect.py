@@ -22,7 +22,6 @@ from starlette.responses import Response
 from relay.destinations.base import verify
 from relay.engine import Batch, Meta
 from relay.errors import SpoolUnavailable
-from relay.identity import client_ip
 from relay.observe.log import LOG, hop
 from relay.rules.model import BearerAuth, HmacAuth, Source
 
@@ -196,7 +195,8 @@ async def read_body(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-async def _commit(rt: Runtime, batch: Batch) -> Problem | None:
+async def commit(rt: Runtime, batch: Batch) -> Problem | None:
+    """Commit the batch's copies to the spool; a Problem (503) when that failed."""
     try:
         await rt.spool.put(batch.rows, batch.quarantined)
     except SpoolUnavailable as exc:
@@ -214,8 +214,10 @@ async def _commit(rt: Runtime, batch: Batch) -> Problem | None:
     return None
 
 
-def _ingest_answer(batch: Batch, single: bool) -> Response:
-    body = {
+def ingest_answer(batch: Batch, single: bool) -> tuple[int, dict[str, Any]]:
+    """The status and body that answer an ingest request: 202, or 400 when nothing in it
+    was usable."""
+    body: dict[str, Any] = {
         "accepted": batch.accepted,
         "duplicates": batch.duplicates,
         "rejected": batch.rejected(),
@@ -225,53 +227,8 @@ def _ingest_answer(batch: Batch, single: bool) -> Response:
     if batch.accepted == 0 and batch.duplicates == 0 and batch.rejected():
         if single:
             body["error"] = batch.rejected()[0]["error"]
-        return json_response(body, 400)
-    return json_response(body, 202)
-
-
-async def browser_events(request: Request) -> Response:
-    rt: Runtime = request.app.state.relay
-    await rt.ensure_started()
-    started = time.perf_counter()
-    rules = rt.engine.rules
-    relay = rules.relay
-    headers = request.headers
-    peer = request.client.host if request.client else None
-    ip = client_ip(relay.client_ip, headers, peer)
-    if rt.limiter.enabled:
-        wait = rt.limiter.take(ip or "-")
-        if wait:
-            return Problem(
-                429, "rate limited", {"Retry-After": str(max(1, round(wait)))}
-            ).response()
-    source = rt.browser_source()
-    if source is None:
-        return Problem(404, "no source of type browser in the rules").response()
-    body = await read_body(request, relay.limits.body_bytes)
-    if body is None:
-        return too_large(relay.limits.body_bytes)
-    items = parse_body(body, headers.get("content-type"), relay.limits.batch_events)
-    if isinstance(items, Problem):
-        return items.response()
-    correlation = rt.signer.issue(request.cookies.get(relay.cookie.name))
-    meta = Meta(
-        source=source,
-        received_ms=int(time.time() * 1000),
-        ip=ip,
-        user_agent=headers.get("user-agent"),
-        country=headers.get(relay.country_header) if relay.country_header else None,
-        gpc=headers.get("sec-gpc") == "1",
-        correlation_id=correlation.id,
-    )
-    batch = await rt.engine.process(items, meta)
-    problem = await _commit(rt, batch)
-    if problem:
-        return problem.response()
-    response = _ingest_answer(batch, single=len(items) == 1)
-    response.headers["Set-Cookie"] = rt.signer.header(correlation.value, headers.get("host"))
-    response.headers["Cache-Control"] = "no-store"
-    rt.metrics.ingest_latency.observe(time.perf_counter() - started)
-    return response
+        return 400, body
+    return 202, body
 
 
 async def _trusted(
@@ -286,7 +243,7 @@ async def _trusted(
         verify_correlation=rt.verify_correlation,
     )
     batch = await rt.engine.process(items, meta)
-    return batch, await _commit(rt, batch)
+    return batch, await commit(rt, batch)
 
 
 async def webhook(request: Request) -> Response:
@@ -316,7 +273,8 @@ async def webhook(request: Request) -> Response:
     if problem:
         return problem.response()
     rt.metrics.ingest_latency.observe(time.perf_counter() - started)
-    return _ingest_answer(batch, single=len(items) == 1)
+    status, answer = ingest_answer(batch, single=len(items) == 1)
+    return json_response(answer, status)
 
 
 async def segment(request: Request) -> Response:

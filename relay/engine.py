@@ -320,9 +320,10 @@ class Engine:
             "suppressed", event_id=eid, event=name, destination=dest, purpose=purpose, reason=reason
         )
 
-    def _prepare(self, blob: bytes, dest: Destination, granted: frozenset[str]) -> Copy:
-        """One destination's copy: the event through the destination's pipeline."""
-        sent: Event | None = orjson.loads(blob)
+    def _prepare(self, own: Event, dest: Destination, granted: frozenset[str]) -> Copy:
+        """One destination's copy: ``own`` (an event this copy alone holds, which the steps
+        may change) through the destination's pipeline."""
+        sent: Event | None = own
         ctx = StepContext(dest.name, granted)
         if dest.pipeline is not None and sent is not None:
             sent = pipeline.run(self.rules.pipelines[dest.pipeline].steps, sent, ctx)
@@ -340,9 +341,12 @@ class Engine:
         result: Result,
         batch: Batch,
     ) -> None:
-        """Run each destination's pipeline on its own copy, then dedup and add the rows."""
-        blob = orjson.dumps(ev)
-        copies = [self._prepare(blob, dest, granted) for dest in candidates]
+        """Run each destination's pipeline on its own copy, then dedup and add the rows.
+        The event is not needed after this, so the last destination takes it as its copy."""
+        blob = orjson.dumps(ev) if len(candidates) > 1 else b""
+        copies = [self._prepare(orjson.loads(blob), dest, granted) for dest in candidates[:-1]]
+        if candidates:
+            copies.append(self._prepare(ev, candidates[-1], granted))
         await self._spool_copies(ev["event_id"], ev["event"], copies, result, batch)
 
     async def _spool_copies(
@@ -381,7 +385,9 @@ class Engine:
         blob = orjson.dumps(ev)
         copies: dict[str, dict[str, Any]] = {}
         for dest_name, purpose in pending.items():
-            copy = self._prepare(blob, rules.destinations[dest_name], granted | {purpose})
+            copy = self._prepare(
+                orjson.loads(blob), rules.destinations[dest_name], granted | {purpose}
+            )
             copies[dest_name] = {"purpose": purpose, "sent": copy.sent}
         window = max(rules.purposes[p].pending_window for p in pending.values())
         ctx = ev.get("context") or {}

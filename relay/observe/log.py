@@ -9,6 +9,7 @@ rare value that must be referred to without being shown.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import sys
@@ -84,8 +85,10 @@ def hop(name: str, **fields: Any) -> None:
         HOPS.info(orjson.dumps(record, default=str).decode())
 
 
+@functools.lru_cache(maxsize=4096)
 def digest(value: str, length: int = 12) -> str:
-    """A short one-way reference to a value (for correlation ids in logs and the debug view)."""
+    """A short one-way reference to a value (for correlation ids in logs and the debug view).
+    Cached: a browser's correlation id comes back with each of its events."""
     return hashlib.sha256(value.encode()).hexdigest()[:length]
 
 
