@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from relay.seal import Sealer, SealError
-from relay.state import MemoryState, RedisState, State
+from relay.state import CONSENT_TTL, MemoryState, RedisState, State, TTLMap
 
 REDIS_URL = os.environ.get("RELAY_TEST_REDIS", "redis://127.0.0.1:6379/14")
 
@@ -50,7 +50,82 @@ async def test_memory_state() -> None:
 async def test_memory_state_is_bounded() -> None:
     state = MemoryState(10, 60)
     await state.seen([str(i) for i in range(100)], 60)
-    assert len(state._seen) <= 10
+    assert len(state._seen[60]) <= 10
+
+
+async def test_memory_dedup_evicts_the_oldest_mark_when_full() -> None:
+    state = MemoryState(3, 60, Clock())
+    assert await state.seen(["a", "b", "c"], 60) == [False, False, False]
+    assert await state.seen(["d"], 60) == [False]  # "a" goes to make room
+    assert len(state._seen[60]) == 3
+    assert [await state.contains(k) for k in "abcd"] == [False, True, True, True]
+    # "a" is new again; "b" goes: a hit does not renew a mark
+    assert await state.seen(["b", "a"], 60) == [True, False]
+    assert [await state.contains(k) for k in "abcd"] == [True, False, True, True]
+
+
+async def test_memory_dedup_marks_expire_on_the_clock() -> None:
+    clock = Clock()
+    state = MemoryState(100, 60, clock)
+    assert await state.seen(["a"], 60) == [False]
+    clock.now += 30
+    assert await state.seen(["a", "b"], 60) == [True, False]  # a live mark is not renewed
+    clock.now += 30  # "a" expires at its deadline; "b" has 30s left
+    assert await state.contains("a") is False
+    assert await state.seen(["a", "b"], 60) == [False, True]  # "a" marked anew
+    clock.now += 59
+    assert await state.seen(["a", "b"], 60) == [True, False]
+    assert len(state._seen[60]) == 2  # expired marks are trimmed as new ones arrive
+
+
+async def test_memory_marks_keep_the_ttl_they_were_given() -> None:
+    # The engine marks "auth:<event_id>" for its authority window, longer than dedup's.
+    clock = Clock()
+    state = MemoryState(100, 60, clock)
+    assert await state.seen(["dedup"], 60) == [False]
+    assert await state.seen(["auth:1"], 600) == [False]
+    clock.now += 61
+    assert not await state.contains("dedup")
+    assert await state.contains("auth:1")
+    await state.forget(["auth:1"])
+    assert not await state.contains("auth:1")
+
+
+async def test_memory_dedup_forget_unmarks() -> None:
+    state = MemoryState(100, 60, Clock())
+    await state.seen(["a", "b"], 60)
+    await state.forget(["a", "never-marked"])
+    assert await state.contains("a") is False
+    assert await state.seen(["a", "b"], 60) == [False, True]
+
+
+async def test_memory_consent_memory_expires_and_is_bounded() -> None:
+    clock = Clock()
+    state = MemoryState(2, 60, clock)
+    await state.remember_consent("c1", {"analytics": "granted"}, CONSENT_TTL)
+    clock.now += CONSENT_TTL - 1
+    await state.remember_consent("c2", {"ads": "denied"}, CONSENT_TTL)
+    assert await state.consent_for("c1") == {"analytics": "granted"}
+    clock.now += 1
+    assert await state.consent_for("c1") is None
+    assert await state.consent_for("c2") == {"ads": "denied"}
+    await state.remember_consent("c3", {}, CONSENT_TTL)
+    await state.remember_consent("c2", {"ads": "granted"}, CONSENT_TTL)  # renewed: to the back
+    await state.remember_consent("c4", {}, CONSENT_TTL)  # full: the oldest, "c3", goes
+    assert await state.consent_for("c3") is None
+    assert await state.consent_for("c2") == {"ads": "granted"}
+
+
+def test_ttl_map_trims_expired_entries_from_the_front() -> None:
+    clock = Clock()
+    m: TTLMap[int] = TTLMap(max_keys=1000, ttl=10, clock=clock)
+    for i in range(100):
+        m.set(str(i), i)
+        clock.now += 0.1
+    clock.now += 5  # the first 50 or so have expired
+    m.set("new", 0)
+    assert 49 <= len(m) <= 52
+    assert m.get("0") is None and m.get("99") == 99
 
 
 async def test_redis_state() -> None:

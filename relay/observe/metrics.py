@@ -2,27 +2,159 @@
 
 Labels never carry personal data: only source, event, destination, purpose, reason, outcome,
 transform and route names from the rules (event names are bounded by the contracts).
+
+Counters and histograms are small classes of our own rather than prometheus_client's: an
+accepted browser event makes about ten increments, and each of prometheus_client's takes a
+``threading.Lock`` (``Counter.inc`` -> ``MutexValue.inc``), which showed up in the ingest
+profile. Ours add to a plain float instead. That is only safe because every increment runs on
+the event-loop thread (handlers, engine, dispatch workers, proxy); the SQLite spool's own thread
+and the ``asyncio.to_thread`` calls never touch metrics. A metric that must be updated from
+another thread has to use a prometheus_client class (they lock). Each family is a registry
+``Collector`` and renders exactly as the prometheus_client class would, byte for byte
+(``tests/test_metrics.py`` compares the two).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Generic, TypeVar
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
+from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
 )
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import INF, floatToGoString
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series are noise
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+ChildT = TypeVar("ChildT")
+
+
+class CounterChild:
+    """One counter series. Event-loop thread only: ``+=`` on a float is not atomic."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        if amount < 0:
+            raise ValueError("counters can only go up")
+        self.value += amount
+
+
+class HistogramChild:
+    """One histogram series. Event-loop thread only, like ``CounterChild``.
+
+    ``counts`` is per bucket, not cumulative; an observation lands in the first bucket whose
+    bound is >= it, as in prometheus_client. With bounds (0.1, 1.0, +Inf), ``observe(0.1)``
+    counts in bucket 0, ``observe(0.5)`` in bucket 1, ``observe(7)`` in bucket 2 (+Inf).
+    """
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds  # ascending, +Inf last: bisect always finds a bucket
+        self.counts = [0.0] * len(bounds)
+        self.sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        self.sum += amount
+        self.counts[bisect_left(self.bounds, amount)] += 1.0
+
+
+class _Family(Collector, Generic[ChildT]):
+    """A labelled metric registered on ``registry``; its children live in a dict keyed by
+    label values. Label values come from the rules (bounded), never from clients."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        new_child: Callable[[], ChildT],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self.children: dict[tuple[str, ...], ChildT] = {}
+        self._new_child = new_child
+        registry.register(self)
+
+    def labels(self, *values: str) -> ChildT:
+        """The child for these label values, created at zero the first time (so a bare
+        ``labels(...)`` makes the series visible before anything is counted)."""
+        try:
+            return self.children[values]
+        except KeyError:
+            if len(values) != len(self.labelnames):
+                raise ValueError(
+                    f"metric {self.name}: expected labels {self.labelnames}, got {values}"
+                ) from None
+            child = self.children[values] = self._new_child()
+            return child
+
+    def describe(self) -> Iterable[Metric]:
+        """The family without samples, so the registry checks names without collecting."""
+        return [self._family()]
+
+    def _family(self) -> Metric:
+        raise NotImplementedError
+
+
+class CounterFamily(_Family[CounterChild]):
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
+    ) -> None:
+        super().__init__(name, documentation, labelnames, CounterChild, registry)
+
+    def _family(self) -> CounterMetricFamily:
+        return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
+        for values, child in self.children.items():
+            family.add_metric(values, child.value)
+        return [family]
+
+
+class HistogramFamily(_Family[HistogramChild]):
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        bounds = tuple(sorted(float(b) for b in buckets))
+        if bounds[-1] != INF:
+            bounds += (INF,)
+        self.bounds = bounds
+        self._le = [floatToGoString(b) for b in bounds]  # type: ignore[no-untyped-call]
+        super().__init__(name, documentation, labelnames, lambda: HistogramChild(bounds), registry)
+
+    def _family(self) -> HistogramMetricFamily:
+        return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
+        for values, child in self.children.items():
+            cumulative, acc = [], 0.0
+            for le, n in zip(self._le, child.counts, strict=True):
+                acc += n
+                cumulative.append((le, acc))
+            family.add_metric(values, cumulative, child.sum)
+        return [family]
 
 
 class _DepthCollector(Collector):
@@ -48,9 +180,8 @@ class _DepthCollector(Collector):
 
 
 class _Children:
-    """A labelled metric whose children are looked up in a dict: ``labels()`` on the hot
-    path otherwise takes a lock and rebuilds the key on every event. Label values come from
-    the rules (bounded), never from clients."""
+    """A prometheus_client metric whose children are looked up in a dict: its ``labels()``
+    otherwise takes a lock and rebuilds the key on every call."""
 
     __slots__ = ("children", "metric")
 
@@ -67,11 +198,8 @@ class _Children:
 
 class Metrics:
     def __init__(self) -> None:
-        r = self.registry = CollectorRegistry(auto_describe=True)
-
-        def counter(name: str, doc: str, *labels: str) -> _Children:
-            return _Children(Counter(name, doc, list(labels), registry=r))
-
+        self.registry = CollectorRegistry(auto_describe=True)
+        counter = self._counter
         self.events_received = counter(
             "relay_events_received", "Events received", "source", "event"
         )
@@ -103,21 +231,12 @@ class Metrics:
         self.deliveries = counter(
             "relay_deliveries", "Delivery outcomes per copy", "destination", "outcome"
         )
-        self.delivery_latency = _Children(
-            Histogram(
-                "relay_delivery_latency_seconds",
-                "Vendor request latency",
-                ["destination"],
-                buckets=LATENCY_BUCKETS,
-                registry=r,
-            )
+        self.delivery_latency = self._histogram(
+            "relay_delivery_latency_seconds", "Vendor request latency", "destination"
         )
-        self.ingest_latency = Histogram(
-            "relay_ingest_latency_seconds",
-            "Ingest request latency, spool commit included",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
+        self.ingest_latency = self._histogram(
+            "relay_ingest_latency_seconds", "Ingest request latency, spool commit included"
+        ).labels()
         self.rules_reloads = counter("relay_rules_reloads", "Rule reloads", "result")
         self.proxy_requests = counter("relay_proxy_requests", "Proxied requests", "route", "status")
         self.proxy_pin_mismatch = counter(
@@ -125,14 +244,20 @@ class Metrics:
             "Upstream scripts refused because they do not match their pin",
             "route",
         )
-        self.breaker_open = _Children(
+        self.breaker_open = _Children(  # set on breaker transitions only: not worth a class
             Gauge(
                 "relay_circuit_open",
                 "1 while a destination's circuit breaker is open",
                 ["destination"],
-                registry=r,
+                registry=self.registry,
             )
         )
+
+    def _counter(self, name: str, doc: str, *labels: str) -> CounterFamily:
+        return CounterFamily(name, doc, labels, self.registry)
+
+    def _histogram(self, name: str, doc: str, *labels: str) -> HistogramFamily:
+        return HistogramFamily(name, doc, labels, LATENCY_BUCKETS, self.registry)
 
     def track_depths(self, read: Callable[[], tuple[dict[str, int], dict[str, int]]]) -> None:
         self.registry.register(_DepthCollector(read))
