@@ -28,10 +28,14 @@ _TYPE_NAMES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ContractResult:
     """The verdict. ``event`` is the input itself unless something changed (schema set,
     properties dropped); ``dropped`` names properties removed by ``additional_properties: drop``.
+
+    Not frozen, like the engine's other per-event records: one is built for every event, and
+    a frozen dataclass's ``__init__`` (an ``object.__setattr__`` call per field) costs about
+    four times as much. Treat it as read-only all the same.
     """
 
     kind: ContractKind
@@ -134,4 +138,4 @@ def check(event: Event, events: Events) -> ContractResult:
         if out is event:
             out = dict(event)
         out["properties"] = {k: v for k, v in props.items() if k in contract.properties}
-    return ContractResult("ok", out, None, contract, tuple(extra))
+    return ContractResult("ok", out, None, contract, tuple(extra) if extra else ())

@@ -434,10 +434,16 @@ class Engine:
         the event adds. True when the event changed what was remembered."""
         remembered = await self.state.consent_for(cid) or {}
         given = ev.get("consent") or {}
-        merged = {**remembered, **given}
-        if merged:
-            ev["consent"] = merged
-        if merged != remembered:
+        if given:
+            ev["consent"] = {**remembered, **given}
+        elif remembered:
+            ev["consent"] = dict(remembered)
+        # Only the rules' purposes are remembered: other keys decide nothing, and a browser
+        # must not be able to grow what is kept for it.
+        purposes = self.rules.purposes
+        learned = {k: v for k, v in given.items() if k in purposes and remembered.get(k) != v}
+        if learned:
+            merged = {**remembered, **learned}
             await self.state.remember_consent(cid, merged, CONSENT_MEMORY_SECONDS)
             return True
         return False

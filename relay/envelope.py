@@ -2,7 +2,11 @@
 
 ``normalize`` is the first thing every ingested event goes through, so it is on the hot path:
 one pass copies and checks the payload (types, limits, depth), nothing is deep-copied twice,
-and the input is never mutated.
+and the input is never mutated. It is kept cheap without a second, "fast" code path that
+could drift from the checks: containers are copied by ``dict.copy``/``list.copy`` and the
+Python loop only checks lengths and swaps in copies of nested containers; the time is
+formatted from caches; a valid event name is accepted by one regex match. Checks run in a
+fixed order (the order of ``_normalize``), so an invalid payload always gets the same error.
 
     >>> normalize({"event": "purchase", "order_id": "O1", "consent": {"ad_storage": True}},
     ...           trusted=False, limits=Limits(), consent_map=DEFAULT_CONSENT_MAP, now_ms=0)
@@ -64,11 +68,19 @@ CLICK_ID_PARAMS: Final = (
 )
 CLICK_ID_SET: Final = frozenset(CLICK_ID_PARAMS)
 
+# The optional short strings of the top level, in the order they are checked.
+_BROWSER_STRINGS: Final = ("anonymous_id",)
+_TRUSTED_STRINGS: Final = ("anonymous_id", *RELAY_KEYS)
+_RELAY_CONTEXT_KEY_SET: Final = frozenset(RELAY_CONTEXT_KEYS)
+
 EVENT_NAME_MAX = 128
 EVENT_ID_MAX = 128
+CONSENT_KEY_CHARS = 64  # purpose and Consent Mode names are short
 _EVENT_NAME = re.compile(r"[\w .:/-]{1,128}")
 _STATES: Final[dict[str, str]] = {"granted": "granted", "denied": "denied"}
 _EPOCH = datetime(1970, 1, 1)
+# ".000Z" .. ".999Z": formatting the milliseconds is a tuple index, not a format call.
+_MILLIS: Final = tuple(f".{milli:03d}Z" for milli in range(1000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +125,7 @@ def format_ms(ms: int) -> str:
     """Epoch milliseconds -> ``2026-11-28T12:00:00.000Z`` (the date part is cached per second:
     every event formats its receive time)."""
     second, milli = divmod(ms, 1000)
-    return f"{_format_second(second)}.{milli:03d}Z"
+    return _format_second(second) + _MILLIS[milli]
 
 
 def parse_time(value: Any) -> str | None:
@@ -140,7 +152,11 @@ def parse_time(value: Any) -> str | None:
 
 
 def click_ids(url: str) -> dict[str, str]:
-    """The ad click ids in ``url``'s query, by canonical (lowercase) name; first one wins."""
+    """The ad click ids in ``url``'s query, by canonical (lowercase) name; first one wins.
+
+    ``unquote_plus`` is skipped for values with nothing to decode (most click ids): it would
+    return them unchanged.
+    """
     query = url.partition("#")[0].partition("?")[2]
     found: dict[str, str] = {}
     if not query:
@@ -149,23 +165,29 @@ def click_ids(url: str) -> dict[str, str]:
         key, _, value = pair.partition("=")
         name = key.lower()
         if name in CLICK_ID_SET and value and name not in found:
-            found[name] = unquote_plus(value)
+            found[name] = unquote_plus(value) if "%" in value or "+" in value else value
     return found
 
 
-def _consent(raw: Any, consent_map: Mapping[str, str]) -> dict[str, str]:
+def _consent(raw: Any, consent_map: Mapping[str, str], max_keys: int) -> dict[str, str]:
     if not isinstance(raw, dict):
         raise _Invalid("consent", f"expected an object, got {kind_of(raw)}")
+    if len(raw) > max_keys:
+        raise _Invalid("consent", f"more than {max_keys} keys")
     explicit: dict[str, str] = {}
     derived: dict[str, str] = {}
     for key, value in raw.items():
         if value is True:
-            state = "granted"
+            state: str | None = "granted"
         elif value is False:
             state = "denied"
-        elif isinstance(value, str) and value.lower() in _STATES:
-            state = _STATES[value.lower()]
+        elif isinstance(value, str):
+            state = _STATES.get(value) or _STATES.get(value.lower())
         else:
+            state = None
+        if len(key) > CONSENT_KEY_CHARS:
+            raise _Invalid("consent", f"a key is longer than {CONSENT_KEY_CHARS} characters")
+        if state is None:
             raise _Invalid(f"consent.{key}", "expected 'granted', 'denied' or a boolean")
         purpose = consent_map.get(key)
         if purpose is None:
@@ -173,15 +195,32 @@ def _consent(raw: Any, consent_map: Mapping[str, str]) -> dict[str, str]:
         elif derived.get(purpose) != "denied":
             # Several Consent Mode keys may map to one purpose: all present must be granted.
             derived[purpose] = state
-    derived.update(explicit)  # an explicit purpose key wins over Consent Mode
+    if explicit:
+        derived.update(explicit)  # an explicit purpose key wins over Consent Mode
     return derived
 
 
 def _copy_dict(d: dict[str, Any], path: str, depth: int, lim: Limits) -> dict[str, Any]:
+    """A copy of ``d`` that the event owns, checked against ``lim``: nesting depth, key and
+    string lengths. The first problem in document order raises ``_Invalid`` with its path.
+
+    Why copy at all, when the payload is a fresh ``orjson.loads`` result? Because the event
+    is written to afterwards while the payload is still read: the engine sets ``context.gpc``
+    and the other browser context fields on the event and then reads the *payload's*
+    ``context.gpc`` (``engine._says_gpc``); merging a held browser copy writes at any path
+    (``paths.set_``); pipeline steps rewrite nested fields and may run on the event itself;
+    and ``relay test`` passes events that belong to the loaded rules. A shared nested dict
+    would carry those writes back into the payload. Dropping the copy would save only the
+    ``dict.copy`` calls, since every value must be visited for the limits anyway.
+
+    ``d.copy()`` copies in C; the loop only checks lengths and replaces nested containers by
+    their checked copies. A dict or list subclass is kept as a plain value (not checked, not
+    copied), as before; JSON never produces one.
+    """
     if depth > lim.depth:
         raise _Invalid(path, f"nested deeper than {lim.depth} levels")
     max_chars = lim.string_chars
-    out: dict[str, Any] = {}
+    out = d.copy()
     for key, value in d.items():
         if len(key) > max_chars:
             raise _Invalid(path, f"a key is longer than {max_chars} characters")
@@ -189,49 +228,41 @@ def _copy_dict(d: dict[str, Any], path: str, depth: int, lim: Limits) -> dict[st
         if t is str:
             if len(value) > max_chars:
                 raise _Invalid(f"{path}.{key}", f"longer than {max_chars} characters")
-            out[key] = value
         elif t is dict:
             out[key] = _copy_dict(value, f"{path}.{key}", depth + 1, lim)
         elif t is list:
             out[key] = _copy_list(value, f"{path}.{key}", depth + 1, lim)
-        else:
-            out[key] = value
     return out
 
 
 def _copy_list(items: list[Any], path: str, depth: int, lim: Limits) -> list[Any]:
+    """``_copy_dict`` for arrays."""
     if depth > lim.depth:
         raise _Invalid(path, f"nested deeper than {lim.depth} levels")
     max_chars = lim.string_chars
-    out: list[Any] = []
+    out = items.copy()
     for i, value in enumerate(items):
         t = type(value)
         if t is str:
             if len(value) > max_chars:
                 raise _Invalid(f"{path}[{i}]", f"longer than {max_chars} characters")
-            out.append(value)
         elif t is dict:
-            out.append(_copy_dict(value, f"{path}[{i}]", depth + 1, lim))
+            out[i] = _copy_dict(value, f"{path}[{i}]", depth + 1, lim)
         elif t is list:
-            out.append(_copy_list(value, f"{path}[{i}]", depth + 1, lim))
-        else:
-            out.append(value)
+            out[i] = _copy_list(value, f"{path}[{i}]", depth + 1, lim)
     return out
 
 
-def _object(raw: dict[str, Any], key: str, lim: Limits) -> dict[str, Any] | None:
-    value = raw.get(key)
-    if value is None:
-        return None
+def _object(value: Any, key: str, lim: Limits) -> dict[str, Any]:
+    """The checked copy of the object ``raw[key]`` (its value, not None)."""
     if type(value) is not dict:
         raise _Invalid(key, f"expected an object, got {kind_of(value)}")
     return _copy_dict(value, key, 1, lim)
 
 
-def _short_string(raw: dict[str, Any], key: str, max_chars: int) -> str | None:
-    value = raw.get(key)
-    if value is None:
-        return None
+def _short_string(value: Any, key: str, max_chars: int) -> str:
+    """``raw[key]`` (its value, not None) as a non-empty string of at most ``max_chars``;
+    an integer becomes its decimal string."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
@@ -243,8 +274,12 @@ def _short_string(raw: dict[str, Any], key: str, max_chars: int) -> str | None:
     return value
 
 
-def _event_name(raw: dict[str, Any]) -> str:
-    name = raw.get("event")
+def _event_name(name: Any) -> str:
+    """``name`` if it is a valid event name. A valid name passes the pattern (which also
+    bounds its length) and is not all spaces; anything else goes through the checks one by
+    one, so the error says what is wrong."""
+    if isinstance(name, str) and _EVENT_NAME.fullmatch(name) and name.strip():
+        return name
     if name is None:
         raise _Invalid("event", "required")
     if not isinstance(name, str):
@@ -253,9 +288,7 @@ def _event_name(raw: dict[str, Any]) -> str:
         raise _Invalid("event", "must not be empty")
     if len(name) > EVENT_NAME_MAX:
         raise _Invalid("event", f"longer than {EVENT_NAME_MAX} characters")
-    if not _EVENT_NAME.fullmatch(name):
-        raise _Invalid("event", "may contain only letters, digits, spaces and _ . : / -")
-    return name
+    raise _Invalid("event", "may contain only letters, digits, spaces and _ . : / -")
 
 
 def _normalize(
@@ -265,12 +298,13 @@ def _normalize(
     consent_map: Mapping[str, str],
     now_ms: int,
 ) -> Event:
-    out: Event = {"event": _event_name(raw)}
-    event_id = _short_string(raw, "event_id", EVENT_ID_MAX)
+    get = raw.get
+    out: Event = {"event": _event_name(get("event"))}
+    event_id = get("event_id")
     if event_id is not None:
-        out["event_id"] = event_id
+        out["event_id"] = _short_string(event_id, "event_id", EVENT_ID_MAX)
 
-    raw_time = raw.get("time")
+    raw_time = get("time")
     if raw_time is None:
         out["time"] = format_ms(now_ms)
     else:
@@ -279,27 +313,28 @@ def _normalize(
             raise _Invalid("time", "expected an ISO-8601 time or epoch milliseconds")
         out["time"] = parsed
 
-    raw_consent = raw.get("consent")
+    raw_consent = get("consent")
     if raw_consent is not None:
-        out["consent"] = _consent(raw_consent, consent_map)
+        out["consent"] = _consent(raw_consent, consent_map, lim.properties)
 
-    for key in ("anonymous_id", *(RELAY_KEYS if trusted else ())):
-        value = _short_string(raw, key, lim.string_chars)
+    for key in _TRUSTED_STRINGS if trusted else _BROWSER_STRINGS:
+        value = get(key)
         if value is not None:
-            out[key] = value
-    schema = raw.get("schema")
+            out[key] = _short_string(value, key, lim.string_chars)
+    schema = get("schema")
     if schema is not None:
         if isinstance(schema, bool) or not isinstance(schema, int | str):
             raise _Invalid("schema", f"expected a number or a string, got {kind_of(schema)}")
         out["schema"] = schema
 
-    user = _object(raw, "user", lim)
+    user = get("user")
     if user is not None:
-        out["user"] = user
+        out["user"] = _object(user, "user", lim)
 
-    context = _object(raw, "context", lim)
-    if context is not None:
-        if not trusted:
+    raw_context = get("context")
+    if raw_context is not None:
+        context = _object(raw_context, "context", lim)
+        if not trusted and not _RELAY_CONTEXT_KEY_SET.isdisjoint(context):
             for key in RELAY_CONTEXT_KEYS:
                 context.pop(key, None)
         page = context.get("page")
@@ -311,9 +346,11 @@ def _normalize(
                     context["click_ids"] = ids
         out["context"] = context
 
-    properties = _object(raw, "properties", lim)
-    flat = {k: v for k, v in raw.items() if k not in ENVELOPE_KEYS}
-    if flat:  # dataLayer form: extra top-level keys are properties; explicit ones win
+    raw_properties = get("properties")
+    properties = None if raw_properties is None else _object(raw_properties, "properties", lim)
+    if not ENVELOPE_KEYS.issuperset(raw):
+        # dataLayer form: extra top-level keys are properties; explicit ones win.
+        flat = {k: v for k, v in raw.items() if k not in ENVELOPE_KEYS}
         flat_copy = _copy_dict(flat, "properties", 1, lim)
         if properties is None:
             properties = flat_copy

@@ -42,6 +42,19 @@ async def test_remembered_consent_applies_to_later_events() -> None:
     assert other.rows == []  # waiting copies never reach the spool
 
 
+async def test_only_the_rules_purposes_are_remembered() -> None:
+    engine, state, _ = _engine()
+    meta = _browser(engine)
+    junk = {f"junk{i}": "granted" for i in range(50)}
+    await engine.process(
+        [{"event": "page_view", "event_id": "p1", "consent": {"analytics": "granted", **junk}}],
+        meta,
+    )
+    assert await state.consent_for("cid-1") == {"analytics": "granted"}
+    batch = await engine.process([{"event": "page_view", "event_id": "p2"}], meta)
+    assert batch.rows[0].payload.count(b"junk") == 0  # remembered consent only
+
+
 async def test_consent_on_a_normal_event_releases_waiting_copies() -> None:
     engine, _, _ = _engine()
     meta = _browser(engine)

@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from relay.envelope import CLICK_ID_PARAMS, EnvelopeError, click_ids, normalize, parse_time
+from relay.envelope import (
+    CLICK_ID_PARAMS,
+    EnvelopeError,
+    click_ids,
+    format_ms,
+    normalize,
+    parse_time,
+)
 from relay.rules.model import DEFAULT_CONSENT_MAP, Limits
 from relay.types import Event
 
@@ -106,6 +113,14 @@ def test_returns_a_new_event_and_never_mutates_the_input() -> None:
             "consent.ads: expected 'granted', 'denied' or a boolean",
         ),
         ({"event": "e", "schema": [2]}, "schema: expected a number or a string, got an array"),
+        (
+            {"event": "e", "consent": {f"p{i}": True for i in range(101)}},
+            "consent: more than 100 keys",
+        ),
+        (
+            {"event": "e", "consent": {"p" * 65: True}},
+            "consent: a key is longer than 64 characters",
+        ),
     ],
 )
 def test_envelope_errors(raw: Any, message: str) -> None:
@@ -319,3 +334,88 @@ def test_typical_event_is_fast() -> None:
         number=n,
     )
     assert seconds / n < 200e-6  # about 6 µs here; generous for slow CI machines
+
+
+@pytest.mark.parametrize(
+    ("ms", "expected"),
+    [
+        (0, "1970-01-01T00:00:00.000Z"),
+        (999, "1970-01-01T00:00:00.999Z"),
+        (1000, "1970-01-01T00:00:01.000Z"),
+        (-1, "1969-12-31T23:59:59.999Z"),
+        (NOW_MS + 5, "2026-11-28T12:00:00.005Z"),
+        (NOW_MS + 1999, "2026-11-28T12:00:01.999Z"),
+    ],
+)
+def test_format_ms(ms: int, expected: str) -> None:
+    assert format_ms(ms) == expected
+
+
+def test_click_id_values_are_decoded_only_when_encoded() -> None:
+    url = "https://a.example/?gclid=a+b&fbclid=%41%2b&msclkid=Cj0KCQjw-_.~"
+    assert click_ids(url) == {"gclid": "a b", "fbclid": "A+", "msclkid": "Cj0KCQjw-_.~"}
+
+
+@pytest.mark.parametrize("value", [1, 0, 1.0, "yes", "", None, ["granted"], {"x": 1}])
+def test_consent_accepts_only_states_and_booleans(value: Any) -> None:
+    # 1 == True in Python: a number must not pass for a boolean.
+    assert error({"event": "e", "consent": {"ads": value}}) == (
+        "consent.ads: expected 'granted', 'denied' or a boolean"
+    )
+
+
+def test_consent_states_ignore_case() -> None:
+    consent = {"analytics": "Granted", "ads": "DENIED"}
+    assert norm({"event": "e", "consent": consent})["consent"] == {
+        "analytics": "granted",
+        "ads": "denied",
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (" " * 128, "must not be empty"),  # matches the pattern, but is only spaces
+        (" " * 129, "must not be empty"),
+        ("\t", "must not be empty"),
+        ("a" * 128 + "<", "longer than 128 characters"),
+        ("a<", "may contain only letters, digits, spaces and _ . : / -"),
+    ],
+)
+def test_event_name_errors_say_what_is_wrong(name: str, message: str) -> None:
+    assert error({"event": name}) == f"event: {message}"
+
+
+def test_first_problem_in_document_order_is_reported() -> None:
+    lim = Limits(string_chars=3)
+    assert error({"event": "e", "properties": {"a": "long", "long": 1}}, limits=lim) == (
+        "properties.a: longer than 3 characters"
+    )
+    assert error({"event": "e", "properties": {"long": 1, "a": "long"}}, limits=lim) == (
+        "properties: a key is longer than 3 characters"
+    )
+    assert error({"event": "e", "user": {"a": "long"}, "context": {"b": "long"}}, limits=lim) == (
+        "user.a: longer than 3 characters"
+    )
+
+
+def _containers(value: Any, found: set[int]) -> set[int]:
+    if isinstance(value, dict | list):
+        found.add(id(value))
+        for item in value.values() if isinstance(value, dict) else value:
+            _containers(item, found)
+    return found
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_the_event_shares_no_container_with_the_input(trusted: bool) -> None:
+    # The engine writes into the event (context.gpc, merged fields, pipeline steps) and then
+    # reads the payload's own context.gpc: no dict or list may be shared.
+    raw = copy.deepcopy(SPEC_EVENT)
+    raw["context"]["gpc"] = True
+    raw["properties"]["items"] = [{"sku": "S1", "tags": ["a", ["b"]]}, [1, [2]]]
+    raw["coupon"] = {"code": "C1", "codes": ["C1"]}  # dataLayer form
+    ev = norm(raw, trusted=trusted)
+    assert not _containers(raw, set()) & _containers(ev, set())
+    ev["context"]["gpc"] = False
+    assert raw["context"]["gpc"] is True
