@@ -29,13 +29,14 @@ from starlette.routing import BaseRoute, Route
 from relay import collect, proxy, snippet
 from relay.browser import BrowserEndpoint
 from relay.dispatch import Dispatcher
-from relay.engine import Batch, Engine
+from relay.engine import Engine
 from relay.identity import CookieSigner
 from relay.observe import admin
 from relay.observe.debug import DebugFeed
 from relay.observe.log import LOG
 from relay.observe.metrics import Metrics
 from relay.ratelimit import RateLimiter
+from relay.results import Batch
 from relay.rules import check_rules, load_rules
 from relay.rules.model import Rules, Source
 from relay.seal import Sealer

@@ -19,9 +19,9 @@ import orjson
 from starlette.requests import cookie_parser
 
 from relay.collect import Problem, commit, ingest_answer, parse_body
-from relay.engine import Meta
 from relay.identity import client_ip
 from relay.observe.log import LOG
+from relay.results import Meta
 
 if TYPE_CHECKING:
     from relay.app import Runtime

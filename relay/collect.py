@@ -20,9 +20,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from relay.destinations.base import verify
-from relay.engine import Batch, Meta
 from relay.errors import SpoolUnavailable
 from relay.observe.log import LOG, hop
+from relay.results import Batch, Meta
 from relay.rules.model import BearerAuth, HmacAuth, Source
 
 if TYPE_CHECKING:

@@ -8,15 +8,15 @@ It has no HTTP in it: the handlers in ``collect.py`` and ``relay test`` both cal
       -> per destination: events, when, consent, dedup, pipeline -> a spool Row
 
 Nothing is written here: the caller commits ``Batch.rows`` and, if that fails, calls
-``Batch.rollback`` so a retried request is not mistaken for a duplicate.
+``Engine.rollback`` so a retried request is not mistaken for a duplicate. What it returns is
+in ``results.py``; copies that wait for a browser's consent are handled in ``waiting.py``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
@@ -30,76 +30,17 @@ from relay.observe.metrics import Metrics
 from relay.paths import MISSING
 from relay.paths import get as get_path
 from relay.paths import set_ as set_path
-from relay.rules.model import Contract, Destination, Outcome, Rules, Source
+from relay.results import Batch, Copy, EventStatus, Meta, Result
+from relay.rules.model import Contract, Destination, Rules, Source
 from relay.spool.base import Quarantined, Row
 from relay.state import State
 from relay.types import Event, StepContext
+from relay.waiting import CONSENT_EVENT, ConsentWaits
 
 OTHER_EVENT = "*"
-CONSENT_EVENT = "consent_update"  # built in: records a browser's choice, releases waiting copies
-CONSENT_MEMORY_SECONDS = 24 * 3600.0
-EventStatus = Literal["accepted", "duplicate", "rejected", "held", "quarantined"]
 
 
-@dataclass(frozen=True, slots=True)
-class Meta:
-    """What the request says about the user, filled in by the handler."""
-
-    source: Source
-    received_ms: int
-    ip: str | None = None
-    user_agent: str | None = None
-    country: str | None = None
-    gpc: bool = False
-    correlation_id: str | None = None  # verified (unsigned) id, never the cookie value
-    verify_correlation: Callable[[str], str | None] | None = None  # for webhook echoes
-
-
-@dataclass(slots=True)
-class Copy:
-    destination: str
-    outcome: Outcome
-    detail: str = ""
-    sent: Event | None = None  # what the destination will receive
-
-
-@dataclass(slots=True)
-class Result:
-    index: int
-    status: EventStatus
-    event_id: str | None = None
-    event: str | None = None
-    error: str | None = None
-    copies: list[Copy] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    cid: str | None = None  # the browser's correlation id (the debug view filters on it)
-
-
-@dataclass(slots=True)
-class Batch:
-    results: list[Result] = field(default_factory=list)
-    rows: list[Row] = field(default_factory=list)
-    quarantined: list[Quarantined] = field(default_factory=list)
-    marked: list[str] = field(default_factory=list)  # dedup keys set by this batch
-
-    @property
-    def accepted(self) -> int:
-        return sum(1 for r in self.results if r.status not in ("rejected", "duplicate"))
-
-    @property
-    def duplicates(self) -> int:
-        return sum(1 for r in self.results if r.status == "duplicate")
-
-    def rejected(self) -> list[dict[str, Any]]:
-        return [
-            {"index": r.index, "error": r.error} for r in self.results if r.status == "rejected"
-        ]
-
-    def destinations(self) -> set[str]:
-        return {row.destination for row in self.rows}
-
-
-class Engine:
+class Engine(ConsentWaits):
     def __init__(self, rules: Rules, state: State, metrics: Metrics) -> None:
         self.rules = rules
         self.state = state
@@ -314,12 +255,6 @@ class Engine:
             await self._pend(ev, cid, pending, granted, result)
         await self._emit(ev, candidates, granted, result, batch)
 
-    def _suppressed(self, eid: str, name: str, dest: str, purpose: str, reason: str) -> None:
-        self.metrics.consent_suppressed.labels(dest, purpose).inc()
-        hop(
-            "suppressed", event_id=eid, event=name, destination=dest, purpose=purpose, reason=reason
-        )
-
     def _prepare(self, own: Event, dest: Destination, granted: frozenset[str]) -> Copy:
         """One destination's copy: ``own`` (an event this copy alone holds, which the steps
         may change) through the destination's pipeline."""
@@ -374,42 +309,6 @@ class Engine:
             result.copies.append(copy)
             batch.rows.append(Row(copy.destination, eid, orjson.dumps(copy.sent)))
 
-    async def _pend(
-        self, ev: Event, cid: str, pending: dict[str, str], granted: frozenset[str], result: Result
-    ) -> None:
-        """Keep the copies of destinations whose purpose is undecided until this browser
-        chooses. What waits is what each destination would receive (its pipeline already
-        ran, as if its purpose were granted), never the raw event."""
-        rules = self.rules
-        eid, name = ev["event_id"], ev["event"]
-        blob = orjson.dumps(ev)
-        copies: dict[str, dict[str, Any]] = {}
-        for dest_name, purpose in pending.items():
-            copy = self._prepare(
-                orjson.loads(blob), rules.destinations[dest_name], granted | {purpose}
-            )
-            copies[dest_name] = {"purpose": purpose, "sent": copy.sent}
-        window = max(rules.purposes[p].pending_window for p in pending.values())
-        ctx = ev.get("context") or {}
-        item = {
-            "event_id": eid,
-            "event": name,
-            "copies": copies,
-            "until": time.time() + window,
-            "context": {"country": ctx.get("country"), "gpc": ctx.get("gpc", False)},
-        }
-        if await self.state.pend(cid, item, window):
-            hop(
-                "held",
-                event_id=eid,
-                event=name,
-                reason="pending consent",
-                destinations=sorted(pending),
-            )
-            return
-        for dest_name, purpose in pending.items():  # the pending store is full: fail closed
-            self._suppressed(eid, name, dest_name, purpose, "pending store full")
-
     async def expire(self) -> None:
         """Count what ran out of time: held browser copies never confirmed, and copies that
         waited for a consent choice that never came (suppressed)."""
@@ -417,98 +316,7 @@ class Engine:
             name = str(held.get("event", "?"))
             self.metrics.held_expired.labels(self._label(name)).inc()
             hop("expired", event=name, reason="unconfirmed by the authoritative source")
-        for item in await self.state.expired_pending():
-            for dest, entry in item.get("copies", {}).items():
-                self._suppressed(
-                    str(item.get("event_id")),
-                    str(item.get("event")),
-                    dest,
-                    str(entry.get("purpose")),
-                    "pending consent expired",
-                )
-
-    # -- consent from the browser -------------------------------------------------------
-
-    async def _consent_memory(self, ev: Event, cid: str) -> bool:
-        """Merge this browser's remembered explicit consent into the event; remember what
-        the event adds. True when the event changed what was remembered."""
-        remembered = await self.state.consent_for(cid) or {}
-        given = ev.get("consent") or {}
-        if given:
-            ev["consent"] = {**remembered, **given}
-        elif remembered:
-            ev["consent"] = dict(remembered)
-        # Only the rules' purposes are remembered: other keys decide nothing, and a browser
-        # must not be able to grow what is kept for it.
-        purposes = self.rules.purposes
-        learned = {k: v for k, v in given.items() if k in purposes and remembered.get(k) != v}
-        if learned:
-            merged = {**remembered, **learned}
-            await self.state.remember_consent(cid, merged, CONSENT_MEMORY_SECONDS)
-            return True
-        return False
-
-    async def _consent_update(
-        self, index: int, ev: Event, cid: str, batch: Batch, notes: list[str]
-    ) -> Result:
-        """The built-in ``consent_update`` event: never routed, it releases waiting copies."""
-        result = Result(index, "accepted", ev["event_id"], CONSENT_EVENT, notes=notes)
-        hop(
-            "received",
-            event_id=ev["event_id"],
-            source=ev["source"],
-            event=CONSENT_EVENT,
-            consent=ev.get("consent"),
-            cid=digest(cid),
-        )
-        await self._release(ev, cid, batch, notes, result)
-        return result
-
-    async def _release(
-        self, ev: Event, cid: str, batch: Batch, notes: list[str], result: Result | None = None
-    ) -> None:
-        """Send the copies that waited for consent to the destinations now granted; those
-        explicitly denied are suppressed, those still undecided keep waiting (a consent
-        tool may answer one purpose at a time) until their window ends."""
-        now = time.time()
-        for item in await self.state.release(cid):
-            eid, name = item["event_id"], item["event"]
-            probe = {"consent": ev.get("consent", {}), "context": item.get("context", {})}
-            out = result or Result(-1, "accepted", eid, name)
-            ready: list[Copy] = []
-            waiting: dict[str, Any] = {}
-            for dest_name, entry in item["copies"].items():
-                purpose = entry["purpose"]
-                if dest_name not in self.rules.destinations or purpose not in self.rules.purposes:
-                    continue  # removed by a reload while waiting
-                state, reason = decide(self.rules.purposes[purpose], probe)
-                if state == "granted":
-                    sent = entry["sent"]
-                    ready.append(
-                        Copy(dest_name, "delivered", "released by consent", sent)
-                        if sent is not None
-                        else Copy(dest_name, "dropped", "dropped by the pipeline")
-                    )
-                elif reason.startswith("default"):
-                    waiting[dest_name] = entry
-                else:
-                    self._suppressed(eid, name, dest_name, purpose, reason)
-                    out.copies.append(Copy(dest_name, "suppressed", f"{purpose}: {reason}"))
-            until = float(item.get("until", now))
-            if waiting and until > now:
-                await self.state.pend(cid, {**item, "copies": waiting}, until - now)
-                out.copies.extend(
-                    Copy(d, "held", f"{e['purpose']}: pending consent") for d, e in waiting.items()
-                )
-            else:
-                for dest_name, entry in waiting.items():
-                    self._suppressed(
-                        eid, name, dest_name, entry["purpose"], "pending consent expired"
-                    )
-            await self._spool_copies(eid, name, ready, out, batch)
-            released = sum(1 for c in ready if c.sent is not None)
-            notes.append(f"consent released {released} waiting copy(ies) of {name}")
-            hop("released", event_id=eid, event=name, reason="consent", copies=released)
+        await self._expire_pending()
 
 
 def _says_gpc(raw: Any) -> bool:

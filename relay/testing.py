@@ -13,11 +13,12 @@ from typing import Any
 
 import orjson
 
-from relay.engine import Engine, Meta, Result
+from relay.engine import Engine
 from relay.identity import client_ip
 from relay.observe.metrics import Metrics
 from relay.paths import MISSING
 from relay.paths import get as get_path
+from relay.results import Meta, Result
 from relay.rules.model import Given, Rules, RuleTest
 from relay.state import MemoryState
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from relay.engine import Engine, Meta
+from relay.engine import Engine
 from relay.observe.metrics import Metrics
+from relay.results import Meta
 from relay.rules import load_rules
 from relay.state import MemoryState
 from tests.conftest import SHIPPED_RULES

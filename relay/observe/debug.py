@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from relay.observe.log import digest
 
 if TYPE_CHECKING:
-    from relay.engine import Batch
+    from relay.results import Batch
     from relay.types import Verdict
 
 QUEUE_SIZE = 256
