@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from relay.envelope import CLICK_ID_SET
+from relay.envelope import CLICK_ID_PARAMS, CLICK_ID_SET
 from relay.pipeline.url import clean_page
 from relay.rules.fields import MISSING_KEY, UNKNOWN_CHOICE, At
 from relay.types import Event, StepContext
@@ -52,6 +52,6 @@ def apply(event: Event, options: ClickIdsOptions, ctx: StepContext) -> Event:
         ids = context.pop("click_ids")
         n = len(ids) if isinstance(ids, dict) and ids else 1
         ctx.count("click_ids", n, f"removed context.click_ids ({why})")
-    for field, removed in clean_page(event, _is_click_id):
+    for field, removed in clean_page(event, _is_click_id, needles=CLICK_ID_PARAMS):
         ctx.count("click_ids", len(removed), f"removed click ids from context.page.{field} ({why})")
     return event

@@ -13,12 +13,13 @@ boolean, or empty after normalization) is removed rather than sent in the clear.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from relay.paths import get
+from relay.paths import split
 from relay.pipeline.fields import parse_paths
 from relay.rules.fields import At
 from relay.types import Event, StepContext
@@ -44,8 +45,12 @@ def is_phone_field(name: str) -> bool:
 
 def normalize(name: str, value: str) -> str:
     """The canonical form of ``value`` for the field ``name`` (its last path segment)."""
+    return _normalize(value, is_phone_field(name))
+
+
+def _normalize(value: str, phone: bool) -> str:
     text = value.strip()
-    if is_phone_field(name):
+    if phone:
         return ("+" if text.startswith("+") else "") + _NOT_DIGIT.sub("", text)
     return text.lower()
 
@@ -64,19 +69,28 @@ def _as_text(value: Any) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)
+def _target(path: str) -> tuple[tuple[str, ...], str, bool]:
+    """``path`` taken apart once: (parent keys, field name, is a phone field)."""
+    parent, _, name = path.rpartition(".")
+    return (split(parent) if parent else ()), name, is_phone_field(name)
+
+
 def apply(event: Event, options: HashOptions, ctx: StepContext) -> Event:
     for path in options.paths:
-        parent_path, _, name = path.rpartition(".")
-        parent = get(event, parent_path) if parent_path else event
+        keys, name, phone = _target(path)
+        parent: Any = event
+        for key in keys:
+            parent = parent.get(key) if isinstance(parent, dict) else None
         if not isinstance(parent, dict):
             continue
         value = parent.get(name)
         if value is None:
             continue
         text = _as_text(value)
-        if text is not None and HEX64.fullmatch(text):
+        if text is not None and len(text) == 64 and HEX64.fullmatch(text):
             continue  # already hashed
-        normalized = normalize(name, text) if text is not None else ""
+        normalized = _normalize(text, phone) if text is not None else ""
         if not normalized:
             del parent[name]
             ctx.count("hash", 1, f"removed {path} (nothing to hash)")

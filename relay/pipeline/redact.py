@@ -10,6 +10,10 @@ envelope keys (event, event_id, time, source, received_at, correlation_id). Emai
 also when URL-encoded (``ann%40example.com``). A run of 13 to 19 digits passing the Luhn check
 is a card; other runs of 9 to 15 digits (with optional ``+`` and separators) are phone numbers,
 except dates and strings made of digits only (order and user ids).
+
+Most events hold nothing to redact, so a subtree whose JSON shows nothing to find is not
+walked at all (``plain_json``), and a string without ``@``, ``%40`` or 9 digits is not
+scanned (``may_hold_personal_data``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any, Literal, cast
+
+import orjson
 
 from relay.pipeline.fields import parse_choice
 from relay.pipeline.hash import HEX64
@@ -33,10 +39,13 @@ _EMAIL = r"[A-Za-z0-9._%+\-]+(?:@|%40)[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za
 _NUMBER = r"(?<![\w.\-+])\+?\(?[0-9][0-9 \-.()]{7,}[0-9](?![\w])"
 _EMAIL_RE = re.compile(_EMAIL)
 _NUMBER_RE = re.compile(_NUMBER)
+# The core of ``_NUMBER`` without its lookarounds, searched in the JSON of a whole subtree.
+_NUMBER_RUN = re.compile(r"[0-9][0-9 \-.()]{7,}[0-9]")
 _DATE = re.compile(r"[0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,2}|[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{4}")
 _NOT_DIGIT = re.compile(r"[^0-9]")
-_NO_DIGITS = str.maketrans("", "", "0123456789")
+_DIGITS = b"0123456789"
 MIN_DIGITS = 9  # fewer digits than this in a string: no phone or card number can be in it
+MIN_TEXT = 6  # shorter strings are not looked at: no email, phone or card fits in them
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +67,20 @@ def luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
+def digit_count(text: str) -> int:
+    """How many ASCII digits ``text`` holds, counted on its UTF-8 bytes: deleting bytes is one
+    C loop, while ``str.translate`` looks every character up in a dict (several times slower).
+    Other characters encode to bytes >= 0x80, so the count is the same."""
+    raw = text.encode("utf-8", "surrogatepass")
+    return len(raw) - len(raw.translate(None, _DIGITS))
+
+
+def may_hold_personal_data(text: str) -> bool:
+    """False when ``redact_text`` certainly finds nothing: every email has ``@`` or ``%40``,
+    every phone or card number at least ``MIN_DIGITS`` digits."""
+    return "@" in text or "%40" in text or digit_count(text) >= MIN_DIGITS
+
+
 def redact_text(text: str) -> tuple[str, dict[str, int]]:
     """``text`` with emails, card and phone numbers masked, and how many of each."""
     found: dict[str, int] = {}
@@ -65,7 +88,7 @@ def redact_text(text: str) -> tuple[str, dict[str, int]]:
         text, n = _EMAIL_RE.subn(EMAIL_MASK, text)
         if n:
             found["email"] = n
-    if len(text) - len(text.translate(_NO_DIGITS)) < MIN_DIGITS:
+    if digit_count(text) < MIN_DIGITS:
         return text, found  # the common case: skip the number scan
     digits_only = text.isdigit()
 
@@ -83,55 +106,101 @@ def redact_text(text: str) -> tuple[str, dict[str, int]]:
     return _NUMBER_RE.sub(mask, text), found
 
 
-class _Walker:
-    __slots__ = ("ctx", "skip_hashes")
+def plain_json(tree: dict[str, Any] | list[Any]) -> bool:
+    """True when no string in ``tree`` can hold an email, phone or card number, decided on
+    one ``orjson.dumps`` instead of a walk: the JSON has no ``@`` and no ``%40``, and fewer
+    than ``MIN_DIGITS`` digits or no run of digits and separators that ``_NUMBER`` needs.
 
-    def __init__(self, ctx: StepContext, skip_hashes: bool) -> None:
-        self.ctx = ctx
-        self.skip_hashes = skip_hashes
+    Safe because every email contains ``@`` or ``%40``, every phone or card number has
+    ``MIN_DIGITS`` digits and a ``_NUMBER_RUN`` match, and JSON escapes none of these
+    characters (only quotes, backslashes and control characters), so they appear verbatim in
+    the JSON of the string holding them. The run is searched without ``_NUMBER``'s
+    lookbehind, which an escape such as ``\\n`` would fool. Keys and numbers only add
+    candidates, so the test errs toward walking; so does a tree orjson cannot serialize (a
+    non-string key, a huge integer).
 
-    def text(self, value: str, path: tuple[str | int, ...]) -> str:
-        if len(value) < 6 or (self.skip_hashes and HEX64.fullmatch(value)):
-            return value
-        new, found = redact_text(value)
-        if found:
-            what = ", ".join(f"{n} {kind}" for kind, n in found.items())
-            self.ctx.count("redact", sum(found.values()), f"redacted {what} in {_dotted(path)}")
-        return new
+        >>> plain_json({"section": "shoes", "items": 3, "price": 89.9})
+        True
+        >>> plain_json({"note": "line\\n5550100000"})
+        False
+    """
+    try:
+        blob = orjson.dumps(tree)
+    except orjson.JSONEncodeError:
+        return False
+    text = blob.decode()  # str's ``in`` is much faster than bytes'
+    if "@" in text or "%40" in text:
+        return False
+    if len(blob) - len(blob.translate(None, _DIGITS)) < MIN_DIGITS:
+        return True
+    return _NUMBER_RUN.search(text) is None
 
-    def value(self, value: Any, path: tuple[str | int, ...]) -> Any:
-        # The path is built as a tuple and rendered only when something is found.
-        if isinstance(value, str):
-            return self.text(value, path)
-        if isinstance(value, dict):
-            for key, item in value.items():
-                value[key] = self.value(item, (*path, key))
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                value[i] = self.value(item, (*path, i))
+
+KeyPath = tuple[str | int, ...]
+
+
+def _text(value: str, parent: KeyPath, key: str | int, ctx: StepContext, skip_hashes: bool) -> str:
+    """``value`` redacted; a finding is counted under the dotted path of ``parent`` + ``key``,
+    built only then."""
+    if len(value) < MIN_TEXT or not may_hold_personal_data(value):
         return value
+    if skip_hashes and len(value) == 64 and HEX64.fullmatch(value):
+        return value
+    new, found = redact_text(value)
+    if found:
+        what = ", ".join(f"{n} {kind}" for kind, n in found.items())
+        where = _dotted((*parent, key))
+        ctx.count("redact", sum(found.values()), f"redacted {what} in {where}")
+    return new
 
 
-def _dotted(path: tuple[str | int, ...]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p)
-                   for i, p in enumerate(path))
+def _walk(
+    tree: dict[str, Any] | list[Any], path: KeyPath, ctx: StepContext, skip_hashes: bool
+) -> None:
+    """Redact the strings of ``tree`` in place."""
+    if isinstance(tree, dict):
+        for key, item in tree.items():
+            if isinstance(item, str):
+                tree[key] = _text(item, path, key, ctx, skip_hashes)
+            elif isinstance(item, (dict, list)):
+                _walk(item, (*path, key), ctx, skip_hashes)
+    else:
+        for i, item in enumerate(tree):
+            if isinstance(item, str):
+                tree[i] = _text(item, path, i, ctx, skip_hashes)
+            elif isinstance(item, (dict, list)):
+                _walk(item, (*path, i), ctx, skip_hashes)
+
+
+def _value(value: Any, parent: KeyPath, key: str, ctx: StepContext, skip_hashes: bool) -> Any:
+    """``value`` with its strings redacted; a dict or list is changed in place, and not walked
+    at all when ``plain_json`` shows it has nothing to find."""
+    if isinstance(value, str):
+        return _text(value, parent, key, ctx, skip_hashes)
+    if isinstance(value, (dict, list)) and not plain_json(value):
+        _walk(value, (*parent, key), ctx, skip_hashes)
+    return value
+
+
+def _dotted(path: KeyPath) -> str:
+    return "".join(
+        f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(path)
+    )
 
 
 def apply(event: Event, options: RedactOptions, ctx: StepContext) -> Event:
-    plain = _Walker(ctx, skip_hashes=False)
-    for key in ("properties",):
-        if key in event:
-            event[key] = plain.value(event[key], (key,))
-    if "user" in event:
-        event["user"] = _Walker(ctx, skip_hashes=True).value(event["user"], ("user",))
+    if "properties" in event:
+        event["properties"] = _value(event["properties"], (), "properties", ctx, False)
+    if "user" in event:  # hashed values (64 hex digits) stay
+        event["user"] = _value(event["user"], (), "user", ctx, True)
     context = event.get("context")
     if isinstance(context, dict):
         if "campaign" in context:
-            context["campaign"] = plain.value(context["campaign"], ("context", "campaign"))
+            context["campaign"] = _value(context["campaign"], ("context",), "campaign", ctx, False)
         page = context.get("page")
         if isinstance(page, dict):
             for field in REDACTED_PAGE_FIELDS:
                 value = page.get(field)
                 if isinstance(value, str):
-                    page[field] = plain.text(value, ("context", "page", field))
+                    page[field] = _text(value, ("context", "page"), field, ctx, False)
     return event

@@ -12,6 +12,7 @@ the fragment is kept except by ``strip_query``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
@@ -83,7 +84,8 @@ def filter_query(url: str, remove: Callable[[str], bool]) -> tuple[str, list[tup
         if not pair:
             continue
         key, _, value = pair.partition("=")
-        name = param_name(key)
+        # param_name(key), inlined: this loop runs for every parameter of every page URL
+        name = unquote_plus(key).lower() if "%" in key or "+" in key else key.lower()
         if remove(name):
             removed.append((name, value))
         else:
@@ -93,11 +95,41 @@ def filter_query(url: str, remove: Callable[[str], bool]) -> tuple[str, list[tup
     return base + ("?" + "&".join(kept) if kept else "") + hash_ + fragment, removed
 
 
+def may_name(value: str, needles: tuple[str, ...]) -> bool:
+    """False when no query parameter in ``value`` can have a name containing one of
+    ``needles`` (ASCII, without spaces), a test much cheaper than splitting the query.
+
+    Names compare decoded and lowercase (``param_name``). Without a ``%`` in ``value``,
+    decoding only turns ``+`` into a space, which no needle contains, so a needle found in a
+    name is found at the same place in the lowercased key, and so in ``value.lower()`` (a
+    string lowercases character by character; only the Greek sigma looks at its neighbours).
+    ``value`` may be a whole URL: its path and fragment only add candidates.
+
+        >>> may_name("https://a.example/?UTM_Source=x", ("utm_",))
+        True
+        >>> may_name("https://a.example/?%75tm_source=x", ("utm_",))  # u, encoded
+        True
+        >>> may_name("https://a.example/?q=blue+shoes", ("utm_",))
+        False
+    """
+    if "%" in value:
+        return True
+    lowered = value.lower()
+    for needle in needles:  # noqa: SIM110 (a plain loop: any() over a generator costs 4x)
+        if needle in lowered:
+            return True
+    return False
+
+
 def clean_page(
-    event: Event, remove: Callable[[str], bool], fields: tuple[str, ...] = PAGE_URL_FIELDS
+    event: Event,
+    remove: Callable[[str], bool],
+    fields: tuple[str, ...] = PAGE_URL_FIELDS,
+    needles: tuple[str, ...] | None = None,
 ) -> list[tuple[str, list[tuple[str, str]]]]:
     """Apply ``filter_query`` to ``context.page.<field>`` in place; per changed field, what
-    was removed."""
+    was removed. With ``needles`` (one of them is in every name ``remove`` selects), a field
+    that fails ``may_name`` is left alone without splitting its query."""
     context = event.get("context")
     page = context.get("page") if isinstance(context, dict) else None
     if not isinstance(page, dict):
@@ -105,10 +137,13 @@ def clean_page(
     changes: list[tuple[str, list[tuple[str, str]]]] = []
     for field in fields:
         value = page.get(field)
-        if isinstance(value, str) and "?" in value:
-            page[field], removed = filter_query(value, remove)
-            if removed:
-                changes.append((field, removed))
+        if not isinstance(value, str) or "?" not in value:
+            continue
+        if needles is not None and not may_name(value, needles):
+            continue
+        page[field], removed = filter_query(value, remove)
+        if removed:
+            changes.append((field, removed))
     return changes
 
 
@@ -129,6 +164,16 @@ def _strip(event: Event, ctx: StepContext) -> None:
             ctx.count("url", max(n, 1), f"removed the query of context.page.{field}")
 
 
+@functools.lru_cache(maxsize=64)
+def drop_needles(drop: frozenset[str]) -> tuple[str, ...] | None:
+    """The ``may_name`` needles of ``drop_params`` mode: the names it removes, when they are
+    all ASCII without spaces (else None: no fast path)."""
+    names = drop | CLICK_ID_SET
+    if all(name.isascii() and " " not in name for name in names):
+        return tuple(sorted(names))
+    return None
+
+
 def apply(event: Event, options: UrlOptions, ctx: StepContext) -> Event:
     if options.strip_query:
         _strip(event, ctx)
@@ -137,7 +182,9 @@ def apply(event: Event, options: UrlOptions, ctx: StepContext) -> Event:
     if keep is not None:
         changes = clean_page(event, lambda name: name not in keep)
     else:
-        changes = clean_page(event, lambda name: name in drop or name in CLICK_ID_SET)
+        changes = clean_page(
+            event, lambda name: name in drop or name in CLICK_ID_SET, needles=drop_needles(drop)
+        )
     for field, removed in changes:
         n = len(removed)
         ctx.count("url", n, f"removed {n} query parameter(s) from context.page.{field}")

@@ -31,6 +31,7 @@ CAMPAIGN_KEYS = {
     "utm_term": "term",
     "utm_content": "content",
 }
+_NEEDLES = ("utm_",)  # in every name _is_utm selects: see relay.pipeline.url.may_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,27 +48,28 @@ def _is_utm(name: str) -> bool:
 
 
 def apply(event: Event, options: UtmOptions, ctx: StepContext) -> Event:
-    changes = clean_page(event, _is_utm)
+    changes = clean_page(event, _is_utm, needles=_NEEDLES)
     if not changes:
         return event
-    total = sum(len(removed) for _, removed in changes)
+    by_field = dict(changes)
+    total = sum(map(len, by_field.values()))
     if options.mode == "drop":
         ctx.count("utm", total, f"dropped {total} utm parameter(s) from context.page")
         return event
-    by_field = dict(changes)
-    source = by_field.get("url") or by_field.get("search") or []
     found: dict[str, Any] = {}
-    for name, raw in source:
+    for name, raw in by_field.get("url") or by_field.get("search") or ():
         key = CAMPAIGN_KEYS.get(name) or name[4:]
-        value = unquote_plus(raw)
-        if key and value and key not in found:
-            found[key] = value
+        if key and key not in found:
+            value = unquote_plus(raw) if "%" in raw or "+" in raw else raw
+            if value:
+                found[key] = value
     if found:
         context = event["context"]  # clean_page changed something, so it is a dict
         campaign = context.get("campaign")
-        if not isinstance(campaign, dict):
-            campaign = context["campaign"] = {}
-        for key, value in found.items():
-            campaign.setdefault(key, value)
+        if isinstance(campaign, dict):
+            for key, value in found.items():
+                campaign.setdefault(key, value)
+        else:
+            context["campaign"] = found
     ctx.count("utm", total, f"moved {total} utm parameter(s) from context.page to context.campaign")
     return event

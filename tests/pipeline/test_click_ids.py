@@ -74,3 +74,23 @@ def test_no_click_ids() -> None:
     ctx = StepContext("d")
     assert click_ids.apply({"event": "e"}, click_ids.ClickIdsOptions("ads"), ctx) == {"event": "e"}
     assert ctx.counts == {}
+
+
+def test_names_compare_decoded_and_lowercase() -> None:
+    ctx = StepContext("d", granted=frozenset({"analytics"}))
+    event = {
+        "context": {
+            "page": {
+                "url": "https://a.example/?GCLID=1&x=2",
+                "referrer": "https://r.example/?gcl%69d=1&FbClId=2&q=a+b",
+                "search": "?q=gclid+fbclid",  # in a value only: stays
+            }
+        }
+    }
+    out = click_ids.apply(event, click_ids.ClickIdsOptions("ads"), ctx)
+    assert out["context"]["page"] == {
+        "url": "https://a.example/?x=2",
+        "referrer": "https://r.example/?q=a+b",
+        "search": "?q=gclid+fbclid",
+    }
+    assert ctx.counts == {"click_ids": 3}

@@ -128,3 +128,46 @@ def test_filter_query() -> None:
         [("email", "a")],
     )
     assert url.filter_query("/p", lambda n: True) == ("/p", [])
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("https://a.example/?utm_source=x", True),
+        ("https://a.example/?UTM_Source=x", True),  # names compare lowercased
+        ("https://a.example/?%75tm_source=x", True),  # ... and decoded: any '%' says maybe
+        ("https://a.example/?utm%5Fsource=x", True),
+        ("https://a.example/utm_/p?q=1", True),  # a needle in the path: a needless split only
+        ("https://a.example/?q=blue+shoes&utm=1&xutm=2", False),
+        ("?a=1&b=2", False),
+    ],
+)
+def test_may_name(value: str, expected: bool) -> None:
+    assert url.may_name(value, ("utm_",)) is expected
+
+
+@pytest.mark.parametrize("key", ["GCLID", "gcl%69d", "Token", "TO%4BEN", "a+b", "a%20b"])
+def test_drop_params_compares_decoded_lowercase_names(key: str) -> None:
+    # the removed name differs from its raw key: the fast path must not skip this query
+    ctx = StepContext("d")
+    event = page_event(url=f"https://a.example/?{key}=1&x=5")
+    out = url.apply(event, url.UrlOptions(drop_params=frozenset({"token", "a b"})), ctx)
+    assert out["context"]["page"]["url"] == "https://a.example/?x=5"
+    assert ctx.counts == {"url": 1}
+
+
+def test_drop_needles() -> None:
+    needles = url.drop_needles(frozenset({"token"}))
+    assert needles is not None and "token" in needles and "gclid" in needles
+    # '+' in a key decodes to a space, which the raw query does not show: no fast path
+    assert url.drop_needles(frozenset({"a b"})) is None
+    assert url.drop_needles(frozenset({"straße"})) is None
+
+
+def test_a_query_without_candidate_names_is_left_as_is() -> None:
+    ctx = StepContext("d")
+    event = page_event(url="https://a.example/?q=blue+shoes&page=2#top", search="?q=blue+shoes")
+    before = dict(event["context"]["page"])
+    out = url.apply(event, url.UrlOptions(drop_params=frozenset({"token"})), ctx)
+    assert out["context"]["page"] == before
+    assert ctx.counts == {}

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from relay.pipeline import utm
 from relay.rules.diagnostics import Reporter
 from relay.rules.fields import At
@@ -78,5 +80,35 @@ def test_no_utm_no_change() -> None:
     event = {"context": {"page": {"url": "https://a.example/?x=1"}}}
     assert utm.apply(event, utm.UtmOptions("collapse"), ctx) == {
         "context": {"page": {"url": "https://a.example/?x=1"}}
+    }
+    assert ctx.counts == {}
+
+
+@pytest.mark.parametrize(
+    "name", ["utm_source", "UTM_Source", "%75tm_source", "utm%5Fsource", "UTM%5fSOURCE"]
+)
+def test_names_compare_decoded_and_lowercase(name: str) -> None:
+    ctx = StepContext("d")
+    event = {"context": {"page": {"url": f"https://a.example/?{name}=news&q=a+b"}}}
+    out = utm.apply(event, utm.UtmOptions("collapse"), ctx)
+    assert out["context"] == {
+        "page": {"url": "https://a.example/?q=a+b"},
+        "campaign": {"source": "news"},
+    }
+    assert ctx.counts == {"utm": 1}
+
+
+def test_values_are_decoded() -> None:
+    page = {"url": "https://a.example/?utm_campaign=black+friday&utm_term=a%2Bb"}
+    event = {"context": {"page": page}}
+    out = utm.apply(event, utm.UtmOptions("collapse"), StepContext("d"))
+    assert out["context"]["campaign"] == {"name": "black friday", "term": "a+b"}
+
+
+def test_a_query_with_plus_but_no_utm_is_left_as_is() -> None:
+    ctx = StepContext("d")
+    event = {"context": {"page": {"url": "https://a.example/?q=utm+source&xutm=1"}}}
+    assert utm.apply(event, utm.UtmOptions("collapse"), ctx) == {
+        "context": {"page": {"url": "https://a.example/?q=utm+source&xutm=1"}}
     }
     assert ctx.counts == {}
