@@ -11,14 +11,13 @@ handlers answer: the parsing, the engine and the commit are the same functions.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from http.cookies import CookieError
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from starlette.requests import cookie_parser
+from starlette.requests import ClientDisconnect, cookie_parser
+from starlette.types import Message, Receive, Scope, Send
 
-from relay.collect import Problem, commit, ingest_answer, parse_body
+from relay.collect import Problem, commit, ingest_answer, parse_body, read_body, too_large
 from relay.identity import client_ip
 from relay.observe.log import LOG
 from relay.results import Meta
@@ -26,17 +25,9 @@ from relay.results import Meta
 if TYPE_CHECKING:
     from relay.app import Runtime
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 JSON = (b"content-type", b"application/json")
 NO_STORE = (b"cache-control", b"no-store")
-
-
-class Disconnected(Exception):
-    """The client went away before its body arrived: there is no one to answer."""
 
 
 def header_map(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -53,29 +44,7 @@ def header_map(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
 def cookie(header: str | None, name: str) -> str | None:
     if not header or name not in header:
         return None
-    try:
-        return cookie_parser(header).get(name)
-    except CookieError:  # pragma: no cover - cookie_parser is lenient
-        return None
-
-
-async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes | None:
-    """The body, or None when it is over ``limit`` bytes (read no further than that)."""
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise Disconnected
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return cookie_parser(header).get(name)  # lenient: a malformed pair is skipped
 
 
 async def respond(
@@ -118,7 +87,7 @@ class BrowserEndpoint:
 
         try:
             await self._handle(scope, receive, tracked)
-        except Disconnected:
+        except ClientDisconnect:  # no one to answer
             return
         except Exception:
             LOG.exception("POST %s failed", scope.get("path", "/e"))
@@ -146,7 +115,7 @@ class BrowserEndpoint:
         limit = relay.limits.body_bytes
         body = await read_body(receive, headers.get("content-length"), limit)
         if body is None:
-            await problem(send, Problem(413, f"body over {limit} bytes", {"Connection": "close"}))
+            await problem(send, too_large(limit))
             return
         items = parse_body(body, headers.get("content-type"), relay.limits.batch_events)
         if isinstance(items, Problem):

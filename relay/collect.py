@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from relay.destinations.base import verify
 from relay.errors import SpoolUnavailable
@@ -174,25 +175,31 @@ def parse_segment(call: str, msg: Any) -> Any:
 # -- handlers ----------------------------------------------------------------------------
 
 
-def too_large(limit: int) -> Response:
+def too_large(limit: int) -> Problem:
     """413 for a body over ``limit``. The rest of the body is left unread, so the connection
     cannot carry another request: say so, rather than let the client find a dropped socket."""
-    return Problem(413, f"body over {limit} bytes", {"Connection": "close"}).response()
+    return Problem(413, f"body over {limit} bytes", {"Connection": "close"})
 
 
-async def read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None when it is over ``limit`` bytes (read no further than that)."""
-    declared = request.headers.get("content-length")
+async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes | None:
+    """The body from ASGI ``receive``, or None when it is over ``limit`` bytes (``declared``,
+    the Content-Length, already says so, or the body grows past it: read no further).
+    Raises ``ClientDisconnect`` when the client goes away first."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         return None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             return None
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def commit(rt: Runtime, batch: Batch) -> Problem | None:
@@ -255,9 +262,11 @@ async def webhook(request: Request) -> Response:
     source = rt.engine.rules.sources.get(name)
     if source is None or source.type != "webhook":
         return Problem(404, f"no webhook source named '{name}'").response()
-    body = await read_body(request, relay.limits.body_bytes)
+    body = await read_body(
+        request.receive, request.headers.get("content-length"), relay.limits.body_bytes
+    )
     if body is None:
-        return too_large(relay.limits.body_bytes)
+        return too_large(relay.limits.body_bytes).response()
     why = check_auth(source, request.headers, body, time.time())
     if why:
         return Problem(401, f"source {name}: {why}").response()
@@ -290,9 +299,11 @@ async def segment(request: Request) -> Response:
         return Problem(
             401, "missing or unknown writeKey (send it as the HTTP basic user)"
         ).response()
-    body = await read_body(request, relay.limits.body_bytes)
+    body = await read_body(
+        request.receive, request.headers.get("content-length"), relay.limits.body_bytes
+    )
     if body is None:
-        return too_large(relay.limits.body_bytes)
+        return too_large(relay.limits.body_bytes).response()
     items = parse_body(
         body,
         request.headers.get("content-type"),

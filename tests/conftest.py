@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -68,3 +69,13 @@ async def proxied(
     """The relay with the proxy rules of tests/proxy_support.py, mounted under ``/t``."""
     async with open_proxied(rules_dir, env, tmp_path, upstream) as p:
         yield p
+
+
+def receiver(*messages: dict[str, Any]) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """An ASGI ``receive`` that hands out ``messages`` in order."""
+    queue = list(messages)
+
+    async def receive() -> dict[str, Any]:
+        return queue.pop(0)
+
+    return receive

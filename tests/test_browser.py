@@ -14,7 +14,8 @@ import pytest
 from starlette.applications import Starlette
 
 from relay.app import Runtime
-from relay.browser import BrowserEndpoint, Disconnected, cookie, header_map, read_body
+from relay.browser import BrowserEndpoint, cookie, header_map
+from tests.conftest import receiver
 
 PAGE_VIEW = orjson.dumps({"event": "page_view", "context": {"page": {"url": "https://a.example/"}}})
 
@@ -44,41 +45,6 @@ def test_cookie(header: str | None, expected: str | None) -> None:
     assert cookie(header, "_rc") == expected
 
 
-def _receiver(*messages: dict[str, Any]) -> Any:
-    queue = list(messages)
-
-    async def receive() -> dict[str, Any]:
-        return queue.pop(0)
-
-    return receive
-
-
-async def test_read_body_joins_chunks() -> None:
-    receive = _receiver(
-        {"type": "http.request", "body": b"ab", "more_body": True},
-        {"type": "http.request", "body": b"cd", "more_body": False},
-    )
-    assert await read_body(receive, None, 10) == b"abcd"
-
-
-async def test_read_body_stops_at_the_limit_without_a_length() -> None:
-    receive = _receiver(
-        {"type": "http.request", "body": b"x" * 8, "more_body": True},
-        {"type": "http.request", "body": b"x" * 8, "more_body": True},
-        {"type": "http.request", "body": b"never read", "more_body": False},
-    )
-    assert await read_body(receive, None, 10) is None
-
-
-async def test_read_body_trusts_a_declared_length_over_the_limit() -> None:
-    assert await read_body(_receiver(), "11", 10) is None
-
-
-async def test_read_body_raises_on_disconnect() -> None:
-    with pytest.raises(Disconnected):
-        await read_body(_receiver({"type": "http.disconnect"}), None, 10)
-
-
 def _scope(method: str = "POST", headers: list[tuple[bytes, bytes]] | None = None) -> Any:
     return {
         "type": "http",
@@ -103,13 +69,13 @@ async def _call(endpoint: BrowserEndpoint, scope: Any, receive: Any) -> list[dic
 
 
 async def test_other_methods_get_405(relay_app: Starlette) -> None:
-    sent = await _call(BrowserEndpoint(relay_app.state.relay), _scope("GET"), _receiver())
+    sent = await _call(BrowserEndpoint(relay_app.state.relay), _scope("GET"), receiver())
     assert sent[0]["status"] == 405 and (b"allow", b"POST") in sent[0]["headers"]
 
 
 async def test_a_client_gone_before_its_body_gets_no_answer(relay_app: Starlette) -> None:
     endpoint = BrowserEndpoint(relay_app.state.relay)
-    assert await _call(endpoint, _scope(), _receiver({"type": "http.disconnect"})) == []
+    assert await _call(endpoint, _scope(), receiver({"type": "http.disconnect"})) == []
 
 
 async def test_a_bug_answers_500_as_json_and_is_logged(
@@ -123,7 +89,7 @@ async def test_a_bug_answers_500_as_json_and_is_logged(
 
     monkeypatch.setattr(runtime.engine, "process", broken)
     body = {"type": "http.request", "body": PAGE_VIEW, "more_body": False}
-    sent = await _call(BrowserEndpoint(runtime), _scope(), _receiver(body))
+    sent = await _call(BrowserEndpoint(runtime), _scope(), receiver(body))
     assert sent[0]["status"] == 500
     assert orjson.loads(sent[1]["body"]) == {"error": "internal error; nothing was accepted"}
     assert "POST /t/e failed" in caplog.text and "boom" in caplog.text

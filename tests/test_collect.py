@@ -11,13 +11,14 @@ import httpx
 import orjson
 import pytest
 from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect
 
 from relay.app import Runtime
-from relay.collect import check_auth, parse_body, parse_segment
+from relay.collect import check_auth, parse_body, parse_segment, read_body
 from relay.errors import SpoolUnavailable
 from relay.rules.model import BearerAuth, HmacAuth, Source
 from relay.spool.base import Quarantined, Row
-from tests.conftest import BACKEND_SECRET
+from tests.conftest import BACKEND_SECRET, receiver
 
 PAGE_VIEW = {"event": "page_view", "context": {"page": {"url": "https://shop.example/"}}}
 
@@ -193,3 +194,29 @@ def test_parse_segment_track() -> None:
     assert env["event"] == "Order Completed" and env["event_id"] == "m1"
     assert env["user"] == {"id": "u1"} and env["context"] == {"ip": "1.2.3.4", "user_agent": "UA"}
     assert parse_segment("page", {"type": "page"})["event"] == "page_view"
+
+
+async def test_read_body_joins_chunks() -> None:
+    receive = receiver(
+        {"type": "http.request", "body": b"ab", "more_body": True},
+        {"type": "http.request", "body": b"cd", "more_body": False},
+    )
+    assert await read_body(receive, None, 10) == b"abcd"
+
+
+async def test_read_body_stops_at_the_limit_without_a_length() -> None:
+    receive = receiver(
+        {"type": "http.request", "body": b"x" * 8, "more_body": True},
+        {"type": "http.request", "body": b"x" * 8, "more_body": True},
+        {"type": "http.request", "body": b"never read", "more_body": False},
+    )
+    assert await read_body(receive, None, 10) is None
+
+
+async def test_read_body_trusts_a_declared_length_over_the_limit() -> None:
+    assert await read_body(receiver(), "11", 10) is None
+
+
+async def test_read_body_raises_on_disconnect() -> None:
+    with pytest.raises(ClientDisconnect):
+        await read_body(receiver({"type": "http.disconnect"}), None, 10)
