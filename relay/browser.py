@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import ClientDisconnect, cookie_parser
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from relay.collect import Problem, commit, ingest_answer, parse_body, read_body, too_large
 from relay.identity import client_ip
@@ -61,9 +61,15 @@ async def respond(
     await send({"type": "http.response.body", "body": data})
 
 
-async def problem(send: Send, p: Problem) -> None:
-    extra = [(k.lower().encode(), v.encode()) for k, v in (p.headers or {}).items()]
-    await respond(send, p.status, {"error": p.message}, extra)
+Answer = tuple[int, Any, list[tuple[bytes, bytes]]]  # status, JSON body, extra headers
+
+
+def problem(p: Problem) -> Answer:
+    return (
+        p.status,
+        {"error": p.message},
+        [(k.lower().encode(), v.encode()) for k, v in (p.headers or {}).items()],
+    )
 
 
 class BrowserEndpoint:
@@ -74,27 +80,18 @@ class BrowserEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
-            await respond(
-                send, 405, {"error": "method not allowed; use POST"}, [(b"allow", b"POST")]
-            )
-            return
-        started = False
+            answer: Answer = (405, {"error": "method not allowed; use POST"}, [(b"allow", b"POST")])
+        else:
+            try:
+                answer = await self._handle(scope, receive)
+            except ClientDisconnect:  # no one to answer
+                return
+            except Exception:
+                LOG.exception("POST %s failed", scope.get("path", "/e"))
+                answer = (500, {"error": "internal error; nothing was accepted"}, [])
+        await respond(send, *answer)
 
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
-        try:
-            await self._handle(scope, receive, tracked)
-        except ClientDisconnect:  # no one to answer
-            return
-        except Exception:
-            LOG.exception("POST %s failed", scope.get("path", "/e"))
-            if not started:
-                await respond(send, 500, {"error": "internal error; nothing was accepted"})
-
-    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _handle(self, scope: Scope, receive: Receive) -> Answer:
         rt = self.rt
         await rt.ensure_started()
         began = time.perf_counter()
@@ -105,22 +102,19 @@ class BrowserEndpoint:
         if rt.limiter.enabled:
             wait = rt.limiter.take(ip or "-")
             if wait:
-                retry = str(max(1, round(wait)))
-                await problem(send, Problem(429, "rate limited", {"Retry-After": retry}))
-                return
+                return problem(
+                    Problem(429, "rate limited", {"Retry-After": str(max(1, round(wait)))})
+                )
         source = rt.browser_source()
         if source is None:
-            await problem(send, Problem(404, "no source of type browser in the rules"))
-            return
+            return problem(Problem(404, "no source of type browser in the rules"))
         limit = relay.limits.body_bytes
         body = await read_body(receive, headers.get("content-length"), limit)
         if body is None:
-            await problem(send, too_large(limit))
-            return
+            return problem(too_large(limit))
         items = parse_body(body, headers.get("content-type"), relay.limits.batch_events)
         if isinstance(items, Problem):
-            await problem(send, items)
-            return
+            return problem(items)
         correlation = rt.signer.issue(cookie(headers.get("cookie"), relay.cookie.name))
         meta = Meta(
             source=source,
@@ -134,9 +128,8 @@ class BrowserEndpoint:
         batch = await rt.engine.process(items, meta)
         failed = await commit(rt, batch)
         if failed:
-            await problem(send, failed)
-            return
+            return problem(failed)
         status, answer = ingest_answer(batch, single=len(items) == 1)
         set_cookie = rt.signer.header(correlation.value, headers.get("host"))
-        await respond(send, status, answer, [(b"set-cookie", set_cookie.encode()), NO_STORE])
         rt.metrics.ingest_latency.observe(time.perf_counter() - began)
+        return status, answer, [(b"set-cookie", set_cookie.encode()), NO_STORE]
