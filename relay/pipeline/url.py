@@ -60,13 +60,6 @@ def parse(at: At) -> UrlOptions:
     )
 
 
-def param_name(key: str) -> str:
-    """A query key as compared: decoded and lowercase."""
-    if "%" in key or "+" in key:
-        key = unquote_plus(key)
-    return key.lower()
-
-
 def filter_query(url: str, remove: Callable[[str], bool]) -> tuple[str, list[tuple[str, str]]]:
     """``url`` without the query parameters whose name ``remove`` selects, and the removed
     ``(name, raw value)`` pairs. Works on a bare query string (``?a=1``) too.
@@ -84,7 +77,8 @@ def filter_query(url: str, remove: Callable[[str], bool]) -> tuple[str, list[tup
         if not pair:
             continue
         key, _, value = pair.partition("=")
-        # param_name(key), inlined: this loop runs for every parameter of every page URL
+        # Names compare decoded and lowercase (decoding only when there is something to
+        # decode: this loop runs for every parameter of every page URL).
         name = unquote_plus(key).lower() if "%" in key or "+" in key else key.lower()
         if remove(name):
             removed.append((name, value))
@@ -99,7 +93,7 @@ def may_name(value: str, needles: tuple[str, ...]) -> bool:
     """False when no query parameter in ``value`` can have a name containing one of
     ``needles`` (ASCII, without spaces), a test much cheaper than splitting the query.
 
-    Names compare decoded and lowercase (``param_name``). Without a ``%`` in ``value``,
+    Names compare decoded and lowercase (as in ``filter_query``). Without a ``%`` in ``value``,
     decoding only turns ``+`` into a space, which no needle contains, so a needle found in a
     name is found at the same place in the lowercased key, and so in ``value.lower()`` (a
     string lowercases character by character; only the Greek sigma looks at its neighbours).

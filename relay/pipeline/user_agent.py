@@ -4,7 +4,7 @@
     # "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) ... Mobile/15E148 Safari/604.1"
     # -> context.device = {type: mobile, os: iOS, browser: Mobile Safari}
 
-Parsing a user agent costs about 0.65 ms, 30 times the rest of the pipeline, so results are
+Parsing a user agent costs about 0.65 ms, many times the rest of the pipeline, so results are
 cached by the user-agent string (there are few distinct ones in real traffic).
 """
 
