@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from relay.version import __version__
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
+
+__all__ = ["__version__", "create_app"]
 
 
 def create_app(rules_dir: str = "rules", **kwargs: Any) -> Starlette:

@@ -14,13 +14,13 @@ from typing import Any
 import orjson
 
 from relay.engine import Engine
-from relay.identity import client_ip
+from relay.engine.identity import client_ip
+from relay.engine.results import Meta, Result
 from relay.observe.metrics import Metrics
 from relay.paths import MISSING
 from relay.paths import get as get_path
-from relay.results import Meta, Result
 from relay.rules.model import Given, Rules, RuleTest
-from relay.state import MemoryState
+from relay.state.memory import MemoryState
 
 TEST_PEER = "192.0.2.10"  # TEST-NET-1: what a rule test's browser connects from
 TEST_CORRELATION = "rule-test-browser"

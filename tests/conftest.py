@@ -9,8 +9,8 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from relay.app import Runtime, create_app
-from tests.proxy_support import Proxied, Upstream, open_proxied
+from relay.app import create_app
+from relay.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_RULES = ROOT / "rules"
@@ -54,21 +54,6 @@ async def client(relay_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=relay_app, client=("203.0.113.7", 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
         yield c
-
-
-@pytest.fixture
-def upstream() -> Upstream:
-    """A recording stand-in for every upstream the proxy may contact."""
-    return Upstream()
-
-
-@pytest.fixture
-async def proxied(
-    rules_dir: Path, env: dict[str, str], tmp_path: Path, upstream: Upstream
-) -> AsyncIterator[Proxied]:
-    """The relay with the proxy rules of tests/proxy_support.py, mounted under ``/t``."""
-    async with open_proxied(rules_dir, env, tmp_path, upstream) as p:
-        yield p
 
 
 def receiver(*messages: dict[str, Any]) -> Callable[[], Awaitable[dict[str, Any]]]:

@@ -11,7 +11,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 import relay
-from relay.app import Runtime, create_admin_app
+from relay.app import create_admin_app
+from relay.runtime import Runtime
 
 
 async def _home(request: object) -> PlainTextResponse:

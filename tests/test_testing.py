@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from relay.cli import main
-from relay.rules import load_rules
+from relay.registry import load_rules
 from relay.testing import run_tests
 from tests.conftest import SHIPPED_RULES
 

@@ -17,14 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import shutil
 import signal
 import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,89 +33,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from relay.app import Runtime, create_admin_app, create_app
+from relay.app import create_admin_app, create_app
 from relay.demo import shop, vendors
-from relay.demo.record import Recorder, Tap
-from relay.rules.model import Rules
-
-RULES_DIR = Path(__file__).parent / "rules"
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8080
-ADMIN_MOUNT = "/admin"
-WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
-
-
-@dataclass(frozen=True, slots=True)
-class DemoConfig:
-    workdir: Path  # spool, var and the archive file
-    port: int = DEFAULT_PORT
-    host: str = DEFAULT_HOST
-
-    @property
-    def loopback(self) -> str:
-        """The host this process reaches itself on (a wildcard bind is reached locally)."""
-        if self.host in WILDCARD_HOSTS:
-            return "127.0.0.1"
-        return f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.loopback}:{self.port}"
-
-
-def demo_env(config: DemoConfig) -> dict[str, str]:
-    """The variables the demo rules use."""
-    return {
-        "DEMO_HOST": config.loopback,
-        "DEMO_PORT": str(config.port),
-        "DEMO_VAR": str(config.workdir.resolve()),
-        "DEMO_COOKIE_SECRET": secrets.token_urlsafe(32),
-        "DEMO_BACKEND_SECRET": secrets.token_urlsafe(32),
-    }
-
-
-class Demo:
-    """What the demo's handlers share (``app.state.demo``)."""
-
-    def __init__(
-        self,
-        config: DemoConfig,
-        runtime: Runtime,
-        backend_secret: str,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.config = config
-        self.runtime = runtime
-        self.backend_secret = backend_secret
-        self.recorder = Recorder()
-        self.rules_dir = RULES_DIR
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
-
-    @property
-    def rules(self) -> Rules:
-        return self.runtime.rules
-
-    @property
-    def base_url(self) -> str:
-        return self.config.base_url
-
-    def vendors(self) -> list[vendors.Vendor]:
-        return vendors.vendors_of(self.rules, self.base_url)
-
-    def client(self) -> httpx.AsyncClient:
-        """The backend's client for posting to the relay over loopback."""
-        if self._client is None:
-            # Loopback only: never through a proxy from the environment.
-            self._client = httpx.AsyncClient(
-                transport=self._transport, timeout=10.0, trust_env=False
-            )
-        return self._client
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+from relay.demo.context import (
+    ADMIN_MOUNT,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    RULES_DIR,
+    WILDCARD_HOSTS,
+    Demo,
+    DemoConfig,
+    demo_env,
+)
+from relay.demo.record import Tap
+from relay.runtime import Runtime
 
 
 async def _no_icon(request: Request) -> Response:

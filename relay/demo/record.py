@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from relay.collect import parse_body
 from relay.demo.changes import COOKIE_VALUE
+from relay.ingest.body import parse_body
 from relay.types import Event
 
 Scope = MutableMapping[str, Any]

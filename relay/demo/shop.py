@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote
 
 import httpx
@@ -25,12 +25,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from relay.demo.changes import COOKIE_VALUE
-from relay.destinations.base import SIGNATURE_HEADER, sign
+from relay.demo.context import Demo
+from relay.signature import SIGNATURE_HEADER, sign
 from relay.snippet import install_block
 from relay.types import Event
-
-if TYPE_CHECKING:
-    from relay.demo.app import Demo
 
 BACKEND_SOURCE = "backend"  # the webhook source in relay/demo/rules/relay.yaml
 CONSENT_COOKIE = "demo_consent"  # the shop's consent tool stores the choice here

@@ -12,19 +12,17 @@ import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from relay.demo.changes import describe, merged_from_browser
+from relay.demo.context import Demo
 from relay.demo.record import Recorder
 from relay.rules.model import Rules
 from relay.types import Event
-
-if TYPE_CHECKING:
-    from relay.demo.app import Demo
 
 VENDOR_PATH = "/demo/vendors/"
 ARCHIVE_SHOWN = 100  # the archive's last lines shown
@@ -70,7 +68,7 @@ async def receive(request: Request) -> Response:
     """A stand-in vendor's endpoint: one event, or ``{"batch": [...]}``."""
     demo = _demo(request)
     name = request.path_params["vendor"]
-    if name not in {v.name for v in demo.vendors() if v.type == "webhook"}:
+    if name not in {v.name for v in vendors_of(demo.rules, demo.base_url) if v.type == "webhook"}:
         return Response(orjson.dumps({"error": f"no stand-in vendor '{name}'"}), 404)
     try:
         body = orjson.loads(await request.body())
@@ -127,7 +125,7 @@ def _tail(path: str, n: int) -> tuple[int, list[Event]]:
 async def snapshot(demo: Demo) -> dict[str, Any]:
     rules = demo.rules
     out: list[dict[str, Any]] = []
-    for vendor in demo.vendors():
+    for vendor in vendors_of(demo.rules, demo.base_url):
         if vendor.type == "file":
             total, events = await asyncio.to_thread(_tail, vendor.target, ARCHIVE_SHOWN)
         else:

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 import httpx
 import orjson
 
-from relay import __version__
-from relay.destinations.base import SIGNATURE_HEADER, http_classify, parse_http_url, sign
+from relay.destinations.base import http_classify, parse_http_url
 from relay.rules.fields import BAD_VALUE, At
+from relay.signature import SIGNATURE_HEADER, sign
 from relay.types import DestinationDef, Event
+from relay.version import __version__
 
 MAX_BATCH = 100
 USER_AGENT = f"relay/{__version__}"

@@ -1,4 +1,4 @@
-"""The live debug view's feed: each event's decisions, with personal data masked.
+"""The live debug view's feed: each event's decisions, and each delivery attempt.
 
 Subscribers are bounded queues; a slow viewer loses entries rather than slowing ingest.
 """
@@ -6,58 +6,17 @@ Subscribers are bounded queues; a slow viewer loses entries rather than slowing 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from relay.observe.log import digest
+from relay.observe.mask import mask_value
 
 if TYPE_CHECKING:
-    from relay.results import Batch
     from relay.types import Verdict
 
 QUEUE_SIZE = 256
 SEEN_IDS = 1000  # event ids a filtered viewer saw, to show their delivery attempts
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_EMAIL = re.compile(r"[^\s@/?&=]+@[^\s@/?&=]+\.[A-Za-z]{2,}")
-_LONG_DIGITS = re.compile(r"\+?\d[\d\s().-]{7,}\d")
-
-
-def _mask_text(text: str) -> str:
-    return _LONG_DIGITS.sub("[digits]", _EMAIL.sub("[email]", text))
-
-
-def mask_value(value: Any) -> Any:
-    if isinstance(value, str):
-        return _mask_text(value)
-    if isinstance(value, dict):
-        return {k: mask_value(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [mask_value(v) for v in value]
-    return value
-
-
-def mask_event(event: dict[str, Any]) -> dict[str, Any]:
-    """A copy safe to show: no raw IP, user agent, user identifier or cookie value."""
-    out: dict[str, Any] = mask_value(
-        {k: v for k, v in event.items() if k not in ("user", "correlation_id")}
-    )
-    ctx = out.get("context")
-    if isinstance(ctx, dict):
-        if isinstance(ctx.get("ip"), str):
-            ctx["ip"] = "ip#" + digest(ctx["ip"], 8)
-        if isinstance(ctx.get("user_agent"), str):
-            ctx["user_agent"] = "ua#" + digest(ctx["user_agent"], 8)
-    user = event.get("user")
-    if isinstance(user, dict):
-        out["user"] = {
-            k: (v if isinstance(v, str) and _HEX64.match(v) else "#" + digest(str(v), 8))
-            for k, v in user.items()
-        }
-    if isinstance(event.get("correlation_id"), str):
-        out["correlation_id"] = "cid#" + digest(event["correlation_id"])
-    return out
 
 
 @dataclass(eq=False)
@@ -105,30 +64,15 @@ class DebugFeed:
             if mine:
                 viewer.offer({**entry, "event_ids": mine})
 
-    def publish(self, batch: Batch) -> None:
-        for result in batch.results:
-            copies = [
-                {
-                    "destination": c.destination,
-                    "outcome": c.outcome,
-                    "detail": c.detail,
-                    "sent": mask_event(c.sent) if c.sent else None,
-                }
-                for c in result.copies
-            ]
-            cid = digest(result.cid) if result.cid else None
-            entry = {
-                "event_id": result.event_id,
-                "event": result.event,
-                "status": result.status,
-                "error": result.error,
-                "notes": result.notes,
-                "copies": copies,
-                "cid": cid,
-            }
+    def publish(self, entries: list[dict[str, Any]]) -> None:
+        """Show each entry (one event's decisions, masked; ``relay.engine.results.
+        debug_entries``) to every viewer it is for: all of them, or the one whose browser's
+        correlation id (its digest, ``cid``) it carries."""
+        for entry in entries:
+            cid, event_id = entry.get("cid"), entry.get("event_id")
             for viewer in self._viewers:
                 if viewer.want and viewer.want != cid:
                     continue
-                if result.event_id:
-                    viewer.seen.append(result.event_id)
+                if event_id:
+                    viewer.seen.append(event_id)
                 viewer.offer(entry)

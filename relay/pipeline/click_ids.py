@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from relay.envelope import CLICK_ID_PARAMS, CLICK_ID_SET
+from relay.pipeline.params import CLICK_ID_PARAMS, CLICK_ID_SET
 from relay.pipeline.url import clean_page
 from relay.rules.fields import MISSING_KEY, UNKNOWN_CHOICE, At
 from relay.types import Event, StepContext

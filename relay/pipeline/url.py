@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
-from relay.envelope import CLICK_ID_SET
+from relay.pipeline.params import CLICK_ID_SET
 from relay.rules.diagnostics import suggest
 from relay.rules.fields import BAD_VALUE, MISSING_KEY, UNKNOWN_CHOICE, At
 from relay.types import Event, StepContext

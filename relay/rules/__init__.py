@@ -1,9 +1,11 @@
 """Rule files: load a directory (YAML with marks) -> typed frozen ``Rules`` -> diagnostics.
 
-    rules = load_rules("rules")            # raises RulesError listing every error
-    rules, diagnostics = check_rules("rules")   # rules is None when there are errors
+    rules = load_rules("rules", CATALOG)              # raises RulesError listing every error
+    rules, diagnostics = check_rules("rules", CATALOG)  # rules is None when there are errors
 
-Warnings never fail a load. Messages never quote a secret (see ``relay.rules.secrets``).
+``catalog`` says what the rules can name (``relay.rules.catalog``); ``relay.registry`` binds
+the relay's own, so most code calls ``relay.registry.load_rules("rules")``. Warnings never
+fail a load. Messages never quote a secret (see ``relay.rules.secrets``).
 """
 
 from __future__ import annotations
@@ -12,31 +14,34 @@ import dataclasses
 import os
 from collections.abc import Mapping
 
+from relay.rules.catalog import Catalog
 from relay.rules.diagnostics import Diagnostic, RulesError
 from relay.rules.model import Rules
 from relay.rules.parse import parse_rules
 from relay.rules.secrets import MASK, secret_values
 from relay.rules.source import RawRules, read_rules_dir
 
-__all__ = ["Diagnostic", "Rules", "RulesError", "check_rules", "load_rules"]
+__all__ = ["Catalog", "Diagnostic", "Rules", "RulesError", "check_rules", "load_rules"]
 
 
 def check_rules(
-    directory: str | os.PathLike[str], env: Mapping[str, str] | None = None
+    directory: str | os.PathLike[str], catalog: Catalog, env: Mapping[str, str] | None = None
 ) -> tuple[Rules | None, list[Diagnostic]]:
     """Read and validate ``directory``: the rules (None if any error) and all diagnostics,
     sorted by file, line and column. ``env`` defaults to ``os.environ``."""
     raw = read_rules_dir(directory, env)
-    rules = parse_rules(raw)
+    rules = parse_rules(raw, catalog)
     diagnostics = _scrub(raw.reporter.sorted(), raw)
     if any(d.severity == "error" for d in diagnostics):
         return None, diagnostics
     return rules, diagnostics
 
 
-def load_rules(directory: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Rules:
+def load_rules(
+    directory: str | os.PathLike[str], catalog: Catalog, env: Mapping[str, str] | None = None
+) -> Rules:
     """The validated rules of ``directory``; raises ``RulesError`` with every error."""
-    rules, diagnostics = check_rules(directory, env)
+    rules, diagnostics = check_rules(directory, catalog, env)
     if rules is None:
         raise RulesError([d for d in diagnostics if d.severity == "error"])
     return rules

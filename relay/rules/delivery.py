@@ -1,10 +1,7 @@
 """The ``pipelines:`` and ``destinations:`` sections: how events are minimized and where
-they go. Step kinds and destination types come from their registries."""
+they go. Step kinds and destination types come from the catalog (``relay.rules.catalog``)."""
 
 from __future__ import annotations
-
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from relay.rules.codes import (
     BATCH_TOO_LARGE,
@@ -16,11 +13,8 @@ from relay.rules.codes import (
 )
 from relay.rules.diagnostics import suggest
 from relay.rules.fields import At
-from relay.rules.model import Destination, Matcher, Pipeline, Retry, Step
-
-if TYPE_CHECKING:
-    from relay.rules.parse import Reader
-    from relay.types import DestinationDef, StepDef
+from relay.rules.model import Destination, Pipeline, Retry, Step
+from relay.rules.reader import Reader
 
 DESTINATION_KEYS = (
     "type", "purpose", "events", "when", "pipeline", "settings", "retry", "timeout",
@@ -35,28 +29,9 @@ LEGAL_BASES = (
 UNGATED_TYPES = ("file", "log")  # the only destination types that may omit a purpose
 
 
-def _steps() -> Mapping[str, StepDef]:
-    # Imported here, not at the top: relay.pipeline imports relay.rules.fields.
-    from relay.pipeline import STEPS
-
-    return STEPS
-
-
-def _destination_types() -> Mapping[str, DestinationDef]:
-    from relay.destinations import DESTINATIONS
-
-    return DESTINATIONS
-
-
-def _parse_when(at: At) -> tuple[Matcher, ...]:
-    from relay.match import parse_when
-
-    return parse_when(at)
-
-
 def pipelines(r: Reader, section: At) -> dict[str, Pipeline]:
     out: dict[str, Pipeline] = {}
-    registry = _steps()
+    registry = r.catalog.steps
     for name, at in r.entries(section):
         steps: list[Step] = []
         for item in at.items() if at.present else ():
@@ -77,7 +52,7 @@ def pipelines(r: Reader, section: At) -> dict[str, Pipeline]:
 
 def destinations(r: Reader, section: At) -> dict[str, Destination]:
     out: dict[str, Destination] = {}
-    registry = _destination_types()
+    registry = r.catalog.destinations
     for name, at in r.entries(section):
         if at.mapping(DESTINATION_KEYS, ("type",)) is None:
             continue
@@ -94,7 +69,7 @@ def destinations(r: Reader, section: At) -> dict[str, Destination]:
             at.error(MISSING_PURPOSE, "missing required key 'purpose'",
                      "every destination except file and log is gated by a purpose")
         events = _destination_events(r, get("events"))
-        when = _parse_when(get("when")) if get("when").present else ()
+        when = r.catalog.when(get("when")) if get("when").present else ()
         pipeline = r.ref("pipeline", get("pipeline")) if get("pipeline").present else None
         settings = ddef.parse_settings(get("settings")) if ddef is not None else None
         batch = get("batch_size").integer(minimum=1)

@@ -4,7 +4,7 @@ and which consent covers it."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from relay.rules.codes import (
     BAD_AUTH,
@@ -31,9 +31,7 @@ from relay.rules.model import (
     Purpose,
     Source,
 )
-
-if TYPE_CHECKING:
-    from relay.rules.parse import Reader
+from relay.rules.reader import Reader
 
 PURPOSE_KEYS = ("description", "default", "gpc", "pending_window")
 SOURCE_KEYS = ("type", "auth", "write_keys")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from relay.rules.codes import (
@@ -31,9 +31,7 @@ from relay.rules.codes import (
 )
 from relay.rules.fields import BAD_VALUE, UNKNOWN_CHOICE, At
 from relay.rules.model import PROXY_CACHE_TOTAL_BYTES, ProxyRoute, SubPath
-
-if TYPE_CHECKING:
-    from relay.rules.parse import Reader
+from relay.rules.reader import Reader
 
 PROXY_KEYS = (
     "path", "upstream", "paths", "purpose", "forward_ip", "user_agent", "forward_country",
@@ -108,7 +106,7 @@ def routes(r: Reader, section: At) -> dict[str, ProxyRoute]:
             max_body=get("max_body").integer(d.max_body, minimum=0) or 0,
             concurrency=get("concurrency").integer(d.concurrency, minimum=1) or d.concurrency,
             methods=methods,
-            **_query(get("query")),
+            **_query(r, get("query")),
         )
         if path is not None and upstream is not None:
             out[name] = route
@@ -185,12 +183,10 @@ def _methods(at: At) -> tuple[str, ...]:
     return tuple(out) if out else ProxyRoute("", "", "").methods
 
 
-def _query(at: At) -> dict[str, Any]:
+def _query(r: Reader, at: At) -> dict[str, Any]:
     if not at.present:
         return {}
-    from relay.pipeline import url  # not at the top: relay.pipeline imports relay.rules
-
-    options = url.parse(at)
+    options = r.catalog.steps["url"].parse(at)  # the url step's options
     return {"keep_params": options.keep_params, "drop_params": options.drop_params,
             "strip_query": options.strip_query}
 
@@ -198,9 +194,7 @@ def _query(at: At) -> dict[str, Any]:
 def _click_ids(r: Reader, at: At) -> str | None:
     if not at.present:
         return None
-    from relay.pipeline import click_ids
-
-    keep_for = click_ids.parse(at).keep_for
+    keep_for: str | None = r.catalog.steps["click_ids"].parse(at).keep_for  # the step's own
     if keep_for is not None:
         r.refer("purpose", keep_for, at.get("keep_for"))
     return keep_for

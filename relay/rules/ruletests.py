@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from relay.rules.codes import (
     BAD_FIELD_PATH,
@@ -14,9 +14,7 @@ from relay.rules.codes import (
 from relay.rules.diagnostics import suggest
 from relay.rules.fields import BAD_VALUE, MISSING_KEY, At
 from relay.rules.model import OUTCOMES, Expectation, Given, RuleTest
-
-if TYPE_CHECKING:
-    from relay.rules.parse import Reader
+from relay.rules.reader import Reader
 
 TEST_KEYS = ("name", "given", "expect")
 GIVEN_KEYS = ("source", "headers", "event")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from relay.rules.codes import (
     BAD_PREFIX,
@@ -21,9 +21,7 @@ from relay.rules.model import (
     RateLimit,
     RelaySettings,
 )
-
-if TYPE_CHECKING:
-    from relay.rules.parse import Reader
+from relay.rules.reader import Reader
 
 RELAY_KEYS = (
     "prefix", "client_ip", "country_header", "cookie", "dedup_window", "dedup_max_keys",

@@ -6,7 +6,8 @@ import httpx
 import pytest
 
 from relay.destinations import DESTINATIONS
-from relay.destinations.base import http_classify, parse_retry_after, sign, verify
+from relay.destinations.base import http_classify, parse_retry_after
+from relay.signature import sign, verify
 from relay.types import OK, Verdict
 
 NOW = 1_795_867_200.0  # 2026-11-28 12:00:00 UTC

@@ -4,7 +4,7 @@ import httpx
 import orjson
 
 from relay.destinations import webhook
-from relay.destinations.base import verify
+from relay.signature import verify
 
 from .helpers import parse
 

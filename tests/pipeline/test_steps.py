@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from relay.envelope import EnvelopeError, normalize
+from relay.engine.envelope import EnvelopeError, normalize
 from relay.pipeline import STEPS, run
 from relay.rules.diagnostics import Reporter
 from relay.rules.fields import At

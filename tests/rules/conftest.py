@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.rules import Diagnostic, Rules, check_rules
+from relay.registry import check_rules
+from relay.rules import Diagnostic, Rules
 
 # A small valid rules set; each test adds one snippet to it in a second file.
 BASE = """\

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from relay.rules import RulesError, check_rules, load_rules
+from relay.registry import check_rules, load_rules, parse_rules
+from relay.rules import RulesError
 from relay.rules.diagnostics import dotted
 from relay.rules.model import BearerAuth
-from relay.rules.parse import parse_rules
 from relay.rules.source import read_rules_dir
 
 CASES = Path(__file__).resolve().parent / "cases"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.rules import RulesError, check_rules, load_rules
+from relay.registry import check_rules, load_rules
+from relay.rules import RulesError
 from relay.rules.diagnostics import dotted
 
 MISTAKES = Path(__file__).resolve().parent / "cases" / "mistakes"

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from relay.rules import Diagnostic, Rules, check_rules, load_rules
+from relay.registry import check_rules, load_rules, parse_rules
+from relay.rules import Diagnostic, Rules
 from relay.rules.diagnostics import Reporter, dotted
 from relay.rules.model import (
     DEFAULT_CONSENT_MAP,
@@ -21,7 +22,6 @@ from relay.rules.model import (
     HmacAuth,
     Matcher,
 )
-from relay.rules.parse import parse_rules
 from relay.rules.source import read_rules_dir
 
 CASES = Path(__file__).resolve().parent / "cases"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from relay.rules import load_rules
+from relay.registry import load_rules
 from relay.rules.secrets import MASK, is_secret_key, masked_tree
 
 CASES = Path(__file__).resolve().parent / "cases"

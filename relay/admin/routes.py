@@ -1,0 +1,167 @@
+"""The admin listener's routes: metrics, readiness, the active rules, dead letters, debug."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from relay.observe.log import digest
+from relay.rules.secrets import masked_tree
+
+if TYPE_CHECKING:
+    from relay.runtime import Runtime
+
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_INDENT_2), status, media_type="application/json"
+    )
+
+
+def _rt(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.relay
+    return rt
+
+
+def _limit(request: Request, default: int = 100, most: int = 10_000) -> int:
+    text = request.query_params.get("limit", "")
+    return min(int(text), most) if text.isdigit() else default
+
+
+async def metrics(request: Request) -> Response:
+    return Response(_rt(request).metrics.render(), media_type=PROMETHEUS_TYPE)
+
+
+async def readyz(request: Request) -> Response:
+    rt = _rt(request)
+    ready = rt.started and rt.spool.writable()
+    body = {
+        "ready": ready,
+        "rules_version": rt.rules.version,
+        "spool_writable": rt.spool.writable(),
+        "started": rt.started,
+    }
+    return _json(body, 200 if ready else 503)
+
+
+async def rules(request: Request) -> Response:
+    rt = _rt(request)
+    return _json(
+        {"version": rt.rules.version, "files": list(rt.rules.files), "rules": masked_tree(rt.rules)}
+    )
+
+
+async def dlq(request: Request) -> Response:
+    rt = _rt(request)
+    dest = request.query_params.get("destination")
+    letters = await rt.spool.dlq_list(dest, _limit(request))
+    return _json([d.summary() for d in letters])
+
+
+async def quarantine(request: Request) -> Response:
+    rt = _rt(request)
+    items = await rt.spool.quarantine_list(_limit(request))
+    for item in items:
+        item["payload"] = orjson.loads(item["payload"])
+    return _json(items)
+
+
+DEBUG_PAGE = """<!doctype html><meta charset=utf-8><title>Relay debug</title>
+<style>body{font:14px system-ui;margin:1rem}pre{background:#f5f5f5;padding:.5rem}
+.ev{border-bottom:1px solid #ddd;padding:.5rem 0}.delivered{color:#070}
+.suppressed,.rejected{color:#a00}.duplicate,.held,.dropped{color:#a60}</style>
+<h1>Relay: live events</h1><p id=s>connecting…</p><div id=log></div>
+<script>
+const es=new EventSource('debug/stream'+location.search);
+const log=document.getElementById('log');
+const el=(tag,cls,text)=>{const n=document.createElement(tag);
+  if(cls)n.className=cls;n.textContent=text;return n};
+es.onopen=()=>document.getElementById('s').textContent='live';
+es.onmessage=(m)=>{const e=JSON.parse(m.data);const d=el('div','ev','');
+  if(e.delivery){d.append(el('div',e.outcome=='ok'?'delivered':'suppressed',
+    'attempt: '+e.delivery+' '+e.outcome+(e.status?' HTTP '+e.status:'')+' for '+
+    e.event_ids.join(', ')+(e.detail?' ('+e.detail+')':'')));log.prepend(d);return}
+  d.append(el('b','',e.event+' '+(e.event_id||'')+' - '+e.status+(e.error?': '+e.error:'')));
+  for(const n of e.notes||[])d.append(el('div','',n));
+  for(const c of e.copies){
+    d.append(el('div',c.outcome,c.destination+': '+c.outcome+(c.detail?' ('+c.detail+')':'')));
+    if(c.sent)d.append(el('pre','',JSON.stringify(c.sent,null,1)));
+  }
+  log.prepend(d)};
+</script>"""
+
+
+async def debug_page(request: Request) -> Response:
+    return HTMLResponse(DEBUG_PAGE)
+
+
+async def debug_stream(request: Request) -> Response:
+    rt = _rt(request)
+    cookie = request.cookies.get(rt.rules.relay.cookie.name)
+    cid = request.query_params.get("cid")
+    if cid is None and cookie:
+        own = rt.signer.verify(cookie)
+        cid = digest(own) if own else None
+    queue = rt.debug.subscribe(cid)
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            yield b": connected\n\n"
+            while True:
+                try:
+                    entry = await asyncio.wait_for(queue.get(), 15)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                yield b"data: " + orjson.dumps(entry) + b"\n\n"
+        finally:
+            rt.debug.unsubscribe(queue)
+
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+    )
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/metrics", metrics),
+        Route("/readyz", readyz),
+        Route("/rules", rules),
+        Route("/dlq", dlq),
+        Route("/quarantine", quarantine),
+        Route("/debug", debug_page),
+        Route("/debug/stream", debug_stream),
+    ]
+
+
+class _TokenAuth(BaseHTTPMiddleware):
+    def __init__(self, app: Any, token: str) -> None:
+        super().__init__(app)
+        self.token = token.encode()
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        given = request.headers.get("authorization", "")
+        ok = given.lower().startswith("bearer ") and hmac.compare_digest(
+            given[7:].strip().encode(), self.token
+        )
+        if not ok and request.query_params.get("token"):
+            ok = hmac.compare_digest(request.query_params["token"].encode(), self.token)
+        if not ok:
+            return Response("admin token required\n", 401, {"WWW-Authenticate": "Bearer"})
+        return await call_next(request)
+
+
+def middleware(runtime: Runtime) -> list[Middleware]:
+    token = runtime.rules.relay.admin.token
+    return [Middleware(_TokenAuth, token=token)] if token else []

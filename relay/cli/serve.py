@@ -1,0 +1,123 @@
+"""``relay serve``: the relay and its admin listener under hypercorn."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from relay.cli.common import load
+from relay.observe.log import configure
+from relay.rules.model import Rules
+from relay.runtime import load_or_create_secret
+from relay.spool.factory import open_spool
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+def _serve_config(args: argparse.Namespace, admin_host: str, admin_port: int) -> Any:
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [f"{args.host}:{args.port}", f"{admin_host}:{admin_port}"]
+    config.workers = args.workers
+    config.accesslog = None
+    config.errorlog = "-"
+    config.loglevel = "WARNING"
+    config.graceful_timeout = 5.0
+    return config
+
+
+def _cannot_listen(binds: Sequence[str]) -> str | None:
+    """Why ``host:port`` addresses cannot be bound (a port taken, an address not this
+    host's), checked before anything starts; None when they can."""
+    for bind in binds:
+        host, _, port = bind.rpartition(":")
+        host = host.strip("[]")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, int(port)))
+            except OSError as exc:
+                return f"cannot listen on {bind}: {exc.strerror or exc}"
+    return None
+
+
+async def _release_leases(rules: Rules) -> None:
+    spool = open_spool(rules.relay.spool)
+    await spool.start()
+    released = await spool.release_leases()
+    await spool.close()
+    if released:
+        print(f"spool: released {released} lease(s) left by a previous run", file=sys.stderr)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    rules = load(args.rules)
+    if rules is None:
+        return 1
+    admin_port = args.admin_port if args.admin_port is not None else rules.relay.admin.port
+    config = _serve_config(args, rules.relay.admin.host, admin_port)
+    problem = _cannot_listen(config.bind)
+    if problem:
+        print(f"relay serve: {problem}", file=sys.stderr)
+        return 1
+    configure(os.environ.get("RELAY_LOG_LEVEL", "INFO"))
+    if not rules.relay.cookie.secrets:  # made once here, before any worker needs it
+        load_or_create_secret(Path(args.var))
+    asyncio.run(_release_leases(rules))
+    print(
+        f"relay: serving {rules.relay.prefix}/ on http://{args.host}:{args.port} "
+        f"(admin http://{rules.relay.admin.host}:{admin_port}), rules {rules.version}",
+        file=sys.stderr,
+        flush=True,
+    )
+    if args.workers > 1:
+        from hypercorn.run import run
+
+        os.environ["RELAY_RULES_DIR"] = args.rules
+        os.environ["RELAY_VAR_DIR"] = args.var
+        os.environ["RELAY_ADMIN_PORT"] = str(admin_port)
+        config.application_path = "relay.cli.worker:app"
+        _forward_sighup()
+        return int(run(config) or 0)
+    from hypercorn.asyncio import serve
+
+    from relay.app import serving_app
+
+    app = serving_app(args.rules, args.var, admin_port)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(app, config, shutdown_trigger=stop.wait)
+
+    asyncio.run(main())
+    return 0
+
+
+def _forward_sighup() -> None:
+    """With several workers, SIGHUP to the master reloads every worker's rules."""
+    forwarding = False
+
+    def handler(signum: int, frame: Any) -> None:
+        nonlocal forwarding
+        if forwarding:
+            return
+        forwarding = True
+        try:
+            os.killpg(os.getpgrp(), signal.SIGHUP)
+        finally:
+            forwarding = False
+
+    signal.signal(signal.SIGHUP, handler)

@@ -1,0 +1,335 @@
+"""The routing engine: from parsed envelopes to per-destination decisions and spool rows.
+
+It has no HTTP in it: the handlers in ``collect.py`` and ``relay test`` both call
+``Engine.process``. For each event::
+
+    normalize -> enrich (source, received_at, browser context) -> contract
+      -> authority (hold browser copies / merge them into the backend's)
+      -> per destination: events, when, consent, dedup, pipeline -> a spool Row
+
+Nothing is written here: the caller commits ``Batch.rows`` and, if that fails, calls
+``Engine.rollback`` so a retried request is not mistaken for a duplicate. What it returns is
+in ``results.py``; copies that wait for a browser's consent are handled in ``waiting.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from relay import pipeline
+from relay.engine import contracts, envelope
+from relay.engine.consent import decide
+from relay.engine.identity import new_id
+from relay.engine.match import matches
+from relay.engine.results import Batch, Copy, EventStatus, Meta, Result
+from relay.engine.waiting import CONSENT_EVENT, ConsentWaits
+from relay.observe.log import digest, hop
+from relay.observe.mask import mask_event, mask_value
+from relay.observe.metrics import Metrics
+from relay.paths import MISSING
+from relay.paths import get as get_path
+from relay.paths import set_ as set_path
+from relay.rules.model import Contract, Destination, Rules, Source
+from relay.spool.base import Quarantined, Row
+from relay.state import State
+from relay.types import Event, StepContext
+
+OTHER_EVENT = "*"
+
+
+class Engine(ConsentWaits):
+    def __init__(self, rules: Rules, state: State, metrics: Metrics) -> None:
+        self.rules = rules
+        self.state = state
+        self.metrics = metrics
+        self._browser_name = next(
+            (s.name for s in rules.sources.values() if s.type == "browser"), None
+        )
+        self._auth_ttl = max(
+            [c.confirm_window for c in rules.events.contracts.values()] + [rules.relay.dedup_window]
+        )
+
+    async def process(self, raws: Sequence[Any], meta: Meta) -> Batch:
+        batch = Batch()
+        for index, raw in enumerate(raws):
+            result = await self._one(index, raw, meta, batch)
+            if result.cid is None and meta.source.type == "browser":
+                result.cid = meta.correlation_id
+            batch.results.append(result)
+        return batch
+
+    async def rollback(self, batch: Batch) -> None:
+        await self.state.forget(batch.marked)
+
+    # -- one event --------------------------------------------------------------------
+
+    def _label(self, name: str) -> str:
+        """An event name fit for a metric label: contract names only, so clients cannot
+        grow the label set (or put text of their own into it)."""
+        return name if name in self.rules.events.contracts else OTHER_EVENT
+
+    def _reject(self, index: int, meta: Meta, error: str, reason: str, name: str | None) -> Result:
+        self.metrics.events_rejected.labels(meta.source.name, reason).inc()
+        # The log line names only known events, and masks what the client wrote into the error.
+        known = name if name is not None and name in self.rules.events.contracts else None
+        hop(
+            "rejected", source=meta.source.name, event=known, reason=reason, error=mask_value(error)
+        )
+        return Result(index, "rejected", event=name, error=error)
+
+    async def _one(self, index: int, raw: Any, meta: Meta, batch: Batch) -> Result:
+        rules = self.rules
+        source = meta.source
+        trusted = source.type != "browser"
+        ev = envelope.normalize(
+            raw,
+            trusted=trusted,
+            limits=rules.relay.limits,
+            consent_map=rules.relay.consent_map,
+            now_ms=meta.received_ms,
+        )
+        if isinstance(ev, envelope.EnvelopeError):
+            name = raw.get("event") if isinstance(raw, dict) else None
+            return self._reject(
+                index, meta, str(ev), "envelope", name if isinstance(name, str) else None
+            )
+        notes: list[str] = []
+        if "event_id" not in ev:
+            if trusted:
+                return self._reject(
+                    index, meta, "event_id: required for backend events", "envelope", ev["event"]
+                )
+            ev["event_id"] = new_id("evt_")
+        self._enrich(ev, meta, notes)
+        if source.type == "browser" and not meta.gpc and _says_gpc(raw):
+            # navigator.globalPrivacyControl, as the snippet reports it: an opt-out can only
+            # narrow what is sent, so the page may turn GPC on (never off).
+            ev["context"]["gpc"] = True
+        cid = ev.get("correlation_id") if source.type == "browser" else None
+        if cid is not None:
+            changed = await self._consent_memory(ev, cid)
+            if ev["event"] == CONSENT_EVENT:
+                return await self._consent_update(index, ev, cid, batch, notes)
+            if changed:
+                await self._release(ev, cid, batch, notes)
+
+        checked = contracts.check(ev, rules.events)
+        name, eid = ev["event"], ev["event_id"]
+        if checked.kind == "rejected":
+            return self._reject(index, meta, checked.error or "contract", "contract", name)
+        ev = checked.event
+        self.metrics.events_received.labels(source.name, self._label(name)).inc()
+        hop(
+            "received",
+            event_id=eid,
+            source=source.name,
+            event=name,
+            schema=ev.get("schema"),
+            consent=ev.get("consent"),
+            cid=digest(ev["correlation_id"]) if "correlation_id" in ev else None,
+        )
+        if checked.kind == "quarantine":
+            batch.quarantined.append(
+                Quarantined(source.name, name, checked.error or "", _quarantine_copy(ev))
+            )
+            self.metrics.events_quarantined.labels(source.name).inc()
+            hop("quarantined", event_id=eid, source=source.name, event=name)
+            return Result(index, "quarantined", eid, name, checked.error, notes=notes)
+
+        contract = checked.contract
+        if contract is not None and contract.authority is not None:
+            held = await self._authority(ev, contract, source, notes)
+            if held is not None:
+                return Result(index, held, eid, name, notes=notes)
+
+        result = Result(index, "accepted", eid, name, notes=notes, cid=ev.get("correlation_id"))
+        await self._route(ev, result, batch)
+        routed = [c for c in result.copies if c.outcome in ("delivered", "duplicate")]
+        if routed and all(c.outcome == "duplicate" for c in routed):
+            result.status = "duplicate"
+        return result
+
+    def _enrich(self, ev: Event, meta: Meta, notes: list[str]) -> None:
+        ev["source"] = meta.source.name
+        ev["received_at"] = envelope.format_ms(meta.received_ms)
+        ctx = ev.get("context")
+        if not isinstance(ctx, dict):
+            ctx = ev["context"] = {}
+        if meta.source.type == "browser":
+            for key, value in (
+                ("ip", meta.ip),
+                ("user_agent", meta.user_agent),
+                ("country", meta.country),
+            ):
+                if value:
+                    ctx[key] = value
+            ctx["gpc"] = meta.gpc
+            if meta.correlation_id:
+                ev["correlation_id"] = meta.correlation_id
+            return
+        # Trusted sources: the backend's context is the user's; only fill the country
+        # from the CDN header when the backend did not say.
+        if "country" not in ctx and meta.country:
+            ctx["country"] = meta.country
+        echoed = ev.get("correlation_id")
+        if echoed is not None:
+            verified = (
+                meta.verify_correlation(echoed)
+                if (meta.verify_correlation and isinstance(echoed, str))
+                else None
+            )
+            if verified is None:
+                del ev["correlation_id"]
+                notes.append("correlation_id: invalid or expired signature, ignored")
+            else:
+                ev["correlation_id"] = verified
+
+    async def _authority(
+        self, ev: Event, contract: Contract, source: Source, notes: list[str]
+    ) -> EventStatus | None:
+        eid, name = ev["event_id"], ev["event"]
+        cid = ev.get("correlation_id")
+        aliases = ["eid:" + eid] + ([f"cid:{cid}:{name}"] if cid else [])
+        if source.name == contract.authority:
+            held = await self.state.take(aliases)
+            if held is not None:
+                merged = 0
+                for path, value in held.get("fields", {}).items():
+                    if get_path(ev, path) is MISSING:
+                        set_path(ev, path, value)
+                        merged += 1
+                notes.append(f"confirmed a held browser copy; merged {merged} field(s)")
+                hop("released", event_id=eid, event=name, merged=merged)
+            await self.state.seen(["auth:" + eid], self._auth_ttl)
+            return None
+        if source.type != "browser":
+            return None  # another trusted source: routed as is
+        if await self.state.contains("auth:" + eid):
+            notes.append("the authoritative copy was already received")
+            self.metrics.events_duplicate.labels("*").inc()
+            hop("duplicate", event_id=eid, event=name, reason="authority already confirmed")
+            return "duplicate"
+        fields = {
+            p: v for p in contract.enrich_from_browser if (v := get_path(ev, p)) is not MISSING
+        }
+        await self.state.hold(aliases, {"event": name, "fields": fields}, contract.confirm_window)
+        self.metrics.events_held.labels(self._label(name)).inc()
+        hop("held", event_id=eid, event=name, authority=contract.authority)
+        notes.append(f"held until {contract.authority} confirms")
+        return "held"
+
+    async def _route(self, ev: Event, result: Result, batch: Batch) -> None:
+        rules = self.rules
+        eid, name = ev["event_id"], ev["event"]
+        states = {p: decide(purpose, ev) for p, purpose in rules.purposes.items()}
+        granted = frozenset(p for p, (state, _) in states.items() if state == "granted")
+        # A copy whose purpose is undecided in an opt-in region waits for this browser's
+        # consent instead of being suppressed (browser events only: they have a cookie).
+        cid = ev.get("correlation_id") if ev.get("source") == self._browser_name else None
+        candidates: list[Destination] = []
+        pending: dict[str, str] = {}
+        for dest in rules.destinations.values():
+            if dest.events is not None and name not in dest.events:
+                continue
+            if dest.when and not matches(dest.when, ev):
+                result.copies.append(Copy(dest.name, "dropped", "when: no match"))
+                continue
+            if dest.purpose is not None:
+                state, reason = states.get(dest.purpose, ("denied", "unknown purpose"))
+                if state != "granted":
+                    window = rules.purposes[dest.purpose].pending_window
+                    if cid and reason.startswith("default") and window > 0:
+                        pending[dest.name] = dest.purpose
+                        result.copies.append(
+                            Copy(dest.name, "held", f"{dest.purpose}: pending consent")
+                        )
+                        continue
+                    self._suppressed(eid, name, dest.name, dest.purpose, reason)
+                    result.copies.append(Copy(dest.name, "suppressed", f"{dest.purpose}: {reason}"))
+                    continue
+            candidates.append(dest)
+        if pending and cid:
+            await self._pend(ev, cid, pending, granted, result)
+        await self._emit(ev, candidates, granted, result, batch)
+
+    def _prepare(self, own: Event, dest: Destination, granted: frozenset[str]) -> Copy:
+        """One destination's copy: ``own`` (an event this copy alone holds, which the steps
+        may change) through the destination's pipeline."""
+        sent: Event | None = own
+        ctx = StepContext(dest.name, granted)
+        if dest.pipeline is not None and sent is not None:
+            sent = pipeline.run(self.rules.pipelines[dest.pipeline].steps, sent, ctx)
+        for transform, n in ctx.counts.items():
+            self.metrics.fields_redacted.labels(transform).inc(n)
+        if sent is None:
+            return Copy(dest.name, "dropped", "dropped by the pipeline")
+        return Copy(dest.name, "delivered", "; ".join(ctx.notes), sent)
+
+    async def _emit(
+        self,
+        ev: Event,
+        candidates: Sequence[Destination],
+        granted: frozenset[str],
+        result: Result,
+        batch: Batch,
+    ) -> None:
+        """Run each destination's pipeline on its own copy, then dedup and add the rows.
+        The event is not needed after this, so the last destination takes it as its copy."""
+        blob = orjson.dumps(ev) if len(candidates) > 1 else b""
+        copies = [self._prepare(orjson.loads(blob), dest, granted) for dest in candidates[:-1]]
+        if candidates:
+            copies.append(self._prepare(ev, candidates[-1], granted))
+        await self._spool_copies(ev["event_id"], ev["event"], copies, result, batch)
+
+    async def _spool_copies(
+        self, eid: str, name: str, copies: Sequence[Copy], result: Result, batch: Batch
+    ) -> None:
+        for copy in copies:
+            if copy.sent is None:
+                result.copies.append(copy)
+                self.metrics.events_dropped.labels(copy.destination).inc()
+                hop("dropped", event_id=eid, event=name, destination=copy.destination)
+        ready = [c for c in copies if c.sent is not None]
+        if not ready:
+            return
+        keys = [f"{c.destination}:{eid}" for c in ready]
+        already = await self.state.seen(keys, self.rules.relay.dedup_window)
+        for copy, key, dup in zip(ready, keys, already, strict=True):
+            if dup:
+                result.copies.append(
+                    Copy(copy.destination, "duplicate", "seen within dedup_window")
+                )
+                self.metrics.events_duplicate.labels(copy.destination).inc()
+                hop("duplicate", event_id=eid, event=name, destination=copy.destination)
+                continue
+            batch.marked.append(key)
+            result.copies.append(copy)
+            batch.rows.append(Row(copy.destination, eid, orjson.dumps(copy.sent)))
+
+    async def expire(self) -> None:
+        """Count what ran out of time: held browser copies never confirmed, and copies that
+        waited for a consent choice that never came (suppressed)."""
+        for held in await self.state.expired():
+            name = str(held.get("event", "?"))
+            self.metrics.held_expired.labels(self._label(name)).inc()
+            hop("expired", event=name, reason="unconfirmed by the authoritative source")
+        await self._expire_pending()
+
+
+def _says_gpc(raw: Any) -> bool:
+    ctx = raw.get("context") if isinstance(raw, dict) else None
+    return isinstance(ctx, dict) and ctx.get("gpc") is True
+
+
+def _quarantine_copy(ev: Event) -> bytes:
+    """Quarantined events are kept for review in the debug view's masked form: their shape
+    and names, never a raw IP, user agent, identifier or correlation id."""
+    return orjson.dumps(mask_event(ev))
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

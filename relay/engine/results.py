@@ -1,0 +1,102 @@
+"""What the engine decides: the request's ``Meta`` in, per event a ``Result`` with one
+``Copy`` per destination, and the ``Batch`` of spool rows a request commits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from relay.observe.log import digest
+from relay.observe.mask import mask_event
+from relay.rules.model import Outcome, Source
+from relay.spool.base import Quarantined, Row
+from relay.types import Event
+
+EventStatus = Literal["accepted", "duplicate", "rejected", "held", "quarantined"]
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """What the request says about the user, filled in by the handler."""
+
+    source: Source
+    received_ms: int
+    ip: str | None = None
+    user_agent: str | None = None
+    country: str | None = None
+    gpc: bool = False
+    correlation_id: str | None = None  # verified (unsigned) id, never the cookie value
+    verify_correlation: Callable[[str], str | None] | None = None  # for webhook echoes
+
+
+@dataclass(slots=True)
+class Copy:
+    destination: str
+    outcome: Outcome
+    detail: str = ""
+    sent: Event | None = None  # what the destination will receive
+
+
+@dataclass(slots=True)
+class Result:
+    index: int
+    status: EventStatus
+    event_id: str | None = None
+    event: str | None = None
+    error: str | None = None
+    copies: list[Copy] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    cid: str | None = None  # the browser's correlation id (the debug view filters on it)
+
+
+@dataclass(slots=True)
+class Batch:
+    results: list[Result] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
+    quarantined: list[Quarantined] = field(default_factory=list)
+    marked: list[str] = field(default_factory=list)  # dedup keys set by this batch
+
+    @property
+    def accepted(self) -> int:
+        return sum(1 for r in self.results if r.status not in ("rejected", "duplicate"))
+
+    @property
+    def duplicates(self) -> int:
+        return sum(1 for r in self.results if r.status == "duplicate")
+
+    def rejected(self) -> list[dict[str, Any]]:
+        return [
+            {"index": r.index, "error": r.error} for r in self.results if r.status == "rejected"
+        ]
+
+    def destinations(self) -> set[str]:
+        return {row.destination for row in self.rows}
+
+
+def debug_entries(batch: Batch) -> list[dict[str, Any]]:
+    """What the debug view shows of a batch: per event its status and each destination's
+    decision, with what would be sent masked (``relay.observe.mask``)."""
+    entries = []
+    for result in batch.results:
+        copies = [
+            {
+                "destination": c.destination,
+                "outcome": c.outcome,
+                "detail": c.detail,
+                "sent": mask_event(c.sent) if c.sent else None,
+            }
+            for c in result.copies
+        ]
+        entries.append(
+            {
+                "event_id": result.event_id,
+                "event": result.event,
+                "status": result.status,
+                "error": result.error,
+                "notes": result.notes,
+                "copies": copies,
+                "cid": digest(result.cid) if result.cid else None,
+            }
+        )
+    return entries

@@ -1,0 +1,56 @@
+"""Every ingest endpoint is a plain ASGI app built by ``Endpoint``: one way to read the body,
+to treat a client that goes away, and to answer.
+
+A handler is ``async (runtime, scope, receive) -> Answer``: it reads what it needs from the
+scope, the body with ``relay.web.read_body``, and returns the status, the JSON body and any
+extra headers. ``Endpoint`` sends that answer once. A client that disconnects mid-body (or
+sends a broken chunked body) raises ``ClientDisconnect`` in ``read_body``: there is nobody to
+answer, so nothing is sent and nothing is logged as an error. A bug in a handler is logged
+with its traceback and answered with a JSON 500 that says nothing was accepted.
+
+No middleware, ``Request`` or ``Response`` objects: the browser endpoint carries every page
+view of every visitor (``benchmarks/README.md`` measured what Starlette's objects cost).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
+
+from relay.observe.log import LOG
+from relay.web import Problem, RawHeaders, send_json
+
+if TYPE_CHECKING:
+    from relay.runtime import Runtime
+
+Answer = tuple[int, Any, RawHeaders]  # status, JSON body, extra headers
+Handler = Callable[["Runtime", Scope, Receive], Awaitable[Answer]]
+
+
+def problem(p: Problem) -> Answer:
+    return p.status, {"error": p.message}, p.raw_headers()
+
+
+class Endpoint:
+    """An ingest endpoint: ``POST`` only (anything else is a 405), answered as JSON."""
+
+    def __init__(self, runtime: Runtime, handler: Handler) -> None:
+        self.rt = runtime
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            answer: Answer = (405, {"error": "method not allowed; use POST"}, [(b"allow", b"POST")])
+        else:
+            try:
+                await self.rt.ensure_started()
+                answer = await self.handler(self.rt, scope, receive)
+            except ClientDisconnect:  # no one to answer
+                return
+            except Exception:
+                LOG.exception("POST %s failed", scope.get("path", "?"))
+                answer = (500, {"error": "internal error; nothing was accepted"}, [])
+        await send_json(send, *answer)

@@ -1,0 +1,8 @@
+"""The first-party proxy: vendor scripts and hit endpoints served from the site's origin,
+streaming, with the same hygiene as events.
+
+``router`` matches a request to a rules route and runs the consent gate; ``target`` builds
+the upstream URL (only the route's host, ever); ``headers`` cleans headers both ways;
+``forward`` streams a request and its answer; ``scripts`` answers ``cache:`` routes from
+memory (``cache``); ``state`` is what the proxy keeps while it runs.
+"""

@@ -1,0 +1,140 @@
+"""Streaming a request to a route's upstream and its answer back, both as they arrive:
+the request body read as it comes (413 over ``max_body``), the response passed on raw
+(never decompressed), 502 on upstream errors, 504 on timeouts, 503 when the route's
+``concurrency`` requests are already in flight."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING
+
+import httpx
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from relay.engine.identity import client_ip
+from relay.observe.log import LOG
+from relay.proxy.headers import Headers, request_headers, response_headers
+from relay.proxy.state import ProxyState
+from relay.rules.model import ProxyRoute
+from relay.web import Problem
+
+if TYPE_CHECKING:
+    from relay.runtime import Runtime
+
+BUSY_RETRY_AFTER = "1"
+
+
+def problem(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    return Problem(status, message, headers).response()
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        if chunk:
+            yield chunk
+
+
+class Streamed(StreamingResponse):
+    """An upstream response passed on as it arrives; the upstream response is closed and
+    ``done`` called however the stream ends (also when the browser goes away)."""
+
+    def __init__(
+        self,
+        upstream: httpx.Response,
+        headers: Headers,
+        done: Callable[[], None] = lambda: None,
+        body: AsyncIterator[bytes] | None = None,
+    ) -> None:
+        super().__init__(body if body is not None else upstream.aiter_raw(), upstream.status_code)
+        self.raw_headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+        self._upstream = upstream
+        self._done = done
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                await self._upstream.aclose()
+            finally:
+                self._done()
+
+
+def upstream_failed(route: ProxyRoute, exc: httpx.HTTPError) -> Response:
+    if isinstance(exc, httpx.TimeoutException):
+        LOG.warning("proxy %s: upstream timed out after %gs", route.name, route.timeout)
+        return problem(504, f"proxy {route.name}: upstream timed out")
+    LOG.warning("proxy %s: upstream failed: %s", route.name, type(exc).__name__)
+    return problem(502, f"proxy {route.name}: upstream unreachable")
+
+
+async def forward(
+    rt: Runtime,
+    state: ProxyState,
+    route: ProxyRoute,
+    url: httpx.URL,
+    request: Request,
+    country: str | None,
+    keep_click_ids: bool,
+) -> Response:
+    proxy, relay, headers = state, rt.rules.relay, request.headers
+    if proxy.inflight.get(route.name, 0) >= route.concurrency:
+        return problem(503, f"proxy {route.name}: busy", {"Retry-After": BUSY_RETRY_AFTER})
+    length = headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > route.max_body:
+        return problem(
+            413, f"proxy {route.name}: body over {route.max_body} bytes", {"Connection": "close"}
+        )
+    has_body = (length is not None and length != "0") or "transfer-encoding" in headers
+    peer = request.client.host if request.client else None
+    out = request_headers(
+        route,
+        headers.items(),
+        client_ip=client_ip(relay.client_ip, headers, peer),
+        country=country,
+        own_cookie=relay.cookie.name,
+        drop=[h for h in (relay.country_header, relay.client_ip.header) if h],
+        keep_click_ids=keep_click_ids,
+    )
+    assert rt.client is not None
+    content = _limited(request.stream(), route.max_body) if has_body else None
+    req = rt.client.build_request(
+        request.method, url, headers=out, content=content, timeout=route.timeout
+    )
+    if not any(name == "user-agent" for name, _ in out):
+        del req.headers["user-agent"]  # not even httpx's own
+    proxy.inflight[route.name] = proxy.inflight.get(route.name, 0) + 1
+
+    def release() -> None:
+        proxy.inflight[route.name] -= 1
+
+    try:
+        upstream = await rt.client.send(req, stream=True, follow_redirects=False)
+    except BodyTooLarge:
+        release()
+        return problem(
+            413, f"proxy {route.name}: body over {route.max_body} bytes", {"Connection": "close"}
+        )
+    except ClientDisconnect:
+        release()
+        return Response(status_code=400)
+    except httpx.HTTPError as exc:
+        release()
+        return upstream_failed(route, exc)
+    except BaseException:
+        release()
+        raise
+    cookie_path = request.scope.get("root_path", "") + route.path
+    return Streamed(
+        upstream, response_headers(route, upstream.headers.multi_items(), cookie_path), release
+    )

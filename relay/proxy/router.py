@@ -1,0 +1,138 @@
+"""The streaming first-party proxy: ``ANY {prefix}/{route path}`` per the rules' ``proxy:``.
+
+    proxy:
+      gtag: {path: /lib/gtag.js, upstream: "https://www.googletagmanager.com/gtag/js", cache: 1h}
+      ga: {path: /g/collect, upstream: "https://region1.google-analytics.com/g/collect",
+           purpose: analytics, forward_ip: truncate, cookies: [_ga, "_ga_*"]}
+
+``ProxyRouter`` is the last route of the relay app: it matches a request path against the
+routes of the rules in force (the longest route path wins) and serves it:
+
+1. the method must be one of the route's (405), the path must be plain (400, see
+   ``relay.proxy.target``);
+2. the consent gate: when the route has a purpose and it is denied (the relay's explicit
+   consent for this browser, Consent Mode ``gcs``, ``Sec-GPC``, the region default), the
+   answer is 204 and nothing leaves;
+3. the query loses click ids and the route's dropped parameters;
+4. ``cache:`` routes answer GET from memory (ETag, 304; a pinned script that changes upstream
+   is refused and the last good copy kept); every other request streams both ways through
+   the runtime's one ``httpx.AsyncClient``: the request body is read as it arrives (413 over
+   ``max_body``), the response is passed on raw (never decompressed), redirects are passed to
+   the browser and never followed;
+5. 502 on upstream errors, 504 on timeouts, 503 when the route's ``concurrency`` requests are
+   already in flight (the relay is busy, not the client: ``Retry-After: 1``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from starlette.datastructures import URLPath
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, NoMatchFound
+from starlette.types import Receive, Scope, Send
+
+from relay.engine.consent import decide
+from relay.proxy.forward import forward, problem
+from relay.proxy.headers import consent_event, gcs_consent
+from relay.proxy.scripts import cached
+from relay.proxy.state import ProxyState
+from relay.proxy.target import Refused, check_raw_path, clean_query, match, upstream_url
+from relay.rules.model import ProxyRoute
+
+if TYPE_CHECKING:
+    from relay.runtime import Runtime
+
+SCOPE_KEY = "relay.proxy"  # the matched (route, rest of the path) in the request scope
+
+
+class ProxyRouter(BaseRoute):
+    """Matches the rules' proxy routes; add it after every other route of the relay app.
+    It keeps the proxy's state (``state``: script cache, requests in flight)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.state = ProxyState(runtime.metrics)
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] != "http":
+            return Match.NONE, {}
+        found = match(self.rt.rules.proxy, _route_path(scope))
+        if found is None:
+            return Match.NONE, {}
+        return Match.FULL, {SCOPE_KEY: found}
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
+        raise NoMatchFound(name, path_params)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route, rest = scope[SCOPE_KEY]
+        response = await _serve(self.rt, self.state, route, rest, Request(scope, receive))
+        self.state.metrics.proxy_requests.labels(route.name, str(response.status_code)).inc()
+        await response(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path relative to where the relay is mounted (as Starlette's routing sees it)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
+        return path[len(root) :]
+    return path
+
+
+async def _serve(
+    rt: Runtime, state: ProxyState, route: ProxyRoute, rest: str, request: Request
+) -> Response:
+    methods = route.methods + (("HEAD",) if "GET" in route.methods else ())
+    if request.method not in methods:
+        return problem(
+            405,
+            f"proxy {route.name}: method {request.method} not allowed",
+            {"Allow": ", ".join(dict.fromkeys(methods))},
+        )
+    rules = rt.rules
+    relay = rules.relay
+    country = request.headers.get(relay.country_header) if relay.country_header else None
+    keep_click_ids = False
+    if route.purpose is not None or route.click_ids is not None:
+        event = await _consent_event(rt, state, request, country)
+        if route.purpose is not None and not _granted(rt, route.purpose, event):
+            return Response(status_code=204, headers={"cache-control": "no-store"})
+        keep_click_ids = route.click_ids is not None and _granted(rt, route.click_ids, event)
+    query = clean_query(route, request.scope.get("query_string", b""), keep_click_ids)
+    try:
+        check_raw_path(_raw_path(request.scope))
+        url = upstream_url(route, rest, query)
+    except Refused as exc:
+        return problem(400, f"proxy {route.name}: {exc}")
+    await rt.ensure_started()  # the shared client
+    if route.cache is not None and request.method in ("GET", "HEAD"):
+        return await cached(rt, state, route, url, request)
+    return await forward(rt, state, route, url, request, country, keep_click_ids)
+
+
+def _raw_path(scope: Scope) -> bytes:
+    raw = scope.get("raw_path")
+    if not isinstance(raw, bytes):
+        return str(scope["path"]).encode("utf-8")
+    return raw.split(b"?", 1)[0]
+
+
+def _granted(rt: Runtime, purpose_name: str, event: dict[str, Any]) -> bool:
+    purpose = rt.rules.purposes.get(purpose_name)
+    return purpose is not None and decide(purpose, event)[0] == "granted"
+
+
+async def _consent_event(
+    rt: Runtime, state: ProxyState, request: Request, country: str | None
+) -> dict[str, Any]:
+    relay = rt.rules.relay
+    correlation = rt.signer.verify(request.cookies.get(relay.cookie.name))
+    explicit = None
+    if correlation is not None:
+        lookup = state.explicit_consent or rt.state.consent_for
+        explicit = await lookup(correlation)
+    gcs = gcs_consent(request.scope.get("query_string", b""), relay.consent_map)
+    return consent_event(explicit, gcs, request.headers.get("sec-gpc") == "1", country)

@@ -1,0 +1,254 @@
+"""``Runtime``: what the handlers share, with a lifetime.
+
+``Runtime`` owns everything with a lifetime: the rules, the engine, the one shared
+``httpx.AsyncClient``, the spool, the state store, the dispatcher and the background tasks
+(rule reloads, held-copy expiry). It starts in the app's lifespan, or on the first request
+when the app is mounted inside another app whose lifespan does not reach it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import time
+from collections.abc import Mapping
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from pathlib import Path
+
+import httpx
+
+from relay.dispatch import Dispatcher
+from relay.engine import Engine
+from relay.engine.identity import CookieSigner
+from relay.engine.results import Batch, debug_entries
+from relay.observe.debug import DebugFeed
+from relay.observe.log import LOG
+from relay.observe.metrics import Metrics
+from relay.registry import check_rules, load_rules
+from relay.rules.model import Rules, Source
+from relay.spool.base import Spool
+from relay.spool.factory import open_spool
+from relay.state import State, open_state
+from relay.state.ratelimit import RateLimiter
+from relay.state.seal import Sealer
+
+RELOAD_POLL_SECONDS = 1.0
+EXPIRY_SWEEP_SECONDS = 5.0
+RELOAD_DRAIN_SECONDS = 15.0
+SHUTDOWN_DRAIN_SECONDS = 3.0
+SECRET_FILE = "cookie-secret"
+
+
+def cookieless_jar() -> CookieJar:
+    """A cookie jar that keeps nothing, for the shared ``httpx.AsyncClient``: it carries
+    every user's requests, so a cookie one vendor response sets must never be stored and
+    sent along with another user's request (or pile up in memory)."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
+def load_or_create_secret(var_dir: Path) -> str:
+    """The cookie secret kept in ``var/``; generated (and said so, once) on first use."""
+    path = var_dir / SECRET_FILE
+    if not path.exists():
+        var_dir.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_urlsafe(32)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another worker made it first: use theirs
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(value + "\n")
+            LOG.warning(
+                "relay.cookie.secret is not set: generated one in %s; set RELAY_SECRET "
+                "(relay.cookie.secret) to share it between hosts",
+                path,
+            )
+            return value
+    for _ in range(50):  # a file just created by another worker may not be written yet
+        value = path.read_text().strip()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise RuntimeError(f"{path} is empty: delete it, or set RELAY_SECRET")
+
+
+class Runtime:
+    def __init__(
+        self,
+        rules_dir: str | os.PathLike[str],
+        *,
+        var_dir: str | os.PathLike[str] = "var",
+        env: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.rules_dir = Path(rules_dir)
+        self.var_dir = Path(var_dir)
+        self.env = env
+        self.transport = transport
+        self.metrics = Metrics()
+        self.debug = DebugFeed()
+        rules = load_rules(self.rules_dir, env)  # raises RulesError: a bad start fails loudly
+        self._apply(rules, state=None)
+        self.spool: Spool = open_spool(rules.relay.spool)
+        self.metrics.track_depths(lambda: self.spool.depths())
+        self.client: httpx.AsyncClient | None = None
+        self.dispatcher: Dispatcher = None  # type: ignore[assignment]  # set by start()
+        self._started = False
+        self._start_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._mtimes = self._scan()
+        self.metrics.rules_reloads.labels("ok")  # make the series visible at 0
+        self.metrics.rules_reloads.labels("error")
+
+    # -- rules ------------------------------------------------------------------------
+
+    def _apply(self, rules: Rules, state: State | None) -> None:
+        relay = rules.relay
+        secrets_ = list(relay.cookie.secrets) or [load_or_create_secret(self.var_dir)]
+        self.signer = CookieSigner(relay.cookie, secrets_)
+        if state is None:
+            state = open_state(
+                relay.state, relay.dedup_max_keys, relay.dedup_window, Sealer(secrets_)
+            )
+        self.state = state
+        self.engine = Engine(rules, state, self.metrics)
+        self.limiter = RateLimiter(relay.rate_limit.per_second, relay.rate_limit.burst)
+        self._browser = next((s for s in rules.sources.values() if s.type == "browser"), None)
+        self._write_keys = {
+            k: s for s in rules.sources.values() if s.type == "segment" for k in s.write_keys
+        }
+
+    @property
+    def rules(self) -> Rules:
+        return self.engine.rules
+
+    def _scan(self) -> dict[str, float]:
+        out = {}
+        with contextlib.suppress(OSError):
+            for p in self.rules_dir.iterdir():
+                if p.suffix in (".yaml", ".yml"):
+                    out[str(p)] = p.stat().st_mtime
+        return out
+
+    async def reload(self) -> bool:
+        """Load the rules again; a failing set is logged, counted and not applied."""
+        self._mtimes = self._scan()
+        rules, diagnostics = await asyncio.to_thread(check_rules, self.rules_dir, self.env)
+        errors = [d for d in diagnostics if d.severity == "error"]
+        if rules is None or errors:
+            for d in errors:
+                LOG.error("rules reload rejected: %s", d.render())
+            self.metrics.rules_reloads.labels("error").inc()
+            return False
+        old = self.rules
+        if rules.relay.spool != old.relay.spool:
+            LOG.warning("relay.spool changed; the new spool is used after a restart")
+        keep_state = rules.relay.state == old.relay.state
+        self._apply(rules, self.state if keep_state else None)
+        if self.dispatcher is not None:
+            # The new workers start first; the old ones finish what they are sending.
+            previous, self.dispatcher = self.dispatcher, self._new_dispatcher()
+            self.dispatcher.start()
+            await previous.stop(grace=RELOAD_DRAIN_SECONDS)
+        self.metrics.rules_reloads.labels("ok").inc()
+        LOG.info("rules reloaded: version %s", rules.version)
+        return True
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def _new_dispatcher(self) -> Dispatcher:
+        assert self.client is not None
+        return Dispatcher(
+            self.spool,
+            self.rules.destinations,
+            self.client,
+            self.metrics,
+            on_attempt=self.debug.attempt,
+        )
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    async def ensure_started(self) -> None:
+        if not self._started:
+            async with self._start_lock:
+                if not self._started:
+                    await self.start()
+
+    async def start(self) -> None:
+        await self.spool.start()
+        self.client = httpx.AsyncClient(
+            transport=self.transport,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            follow_redirects=False,
+            cookies=cookieless_jar(),  # shared by all users: it must keep no cookie
+        )
+        self.dispatcher = self._new_dispatcher()
+        self.dispatcher.start()
+        self._tasks = [asyncio.create_task(self._watch()), asyncio.create_task(self._sweep())]
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGHUP, lambda: asyncio.ensure_future(self.reload())
+            )
+        self._started = True
+        LOG.info(
+            "relay started: rules %s, %d destinations",
+            self.rules.version,
+            len(self.rules.destinations),
+        )
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        await self.dispatcher.stop(grace=SHUTDOWN_DRAIN_SECONDS)
+        if self.client is not None:
+            await self.client.aclose()
+        await self.spool.close()
+        await self.state.close()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(RELOAD_POLL_SECONDS)
+            if self._scan() != self._mtimes:
+                try:
+                    await self.reload()
+                except Exception:  # a reload must never kill the watcher
+                    LOG.exception("rules reload failed")
+                    self.metrics.rules_reloads.labels("error").inc()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
+            try:
+                await self.engine.expire()
+            except Exception:
+                LOG.exception("expiry sweep failed")
+
+    # -- helpers for the handlers -----------------------------------------------------
+
+    def browser_source(self) -> Source | None:
+        return self._browser
+
+    def segment_source(self, write_key: str) -> Source | None:
+        return self._write_keys.get(write_key)
+
+    def verify_correlation(self, value: str) -> str | None:
+        windows = [c.confirm_window for c in self.rules.events.contracts.values()]
+        return self.signer.verify(value, self.rules.relay.cookie.max_age + max(windows, default=0))
+
+    def debug_feed(self, batch: Batch) -> None:
+        if self.debug.listening:
+            self.debug.publish(debug_entries(batch))

@@ -1,0 +1,325 @@
+"""``SqliteSpool``: the spool's operations as SQL, run by the ``Committer``'s thread.
+
+Ids are AUTOINCREMENT, never reused, so a late ``ack`` from a process whose lease expired
+cannot delete a newer row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from relay.errors import SpoolUnavailable
+from relay.spool.base import Claimed, DeadLetter, Quarantined, Row
+from relay.spool.sqlite.committer import Committer, Work
+from relay.spool.sqlite.depths import Delta, Depths
+from relay.spool.sqlite.schema import CLAIMED, DEAD, IDS, trim
+from relay.spool.sqlite.schema import ids as id_list
+from relay.spool.sqlite.schema import where as where_clause
+
+BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock before giving up
+
+
+def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(None)
+
+
+def _chain(source: asyncio.Future[None], target: asyncio.Future[None]) -> None:
+    def done(f: asyncio.Future[None]) -> None:
+        _settle(target, f.exception() if not f.cancelled() else SpoolUnavailable("cancelled"))
+
+    source.add_done_callback(done)
+
+
+class SqliteSpool:
+    """The ``relay.spool.base.Spool`` on one SQLite file; ``path`` may be relative (to the
+    working directory). ``clock`` gives unix seconds (tests pass a fake one)."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        busy_timeout: float = BUSY_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self._clock = clock
+        self._depths = Depths()
+        self._committer = Committer(path, busy_timeout, self._depths)
+        # puts of the current event-loop turn: (rows, quarantined, future)
+        self._inflight: set[asyncio.Future[None]] = set()
+        self._put_buffer: list[
+            tuple[Sequence[Row], Sequence[Quarantined], asyncio.Future[None]]
+        ] = []
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed: group commit makes this far below the puts."""
+        return self._committer.commits
+
+    async def start(self) -> None:
+        """Open (creating the file, its parent directories and the tables). Raises
+        ``SpoolUnavailable`` when the file cannot be opened for writing."""
+        await self._committer.start()
+
+    async def close(self) -> None:
+        """Run what is queued, then close; later calls raise ``SpoolUnavailable``."""
+        await self._committer.close()
+
+    def writable(self) -> bool:
+        return self._committer.writable()
+
+    def depths(self) -> tuple[dict[str, int], dict[str, int]]:
+        return self._depths.read()
+
+    async def _submit(self, work: Work, *, write: bool = True) -> Any:
+        return await self._committer.submit(work, write=write)
+
+    # -- the outbox -------------------------------------------------------------------
+
+    async def put(self, rows: Sequence[Row], quarantined: Sequence[Quarantined] = ()) -> None:
+        """Commit ``rows`` and ``quarantined``, all or none.
+
+        Puts made in the same turn of the event loop travel to the spool thread as ONE
+        operation (one queue hand-off, one savepoint) and share its fate: handing each
+        request's rows over on its own costs more in thread switches than the commit itself.
+        """
+        if not rows and not quarantined:
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        if not self._put_buffer:
+            loop.call_soon(self._flush_puts)
+        self._put_buffer.append((rows, quarantined, future))
+        await future
+
+    def _keep(self, coro: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+        """Run ``coro`` as a task that is referenced until it ends (the loop keeps only
+        weak references to tasks)."""
+        task = asyncio.ensure_future(coro)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        return task
+
+    def _flush_puts(self) -> None:
+        pending, self._put_buffer = self._put_buffer, []
+        if not pending:
+            return
+        group = self._keep(
+            self._insert(
+                [r for rows, _, _ in pending for r in rows],
+                [q for _, quarantined, _ in pending for q in quarantined],
+            )
+        )
+
+        def done(group: asyncio.Future[None]) -> None:
+            exc = group.exception() if not group.cancelled() else SpoolUnavailable("cancelled")
+            if exc is not None and len(pending) > 1:
+                # One put may have broken the group: each goes again on its own.
+                for rows, quarantined, future in pending:
+                    _chain(self._keep(self._insert(rows, quarantined)), future)
+                return
+            for _, _, future in pending:
+                _settle(future, exc)
+
+        group.add_done_callback(done)
+
+    async def _insert(self, rows: Sequence[Row], quarantined: Sequence[Quarantined]) -> None:
+        now = self._clock()
+        outbox = [(r.destination, r.event_id, r.payload, now, now) for r in rows]
+        held = [(q.source, q.event, q.error, q.payload, now) for q in quarantined]
+        added = Counter(r.destination for r in rows)
+
+        def work(conn: sqlite3.Connection, delta: Delta) -> None:
+            conn.executemany(
+                "INSERT INTO outbox (destination, event_id, payload, created_at, next_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                outbox,
+            )
+            conn.executemany(
+                "INSERT INTO quarantine (source, event, error, payload, received_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                held,
+            )
+            delta.spool.update(added)
+
+        await self._submit(work)
+
+    async def claim(self, destination: str, limit: int, lease: float) -> list[Claimed]:
+        def work(conn: sqlite3.Connection, delta: Delta) -> list[Claimed]:
+            now = self._clock()
+            rows = conn.execute(
+                f"UPDATE outbox SET lease_until = ? WHERE id IN (SELECT id FROM outbox"
+                f" WHERE destination = ? AND next_at <= ? AND lease_until <= ?"
+                f" ORDER BY next_at, id LIMIT ?) RETURNING {CLAIMED}",
+                (now + lease, destination, now, now, limit),
+            ).fetchall()
+            return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
+
+        result: list[Claimed] = await self._submit(work)
+        return result
+
+    async def ack(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+
+        def work(conn: sqlite3.Connection, delta: Delta) -> None:
+            gone = conn.execute(
+                f"DELETE FROM outbox WHERE {IDS} RETURNING destination", (id_list(ids),)
+            ).fetchall()
+            delta.spool.subtract(dest for (dest,) in gone)
+
+        await self._submit(work)
+
+    async def retry(self, ids: Sequence[int], next_at: float, error: str) -> None:
+        if not ids:
+            return
+        params = (next_at, trim(error), id_list(ids))
+
+        def work(conn: sqlite3.Connection, delta: Delta) -> None:
+            conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_at = ?, lease_until = 0,"
+                f" last_error = ? WHERE {IDS}",
+                params,
+            )
+
+        await self._submit(work)
+
+    async def dead(
+        self, rows: Sequence[Claimed], status: int | None, response: str, attempts: int
+    ) -> None:
+        if not rows:
+            return
+        response = trim(response)
+
+        def work(conn: sqlite3.Connection, delta: Delta) -> None:
+            # Only rows still in the outbox: another process may have delivered one meanwhile.
+            gone = {
+                i
+                for (i,) in conn.execute(
+                    f"DELETE FROM outbox WHERE {IDS} RETURNING id", (id_list([r.id for r in rows]),)
+                )
+            }
+            now = self._clock()
+            moved = [r for r in rows if r.id in gone]
+            conn.executemany(
+                "INSERT INTO dead (destination, event_id, payload, created_at, failed_at,"
+                " attempts, status, response) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.destination,
+                        r.event_id,
+                        r.payload,
+                        r.created_at,
+                        now,
+                        attempts,
+                        status,
+                        response,
+                    )
+                    for r in moved
+                ],
+            )
+            delta.spool.subtract(r.destination for r in moved)
+            delta.dlq.update(r.destination for r in moved)
+
+        await self._submit(work)
+
+    async def release_leases(self) -> int:
+        def work(conn: sqlite3.Connection, delta: Delta) -> int:
+            return conn.execute("UPDATE outbox SET lease_until = 0 WHERE lease_until > 0").rowcount
+
+        result: int = await self._submit(work)
+        return result
+
+    async def next_due(self, destination: str) -> float | None:
+        """When the earliest row that is not leased becomes due (None: nothing waiting)."""
+
+        def work(conn: sqlite3.Connection, delta: Delta) -> float | None:
+            row = conn.execute(
+                "SELECT next_at FROM outbox WHERE destination = ? AND lease_until <= ?"
+                " ORDER BY next_at LIMIT 1",
+                (destination, self._clock()),
+            ).fetchone()
+            return None if row is None else float(row[0])
+
+        result: float | None = await self._submit(work, write=False)
+        return result
+
+    # -- dead letters and quarantine --------------------------------------------------
+
+    async def dlq_list(self, destination: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        where, args = where_clause(destination)
+
+        def work(conn: sqlite3.Connection, delta: Delta) -> list[DeadLetter]:
+            rows = conn.execute(
+                f"SELECT {DEAD} FROM dead{where} ORDER BY id LIMIT ?", (*args, limit)
+            )
+            return [DeadLetter(*row) for row in rows]
+
+        result: list[DeadLetter] = await self._submit(work, write=False)
+        return result
+
+    async def dlq_replay(self, destination: str | None = None) -> int:
+        """Move dead letters back to the outbox, due now, with no attempts and a fresh
+        ``created_at`` (so ``max_age`` counts from the replay)."""
+        where, args = where_clause(destination)
+
+        def work(conn: sqlite3.Connection, delta: Delta) -> int:
+            rows = conn.execute(
+                f"SELECT destination, event_id, payload FROM dead{where} ORDER BY id", args
+            ).fetchall()
+            conn.execute(f"DELETE FROM dead{where}", args)
+            now = self._clock()
+            conn.executemany(
+                "INSERT INTO outbox (destination, event_id, payload, created_at, next_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(*row, now, now) for row in rows],
+            )
+            delta.dlq.subtract(dest for dest, _, _ in rows)
+            delta.spool.update(dest for dest, _, _ in rows)
+            return len(rows)
+
+        result: int = await self._submit(work)
+        return result
+
+    async def dlq_purge(self, destination: str | None = None) -> int:
+        where, args = where_clause(destination)
+
+        def work(conn: sqlite3.Connection, delta: Delta) -> int:
+            gone = conn.execute(f"DELETE FROM dead{where} RETURNING destination", args).fetchall()
+            delta.dlq.subtract(dest for (dest,) in gone)
+            return len(gone)
+
+        result: int = await self._submit(work)
+        return result
+
+    async def quarantine_list(self, limit: int = 100) -> list[dict[str, Any]]:
+        def work(conn: sqlite3.Connection, delta: Delta) -> list[dict[str, Any]]:
+            rows = conn.execute(
+                "SELECT id, source, event, error, payload, received_at FROM quarantine"
+                " ORDER BY id LIMIT ?",
+                (limit,),
+            )
+            return [
+                {
+                    "id": i,
+                    "source": source,
+                    "event": event,
+                    "error": error,
+                    "payload": bytes(payload).decode(errors="replace"),
+                    "received_at": received,
+                }
+                for i, source, event, error, payload, received in rows
+            ]
+
+        result: list[dict[str, Any]] = await self._submit(work, write=False)
+        return result

@@ -1,0 +1,186 @@
+"""State in this process (``state: memory``, the default): bounded, gone on restart."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+from relay.state.base import Held, Pending
+
+MAX_PENDING = 100_000  # copies waiting for consent, per process (memory state)
+CONSENT_TTL = 24 * 3600.0  # how long memory state keeps a browser's explicit consent
+
+V = TypeVar("V")
+
+
+class TTLMap(Generic[V]):
+    """A bounded map whose entries live ``ttl`` seconds from when they were last set.
+
+    What the dedup ledger and the consent memory need from ``cachetools.TTLCache``, at a
+    fraction of its cost per call (TTLCache keeps a linked list of expiry links in Python; it
+    showed up in the ingest profile). Every entry has the same ttl, so the order entries were
+    set in is the order they expire in. An ``OrderedDict`` keeps that order (setting a key
+    again moves it to the back), so expired entries are always at the front, where ``set``
+    trims them, together with the oldest entries while there are more than ``max_keys``:
+    amortised O(1). Reading does not move an entry: when full, the oldest-set entry (the next
+    to expire) goes first. Not a plain dict: finding a dict's first entry scans past every
+    deleted slot before it, which makes a dict used as a queue O(n) per call.
+
+    >>> now = [0.0]
+    >>> marks: TTLMap[bool] = TTLMap(max_keys=2, ttl=10.0, clock=lambda: now[0])
+    >>> marks.add("a", True), marks.add("a", True)  # new, then live
+    (False, True)
+    >>> now[0] = 10.0  # "a" expires at its deadline, so it is new again
+    >>> marks.add("a", True), marks.add("b", True), marks.add("c", True), "a" in marks
+    (False, False, False, False)
+    """
+
+    __slots__ = ("_entries", "clock", "max_keys", "ttl")
+
+    def __init__(self, max_keys: int, ttl: float, clock: Callable[[], float]) -> None:
+        self.max_keys = max_keys
+        self.ttl = ttl
+        self.clock = clock
+        self._entries: OrderedDict[str, tuple[float, V]] = OrderedDict()  # key -> (deadline, v)
+
+    def __len__(self) -> int:
+        """Entries held, expired ones not yet trimmed included."""
+        return len(self._entries)
+
+    def __contains__(self, key: str) -> bool:
+        entry = self._entries.get(key)
+        return entry is not None and self.clock() < entry[0]
+
+    def get(self, key: str) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None or self.clock() >= entry[0]:
+            return None
+        return entry[1]
+
+    def set(self, key: str, value: V) -> None:
+        now = self.clock()
+        self._entries.pop(key, None)  # to the back: insertion order stays expiry order
+        self._entries[key] = (now + self.ttl, value)
+        self._trim(now)
+
+    def add(self, key: str, value: V) -> bool:
+        """Set ``key`` unless it is live; True when it was (and is left as it was)."""
+        now = self.clock()
+        entry = self._entries.get(key)
+        if entry is not None:
+            if now < entry[0]:
+                return True
+            del self._entries[key]
+        self._entries[key] = (now + self.ttl, value)
+        self._trim(now)
+        return False
+
+    def discard(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    def _trim(self, now: float) -> None:
+        entries = self._entries
+        while entries:
+            first = next(iter(entries))  # O(1): an OrderedDict follows its own links
+            if len(entries) <= self.max_keys and now < entries[first][0]:
+                return
+            del entries[first]
+
+
+class MemoryState:
+    """State in this process. Marks are kept for the ttl ``seen()`` is given, in one
+    ``TTLMap`` per distinct ttl (the engine uses two: the dedup window, and the longer
+    authority window), so each map expires in insertion order; each map holds at most
+    ``max_keys``."""
+
+    def __init__(self, max_keys: int, ttl: float, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self.max_keys = max_keys
+        self._seen: dict[float, TTLMap[bool]] = {ttl: TTLMap(max_keys, ttl, clock)}
+        self._held: dict[str, tuple[float, int]] = {}  # alias -> (deadline, held id)
+        self._copies: dict[int, tuple[float, Held, tuple[str, ...]]] = {}
+        self._next = 0
+        self._consent: TTLMap[dict[str, str]] = TTLMap(max_keys, CONSENT_TTL, clock)
+        self._pending: dict[str, list[tuple[float, Pending]]] = {}
+        self._pending_count = 0
+
+    async def seen(self, keys: Sequence[str], ttl: float) -> list[bool]:
+        marks = self._seen.get(ttl)
+        if marks is None:
+            marks = self._seen[ttl] = TTLMap(self.max_keys, ttl, self.clock)
+        add = marks.add
+        return [add(key, True) for key in keys]
+
+    async def contains(self, key: str) -> bool:
+        return any(key in marks for marks in self._seen.values())
+
+    async def forget(self, keys: Sequence[str]) -> None:
+        for marks in self._seen.values():
+            for key in keys:
+                marks.discard(key)
+
+    async def hold(self, aliases: Sequence[str], held: Held, ttl: float) -> None:
+        self._next += 1
+        deadline = self.clock() + ttl
+        self._copies[self._next] = (deadline, held, tuple(aliases))
+        for alias in aliases:
+            self._held[alias] = (deadline, self._next)
+
+    async def take(self, aliases: Sequence[str]) -> Held | None:
+        for alias in aliases:
+            entry = self._held.get(alias)
+            if entry is None or entry[1] not in self._copies:
+                continue
+            _, held, all_aliases = self._copies.pop(entry[1])
+            for a in all_aliases:
+                self._held.pop(a, None)
+            return held
+        return None
+
+    async def expired(self) -> list[Held]:
+        now = self.clock()
+        out = []
+        for hid, (deadline, held, aliases) in list(self._copies.items()):
+            if deadline <= now:
+                del self._copies[hid]
+                for a in aliases:
+                    self._held.pop(a, None)
+                out.append(held)
+        return out
+
+    async def remember_consent(self, cid: str, consent: dict[str, str], ttl: float) -> None:
+        self._consent.set(cid, dict(consent))  # kept for CONSENT_TTL, whatever ttl says
+
+    async def consent_for(self, cid: str) -> dict[str, str] | None:
+        return self._consent.get(cid)
+
+    async def pend(self, cid: str, item: Pending, ttl: float) -> bool:
+        if self._pending_count >= MAX_PENDING:
+            return False
+        self._pending.setdefault(cid, []).append((self.clock() + ttl, item))
+        self._pending_count += 1
+        return True
+
+    async def release(self, cid: str) -> list[Pending]:
+        items = self._pending.pop(cid, [])
+        self._pending_count -= len(items)
+        now = self.clock()
+        return [item for deadline, item in items if deadline > now]
+
+    async def expired_pending(self) -> list[Pending]:
+        now = self.clock()
+        out: list[Pending] = []
+        for cid, items in list(self._pending.items()):
+            live = [(d, i) for d, i in items if d > now]
+            out.extend(i for d, i in items if d <= now)
+            if live:
+                self._pending[cid] = live
+            else:
+                del self._pending[cid]
+            self._pending_count -= len(items) - len(live)
+        return out
+
+    async def close(self) -> None:
+        pass

@@ -1,0 +1,104 @@
+"""The HTTP pieces every handler shares: problems as JSON answers, the ASGI body reader
+with its size limit, and reading headers and cookies from a raw ASGI scope.
+
+Whatever a client sends, a handler answers 2xx or a 4xx ``Problem`` that names what to fix;
+5xx is for the relay's own trouble (503: the spool could not commit, nothing was accepted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.requests import ClientDisconnect, cookie_parser
+from starlette.responses import Response
+from starlette.types import Receive, Send
+
+JSON = (b"content-type", b"application/json")
+NO_STORE = (b"cache-control", b"no-store")
+
+RawHeaders = list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """An error answer: its status, a message for the client, extra headers."""
+
+    status: int
+    message: str
+    headers: Mapping[str, str] | None = None
+
+    def response(self) -> Response:
+        return json_response({"error": self.message}, self.status, self.headers)
+
+    def raw_headers(self) -> RawHeaders:
+        return [(k.lower().encode(), v.encode()) for k, v in (self.headers or {}).items()]
+
+
+def json_response(
+    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(
+        orjson.dumps(body), status, headers=dict(headers or {}), media_type="application/json"
+    )
+
+
+async def send_json(send: Send, status: int, body: Any, headers: RawHeaders | None = None) -> None:
+    """Answer with a JSON body as two ASGI messages (no ``Response`` object)."""
+    data = orjson.dumps(body)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [JSON, (b"content-length", str(len(data)).encode()), *(headers or ())],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+def too_large(limit: int) -> Problem:
+    """413 for a body over ``limit``. The rest of the body is left unread, so the connection
+    cannot carry another request: say so, rather than let the client find a dropped socket."""
+    return Problem(413, f"body over {limit} bytes", {"Connection": "close"})
+
+
+async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes | None:
+    """The body from ASGI ``receive``, or None when it is over ``limit`` bytes (``declared``,
+    the Content-Length, already says so, or the body grows past it: read no further).
+    Raises ``ClientDisconnect`` when the client goes away first."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def header_map(raw: RawHeaders) -> dict[str, str]:
+    """Request headers by (lowercase) name; the first of repeated headers wins, as with
+    Starlette's ``Headers.get``."""
+    out: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1")
+        if key not in out:
+            out[key] = value.decode("latin-1")
+    return out
+
+
+def cookie(header: str | None, name: str) -> str | None:
+    """The value of cookie ``name`` in a ``Cookie`` header (lenient: a malformed pair is
+    skipped)."""
+    if not header or name not in header:
+        return None
+    return cookie_parser(header).get(name)

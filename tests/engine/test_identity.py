@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import pytest
+
+from relay.engine.identity import CookieSigner, client_ip
+from relay.rules.model import ClientIP, Cookie
+
+
+def test_cookie_round_trip_and_rotation() -> None:
+    old = CookieSigner(Cookie(), ["old"])
+    issued = old.issue(None)
+    assert issued.fresh
+    assert old.verify(issued.value) == issued.id
+    rotated = CookieSigner(Cookie(), ["old", "new"])
+    assert rotated.verify(issued.value) == issued.id  # old cookies still verify
+    again = rotated.issue(issued.value)
+    assert not again.fresh and again.id == issued.id  # sliding: same id, new signature
+    assert CookieSigner(Cookie(), ["new"]).verify(again.value) == issued.id
+
+
+@pytest.mark.parametrize("value", ["", "x", "abc.def.ghi", "a" * 300])
+def test_tampered_cookie_is_not_trusted(value: str) -> None:
+    signer = CookieSigner(Cookie(), ["s"])
+    assert signer.verify(value) is None
+    assert signer.issue(value).fresh
+
+
+def test_tampered_signature_is_replaced() -> None:
+    signer = CookieSigner(Cookie(), ["s"])
+    good = signer.issue(None).value
+    bad = good[:-2] + ("AA" if not good.endswith("AA") else "BB")
+    assert signer.verify(bad) is None
+    replaced = signer.issue(bad)
+    assert replaced.fresh and replaced.value != bad
+
+
+def test_expired_cookie_is_not_trusted() -> None:
+    signer = CookieSigner(Cookie(max_age=30), ["s"])
+    value = signer.issue(None).value
+    assert signer.verify(value, max_age=-1) is None
+
+
+def test_cookie_header_attributes() -> None:
+    signer = CookieSigner(Cookie(max_age=1800, same_site="lax"), ["s"])
+    header = signer.header("v", "shop.example")
+    assert "HttpOnly" in header and "SameSite=Lax" in header and "Max-Age=1800" in header
+    assert "Path=/" in header and "Secure" in header
+    assert "Secure" not in signer.header("v", "localhost:8000")
+    assert "Secure" not in signer.header("v", "127.0.0.1:8000")
+
+
+@pytest.mark.parametrize(
+    ("config", "headers", "expected"),
+    [
+        (ClientIP(), {"x-forwarded-for": "6.6.6.6"}, "10.0.0.1"),
+        (ClientIP("X-Forwarded-For", 1), {"x-forwarded-for": "6.6.6.6, 1.2.3.4"}, "1.2.3.4"),
+        (
+            ClientIP("X-Forwarded-For", 2),
+            {"x-forwarded-for": "6.6.6.6, 1.2.3.4, 5.5.5.5"},
+            "1.2.3.4",
+        ),
+        (ClientIP("X-Forwarded-For", 3), {"x-forwarded-for": "1.2.3.4"}, "10.0.0.1"),
+        (ClientIP("X-Forwarded-For", 1), {"x-forwarded-for": "garbage"}, "10.0.0.1"),
+        (ClientIP("CF-Connecting-IP"), {"cf-connecting-ip": "2001:db8::7"}, "2001:db8::7"),
+        (ClientIP("True-Client-IP"), {"true-client-ip": "1.2.3.4"}, "1.2.3.4"),
+        (ClientIP("Fastly-Client-IP"), {"fastly-client-ip": "1.2.3.4"}, "1.2.3.4"),
+        (
+            ClientIP("CloudFront-Viewer-Address"),
+            {"cloudfront-viewer-address": "1.2.3.4:443"},
+            "1.2.3.4",
+        ),
+        (
+            ClientIP("CloudFront-Viewer-Address"),
+            {"cloudfront-viewer-address": "2001:db8::1:443"},
+            "2001:db8::1",
+        ),
+        (ClientIP("CF-Connecting-IP"), {}, "10.0.0.1"),
+    ],
+)
+def test_client_ip(config: ClientIP, headers: dict[str, str], expected: str) -> None:
+    assert client_ip(config, headers, "10.0.0.1") == expected
