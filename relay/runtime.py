@@ -23,7 +23,7 @@ import httpx
 from relay.dispatch import Dispatcher
 from relay.engine import Engine
 from relay.engine.identity import CookieSigner
-from relay.engine.results import Batch, debug_entries
+from relay.engine.results import Batch, debug_entries, debug_entry
 from relay.observe.debug import DebugFeed
 from relay.observe.log import LOG
 from relay.observe.metrics import Metrics
@@ -233,9 +233,16 @@ class Runtime:
         while True:
             await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
             try:
-                await self.engine.expire()
+                await self.expire()
             except Exception:
                 LOG.exception("expiry sweep failed")
+
+    async def expire(self) -> None:
+        """One expiry sweep: what ran out of time is counted, and each event whose wait
+        for consent ended is shown in the debug view."""
+        expired = await self.engine.expire()
+        if expired and self.debug.listening:
+            self.debug.publish([debug_entry(r) for r in expired])
 
     # -- helpers for the handlers -----------------------------------------------------
 
@@ -248,6 +255,19 @@ class Runtime:
     def verify_correlation(self, value: str) -> str | None:
         windows = [c.confirm_window for c in self.rules.events.contracts.values()]
         return self.signer.verify(value, self.rules.relay.cookie.max_age + max(windows, default=0))
+
+    async def scrape(self) -> bytes:
+        """The Prometheus page, with the waiting copies read from the state store now (in
+        Redis: every replica's)."""
+        known = [(d.name, d.purpose) for d in self.rules.destinations.values() if d.purpose]
+        try:
+            counts = await self.state.pending_counts()
+        except Exception as exc:  # a scrape must not fail because Redis is away
+            LOG.warning("metrics: cannot read the copies waiting for consent: %s", exc)
+            self.metrics.set_pending(None, known)
+        else:
+            self.metrics.set_pending(counts, known)
+        return self.metrics.render()
 
     def debug_feed(self, batch: Batch) -> None:
         if self.debug.listening:

@@ -1,13 +1,14 @@
 """``relay test``: run the rules' own ``tests:`` through the real engine, in memory.
 
-Each case starts from empty state; its ``given`` steps run in order (so dedup and authority
-can be tested) and the expectations are checked against the last step's decisions.
+Each case starts from empty state; its ``given`` steps run in order (so dedup, authority and
+pending consent can be tested) and the expectations are checked against the last step's
+decisions: its own copies, over those of the waiting events a consent choice in it released.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,8 +59,11 @@ def _meta(rules: Rules, given: Given) -> Meta:
     )
 
 
-def outcomes(rules: Rules, result: Result) -> dict[str, tuple[str, str, Any]]:
-    """destination -> (outcome, detail, sent copy) for one event's result."""
+def outcomes(
+    rules: Rules, result: Result, released: Sequence[Result] = ()
+) -> dict[str, tuple[str, str, Any]]:
+    """destination -> (outcome, detail, sent copy) for one event's result; the copies of
+    the events it ``released`` (a consent choice) count where the event has none of its own."""
     out: dict[str, tuple[str, str, Any]] = {}
     for dest in rules.destinations:
         if result.status in ("rejected", "held", "quarantined"):
@@ -72,7 +76,7 @@ def outcomes(rules: Rules, result: Result) -> dict[str, tuple[str, str, Any]]:
             out[dest] = ("duplicate", "; ".join(result.notes), None)
         else:
             out[dest] = ("dropped", "not routed: the event is not in its events", None)
-    for copy in result.copies:
+    for copy in [c for r in released for c in r.copies] + result.copies:
         out[copy.destination] = (copy.outcome, copy.detail, copy.sent)
     return out
 
@@ -81,14 +85,15 @@ async def run_case(rules: Rules, case: RuleTest) -> CaseResult:
     state = MemoryState(rules.relay.dedup_max_keys, rules.relay.dedup_window)
     engine = Engine(rules, state, Metrics())
     result: Result | None = None
+    released: list[Result] = []
     for given in case.given:
         batch = await engine.process([given.event], _meta(rules, given))
-        result = batch.results[0]
+        result, released = batch.results[0], batch.releases
     report = CaseResult(case.name)
     if result is None:
         report.failures.append("no given event")
         return report
-    got = outcomes(rules, result)
+    got = outcomes(rules, result, released)
     for dest, expectation in case.expect.items():
         outcome, detail, sent = got.get(dest, ("dropped", "unknown destination", None))
         report.outcomes[dest] = outcome

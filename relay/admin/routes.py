@@ -40,7 +40,7 @@ def _limit(request: Request, default: int = 100, most: int = 10_000) -> int:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(_rt(request).metrics.render(), media_type=PROMETHEUS_TYPE)
+    return Response(await _rt(request).scrape(), media_type=PROMETHEUS_TYPE)
 
 
 async def readyz(request: Request) -> Response:
@@ -80,7 +80,7 @@ async def quarantine(request: Request) -> Response:
 DEBUG_PAGE = """<!doctype html><meta charset=utf-8><title>Relay debug</title>
 <style>body{font:14px system-ui;margin:1rem}pre{background:#f5f5f5;padding:.5rem}
 .ev{border-bottom:1px solid #ddd;padding:.5rem 0}.delivered{color:#070}
-.suppressed,.rejected{color:#a00}.duplicate,.held,.dropped{color:#a60}</style>
+.suppressed,.rejected,.expired{color:#a00}.duplicate,.held,.dropped{color:#a60}</style>
 <h1>Relay: live events</h1><p id=s>connecting…</p><div id=log></div>
 <script>
 const es=new EventSource('debug/stream'+location.search);
@@ -92,10 +92,11 @@ es.onmessage=(m)=>{const e=JSON.parse(m.data);const d=el('div','ev','');
   if(e.delivery){d.append(el('div',e.outcome=='ok'?'delivered':'suppressed',
     'attempt: '+e.delivery+' '+e.outcome+(e.status?' HTTP '+e.status:'')+' for '+
     e.event_ids.join(', ')+(e.detail?' ('+e.detail+')':'')));log.prepend(d);return}
-  d.append(el('b','',e.event+' '+(e.event_id||'')+' - '+e.status+(e.error?': '+e.error:'')));
+  d.append(el('b',e.status,e.event+' '+(e.event_id||'')+' - '+e.status+(e.error?': '+e.error:'')));
   for(const n of e.notes||[])d.append(el('div','',n));
   for(const c of e.copies){
-    d.append(el('div',c.outcome,c.destination+': '+c.outcome+(c.detail?' ('+c.detail+')':'')));
+    d.append(el('div',c.outcome,c.destination+': '+c.outcome+(c.purpose&&c.outcome=='held'?
+      ' for '+c.purpose:'')+(c.detail?' ('+c.detail+')':'')));
     if(c.sent)d.append(el('pre','',JSON.stringify(c.sent,null,1)));
   }
   log.prepend(d)};

@@ -8,8 +8,9 @@ It has no HTTP in it: the handlers in ``collect.py`` and ``relay test`` both cal
       -> per destination: events, when, consent, dedup, pipeline -> a spool Row
 
 Nothing is written here: the caller commits ``Batch.rows`` and, if that fails, calls
-``Engine.rollback`` so a retried request is not mistaken for a duplicate. What it returns is
-in ``results.py``; copies that wait for a browser's consent are handled in ``waiting.py``.
+``Engine.rollback`` so a retried request is not mistaken for a duplicate (and finds again
+what a consent choice in it released). What it returns is in ``results.py``; events that
+wait for a browser's consent are handled in ``waiting.py``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ from relay.engine.consent import decide
 from relay.engine.identity import new_id
 from relay.engine.match import matches
 from relay.engine.results import Batch, Copy, EventStatus, Meta, Result
-from relay.engine.waiting import CONSENT_EVENT, ConsentWaits
+from relay.engine.waiting import (
+    CONSENT_EVENT,
+    CONSENT_MEMORY_SECONDS,
+    PENDING,
+    ConsentWaits,
+    reads_consent,
+)
 from relay.observe.log import digest, hop
 from relay.observe.mask import mask_event, mask_value
 from relay.observe.metrics import Metrics
@@ -63,7 +70,16 @@ class Engine(ConsentWaits):
         return batch
 
     async def rollback(self, batch: Batch) -> None:
+        """Undo what a batch whose spool commit failed did to the state: its dedup marks,
+        and the consent choices it made (restored, so the client's retry makes them
+        again), with the waiting copies they released put back to wait for it."""
         await self.state.forget(batch.marked)
+        for cid, before in reversed(batch.remembered):
+            await self.state.remember_consent(cid, before or {}, CONSENT_MEMORY_SECONDS)
+        now = time.time()
+        for item in batch.taken:
+            if item.until > now:
+                await self.state.pend(item, item.until - now)
 
     # -- one event --------------------------------------------------------------------
 
@@ -110,12 +126,16 @@ class Engine(ConsentWaits):
             # narrow what is sent, so the page may turn GPC on (never off).
             ev["context"]["gpc"] = True
         cid = ev.get("correlation_id") if source.type == "browser" else None
+        given = ev.get("consent")
         if cid is not None:
-            changed = await self._consent_memory(ev, cid)
+            memory = await self._consent_memory(ev, cid)
+            given = memory.given
+            if memory.changed:
+                batch.remembered.append((cid, memory.before))
             if ev["event"] == CONSENT_EVENT:
-                return await self._consent_update(index, ev, cid, batch, notes)
-            if changed:
-                await self._release(ev, cid, batch, notes)
+                return await self._consent_update(index, ev, cid, memory, batch, notes)
+            if memory.changed:
+                await self._release(cid, memory.after, batch, notes)
 
         checked = contracts.check(ev, rules.events)
         name, eid = ev["event"], ev["event_id"]
@@ -147,7 +167,7 @@ class Engine(ConsentWaits):
                 return Result(index, held, eid, name, notes=notes)
 
         result = Result(index, "accepted", eid, name, notes=notes, cid=ev.get("correlation_id"))
-        await self._route(ev, result, batch)
+        await self._route(ev, given, result, batch)
         routed = [c for c in result.copies if c.outcome in ("delivered", "duplicate")]
         if routed and all(c.outcome == "duplicate" for c in routed):
             result.status = "duplicate"
@@ -222,7 +242,9 @@ class Engine(ConsentWaits):
         notes.append(f"held until {contract.authority} confirms")
         return "held"
 
-    async def _route(self, ev: Event, result: Result, batch: Batch) -> None:
+    async def _route(self, ev: Event, given: Any, result: Result, batch: Batch) -> None:
+        """Decide each destination's copy. ``given`` is the event's own ``consent`` (before
+        the browser's remembered choice was merged in), kept if the event must wait."""
         rules = self.rules
         eid, name = ev["event_id"], ev["event"]
         states = {p: decide(purpose, ev) for p, purpose in rules.purposes.items()}
@@ -231,29 +253,42 @@ class Engine(ConsentWaits):
         # consent instead of being suppressed (browser events only: they have a cookie).
         cid = ev.get("correlation_id") if ev.get("source") == self._browser_name else None
         candidates: list[Destination] = []
-        pending: dict[str, str] = {}
+        waits: dict[str, Copy] = {}
         for dest in rules.destinations.values():
             if dest.events is not None and name not in dest.events:
                 continue
-            if dest.when and not matches(dest.when, ev):
+            state, reason = (
+                states.get(dest.purpose, ("denied", "unknown purpose"))
+                if dest.purpose is not None
+                else ("granted", "")
+            )
+            waiting = (
+                cid is not None
+                and dest.purpose is not None
+                and state != "granted"
+                and reason.startswith("default")
+                and rules.purposes[dest.purpose].pending_window > 0
+            )
+            # A ``when`` that reads ``consent`` is decided when the choice comes.
+            decide_when = dest.when and not (waiting and reads_consent(dest.when))
+            if decide_when and not matches(dest.when, ev):
                 result.copies.append(Copy(dest.name, "dropped", "when: no match"))
                 continue
-            if dest.purpose is not None:
-                state, reason = states.get(dest.purpose, ("denied", "unknown purpose"))
-                if state != "granted":
-                    window = rules.purposes[dest.purpose].pending_window
-                    if cid and reason.startswith("default") and window > 0:
-                        pending[dest.name] = dest.purpose
-                        result.copies.append(
-                            Copy(dest.name, "held", f"{dest.purpose}: pending consent")
-                        )
-                        continue
-                    self._suppressed(eid, name, dest.name, dest.purpose, reason)
-                    result.copies.append(Copy(dest.name, "suppressed", f"{dest.purpose}: {reason}"))
+            if dest.purpose is not None and state != "granted":
+                if waiting:
+                    held = f"{dest.purpose}: {PENDING}"
+                    copy = Copy(dest.name, "held", held, purpose=dest.purpose)
+                    result.copies.append(copy)
+                    waits[dest.name] = copy
                     continue
+                self._suppressed(eid, name, dest.name, dest.purpose, reason)
+                result.copies.append(
+                    Copy(dest.name, "suppressed", f"{dest.purpose}: {reason}", purpose=dest.purpose)
+                )
+                continue
             candidates.append(dest)
-        if pending and cid:
-            await self._pend(ev, cid, pending, granted, result)
+        if waits and cid:
+            await self._pend(ev, cid, given, waits)
         await self._emit(ev, candidates, granted, result, batch)
 
     def _prepare(self, own: Event, dest: Destination, granted: frozenset[str]) -> Copy:
@@ -310,14 +345,15 @@ class Engine(ConsentWaits):
             result.copies.append(copy)
             batch.rows.append(Row(copy.destination, eid, orjson.dumps(copy.sent)))
 
-    async def expire(self) -> None:
-        """Count what ran out of time: held browser copies never confirmed, and copies that
-        waited for a consent choice that never came (suppressed)."""
+    async def expire(self) -> list[Result]:
+        """Count what ran out of time: held browser copies never confirmed, and events that
+        waited for a consent choice that never came (their copies suppressed; one result
+        each, for the debug view)."""
         for held in await self.state.expired():
             name = str(held.get("event", "?"))
             self.metrics.held_expired.labels(self._label(name)).inc()
             hop("expired", event=name, reason="unconfirmed by the authoritative source")
-        await self._expire_pending()
+        return await self._expire_pending()
 
 
 def _says_gpc(raw: Any) -> bool:

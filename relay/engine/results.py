@@ -11,9 +11,14 @@ from relay.observe.log import digest
 from relay.observe.mask import mask_event
 from relay.rules.model import Outcome, Source
 from relay.spool.base import Quarantined, Row
+from relay.state.base import Pending
 from relay.types import Event
 
-EventStatus = Literal["accepted", "duplicate", "rejected", "held", "quarantined"]
+# "released" and "expired" are not a request's events: they are what became of an event
+# that waited for a consent choice (``Batch.releases``, and the expiry sweep's results).
+EventStatus = Literal[
+    "accepted", "duplicate", "rejected", "held", "quarantined", "released", "expired"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,7 @@ class Copy:
     outcome: Outcome
     detail: str = ""
     sent: Event | None = None  # what the destination will receive
+    purpose: str | None = None  # held or suppressed: the purpose it waits for or was refused
 
 
 @dataclass(slots=True)
@@ -56,10 +62,26 @@ class Batch:
     rows: list[Row] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
     marked: list[str] = field(default_factory=list)  # dedup keys set by this batch
+    # Events that waited for a consent choice this batch made, one result each.
+    releases: list[Result] = field(default_factory=list)
+    # What those released to destinations, to put back if the spool commit fails.
+    taken: list[Pending] = field(default_factory=list)
+    # Browsers whose remembered consent this batch changed: (cid, what it was before).
+    remembered: list[tuple[str, dict[str, str] | None]] = field(default_factory=list)
 
     @property
     def accepted(self) -> int:
         return sum(1 for r in self.results if r.status not in ("rejected", "duplicate"))
+
+    @property
+    def held(self) -> int:
+        """Events of this request that have a copy waiting: for a consent choice, or (the
+        whole event) for its authoritative source."""
+        return sum(
+            1
+            for r in self.results
+            if r.status == "held" or any(c.outcome == "held" for c in r.copies)
+        )
 
     @property
     def duplicates(self) -> int:
@@ -74,29 +96,32 @@ class Batch:
         return {row.destination for row in self.rows}
 
 
+def debug_entry(result: Result) -> dict[str, Any]:
+    """What the debug view shows of one event: its status and each destination's decision
+    (the purpose of a held or suppressed copy), with what would be sent masked
+    (``relay.observe.mask``)."""
+    copies = [
+        {
+            "destination": c.destination,
+            "outcome": c.outcome,
+            "purpose": c.purpose,
+            "detail": c.detail,
+            "sent": mask_event(c.sent) if c.sent else None,
+        }
+        for c in result.copies
+    ]
+    return {
+        "event_id": result.event_id,
+        "event": result.event,
+        "status": result.status,
+        "error": result.error,
+        "notes": result.notes,
+        "copies": copies,
+        "cid": digest(result.cid) if result.cid else None,
+    }
+
+
 def debug_entries(batch: Batch) -> list[dict[str, Any]]:
-    """What the debug view shows of a batch: per event its status and each destination's
-    decision, with what would be sent masked (``relay.observe.mask``)."""
-    entries = []
-    for result in batch.results:
-        copies = [
-            {
-                "destination": c.destination,
-                "outcome": c.outcome,
-                "detail": c.detail,
-                "sent": mask_event(c.sent) if c.sent else None,
-            }
-            for c in result.copies
-        ]
-        entries.append(
-            {
-                "event_id": result.event_id,
-                "event": result.event,
-                "status": result.status,
-                "error": result.error,
-                "notes": result.notes,
-                "copies": copies,
-                "cid": digest(result.cid) if result.cid else None,
-            }
-        )
-    return entries
+    """The debug view's entries for a batch: its events, then each event a consent choice
+    in it released (status ``released``) or found expired (``expired``), as its own entry."""
+    return [debug_entry(r) for r in batch.results] + [debug_entry(r) for r in batch.releases]

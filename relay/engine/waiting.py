@@ -1,33 +1,75 @@
-"""Copies that wait for a browser's consent choice (the engine's consent flow).
+"""Events that wait for a browser's consent choice (the engine's consent flow).
 
 A browser event whose purpose is undecided in an opt-in region does not lose its copies at
-once: each destination's copy (its pipeline already run) waits per correlation id for the
-purpose's ``pending_window``. The browser's explicit choice, from the built-in
-``consent_update`` event or any event carrying ``consent``, is remembered for a day; it
-releases the copies now granted, suppresses those denied, and leaves the undecided waiting.
+once: the event waits, once, per correlation id, for the longest ``pending_window`` of the
+purposes its destinations wait for. Nothing of it is spooled or sent meanwhile, and no
+pipeline has run on it. The browser's explicit choice, from the built-in ``consent_update``
+event or any event carrying ``consent``, is remembered for a day; it routes each waiting
+event as if the choice had come before it: the remembered choice merged into the event's
+``consent`` (as for the browser's later events), then per waiting destination ``when``, the
+purpose and the pipeline with the purposes now granted. Copies whose purpose is now granted
+are released, those denied suppressed, those still undecided keep waiting.
 
 ``ConsentWaits`` is the part of ``relay.engine.Engine`` that does this; it uses the engine's
-rules, state and metrics, and the three engine steps declared at its top.
+rules, state and metrics, and the engine steps declared at its top.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from relay.engine.consent import decide
+from relay.engine.match import matches
 from relay.engine.results import Batch, Copy, Result
 from relay.observe.log import digest, hop
 from relay.observe.metrics import Metrics
-from relay.rules.model import Destination, Rules
-from relay.state import State
+from relay.rules.model import Destination, Matcher, Rules
+from relay.state import Pending, State
 from relay.types import Event
 
 CONSENT_EVENT = "consent_update"  # built in: records a browser's choice, releases waiting copies
 CONSENT_MEMORY_SECONDS = 24 * 3600.0
+PENDING = "pending consent"
+EXPIRED = "pending consent expired"
+FULL = "pending store full"
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """What ``_consent_memory`` found: the event's own ``consent`` (as sent, None when it
+    had none), and what was remembered for its browser before and after it."""
+
+    given: Any
+    before: dict[str, str] | None
+    after: dict[str, str]
+
+    @property
+    def changed(self) -> bool:
+        return self.after != (self.before or {})
+
+
+def apply_memory(ev: Event, remembered: Mapping[str, str]) -> None:
+    """Merge a browser's remembered choice into an event: the event's own values win.
+
+    >>> ev = {"consent": {"ads": "denied"}}
+    >>> apply_memory(ev, {"analytics": "granted", "ads": "granted"}); ev["consent"]
+    {'analytics': 'granted', 'ads': 'denied'}
+    """
+    given = ev.get("consent") or {}
+    if given:
+        ev["consent"] = {**remembered, **given}
+    elif remembered:
+        ev["consent"] = dict(remembered)
+
+
+def reads_consent(when: Sequence[Matcher]) -> bool:
+    """True when a ``when`` looks at the event's ``consent``, so a choice may change it."""
+    return any(m.path == "consent" or m.path.startswith("consent.") for m in when)
 
 
 class ConsentWaits:
@@ -36,11 +78,13 @@ class ConsentWaits:
     metrics: Metrics
 
     # Engine steps this flow reuses (defined in relay.engine.Engine).
-    def _prepare(self, own: Event, dest: Destination, granted: frozenset[str]) -> Copy:
-        raise NotImplementedError
-
-    async def _spool_copies(
-        self, eid: str, name: str, copies: Sequence[Copy], result: Result, batch: Batch
+    async def _emit(
+        self,
+        ev: Event,
+        candidates: Sequence[Destination],
+        granted: frozenset[str],
+        result: Result,
+        batch: Batch,
     ) -> None:
         raise NotImplementedError
 
@@ -50,77 +94,69 @@ class ConsentWaits:
             "suppressed", event_id=eid, event=name, destination=dest, purpose=purpose, reason=reason
         )
 
-    async def _pend(
-        self, ev: Event, cid: str, pending: dict[str, str], granted: frozenset[str], result: Result
-    ) -> None:
-        """Keep the copies of destinations whose purpose is undecided until this browser
-        chooses. What waits is what each destination would receive (its pipeline already
-        ran, as if its purpose were granted), never the raw event."""
-        rules = self.rules
+    async def _pend(self, ev: Event, cid: str, given: Any, waits: dict[str, Copy]) -> None:
+        """Keep the event once for the destinations in ``waits`` (their ``held`` copies)
+        until this browser chooses: as it reached routing, with the ``consent`` it carried
+        itself (the choice merges into that at release). When the store is full it fails
+        closed: the copies are suppressed."""
         eid, name = ev["event_id"], ev["event"]
-        blob = orjson.dumps(ev)
-        copies: dict[str, dict[str, Any]] = {}
-        for dest_name, purpose in pending.items():
-            copy = self._prepare(
-                orjson.loads(blob), rules.destinations[dest_name], granted | {purpose}
-            )
-            copies[dest_name] = {"purpose": purpose, "sent": copy.sent}
-        window = max(rules.purposes[p].pending_window for p in pending.values())
-        ctx = ev.get("context") or {}
-        item = {
-            "event_id": eid,
-            "event": name,
-            "copies": copies,
-            "until": time.time() + window,
-            "context": {"country": ctx.get("country"), "gpc": ctx.get("gpc", False)},
-        }
-        if await self.state.pend(cid, item, window):
-            hop(
-                "held",
-                event_id=eid,
-                event=name,
-                reason="pending consent",
-                destinations=sorted(pending),
-            )
+        stored = dict(ev)
+        if given is None:
+            stored.pop("consent", None)
+        else:
+            stored["consent"] = given
+        purposes = {dest: copy.purpose or "" for dest, copy in waits.items()}
+        window = max(self.rules.purposes[p].pending_window for p in purposes.values())
+        item = Pending(cid, eid, name, purposes, orjson.dumps(stored), time.time() + window)
+        if await self.state.pend(item, window):
+            for dest, purpose in purposes.items():
+                hop("held", event_id=eid, event=name, destination=dest, purpose=purpose,
+                    reason=PENDING)
             return
-        for dest_name, purpose in pending.items():  # the pending store is full: fail closed
-            self._suppressed(eid, name, dest_name, purpose, "pending store full")
+        for dest, copy in waits.items():
+            self._suppressed(eid, name, dest, purposes[dest], FULL)
+            copy.outcome, copy.detail = "suppressed", f"{purposes[dest]}: {FULL}"
 
-    async def _expire_pending(self) -> None:
+    async def _expire_pending(self) -> list[Result]:
+        """Suppress what waited for a choice that never came; one result per event, for
+        the debug view."""
+        out = []
         for item in await self.state.expired_pending():
-            for dest, entry in item.get("copies", {}).items():
-                self._suppressed(
-                    str(item.get("event_id")),
-                    str(item.get("event")),
-                    dest,
-                    str(entry.get("purpose")),
-                    "pending consent expired",
-                )
+            out.append(self._expired(item))
+        return out
 
-    async def _consent_memory(self, ev: Event, cid: str) -> bool:
+    def _expired(self, item: Pending) -> Result:
+        result = Result(-1, "expired", item.event_id, item.event, cid=item.cid)
+        for dest, purpose in item.waits.items():
+            self._suppressed(item.event_id, item.event, dest, purpose, EXPIRED)
+            result.copies.append(Copy(dest, "suppressed", f"{purpose}: {EXPIRED}", purpose=purpose))
+        hop("expired", event_id=item.event_id, event=item.event, reason=EXPIRED)
+        return result
+
+    async def _consent_memory(self, ev: Event, cid: str) -> Memory:
         """Merge this browser's remembered explicit consent into the event; remember what
-        the event adds. True when the event changed what was remembered."""
-        remembered = await self.state.consent_for(cid) or {}
-        given = ev.get("consent") or {}
-        if given:
-            ev["consent"] = {**remembered, **given}
-        elif remembered:
-            ev["consent"] = dict(remembered)
+        the event adds."""
+        remembered = await self.state.consent_for(cid)
+        given = ev.get("consent")
+        apply_memory(ev, remembered or {})
         # Only the rules' purposes are remembered: other keys decide nothing, and a browser
         # must not be able to grow what is kept for it.
         purposes = self.rules.purposes
-        learned = {k: v for k, v in given.items() if k in purposes and remembered.get(k) != v}
-        if learned:
-            merged = {**remembered, **learned}
-            await self.state.remember_consent(cid, merged, CONSENT_MEMORY_SECONDS)
-            return True
-        return False
+        before = remembered or {}
+        learned = {
+            k: v for k, v in (given or {}).items() if k in purposes and before.get(k) != v
+        }
+        if not learned:
+            return Memory(given, remembered, before)
+        merged = {**before, **learned}
+        await self.state.remember_consent(cid, merged, CONSENT_MEMORY_SECONDS)
+        return Memory(given, remembered, merged)
 
     async def _consent_update(
-        self, index: int, ev: Event, cid: str, batch: Batch, notes: list[str]
+        self, index: int, ev: Event, cid: str, memory: Memory, batch: Batch, notes: list[str]
     ) -> Result:
         """The built-in ``consent_update`` event: never routed, it releases waiting copies."""
-        result = Result(index, "accepted", ev["event_id"], CONSENT_EVENT, notes=notes)
+        result = Result(index, "accepted", ev["event_id"], CONSENT_EVENT, notes=notes, cid=cid)
         hop(
             "received",
             event_id=ev["event_id"],
@@ -129,51 +165,79 @@ class ConsentWaits:
             consent=ev.get("consent"),
             cid=digest(cid),
         )
-        await self._release(ev, cid, batch, notes, result)
+        await self._release(cid, memory.after, batch, notes)
         return result
 
     async def _release(
-        self, ev: Event, cid: str, batch: Batch, notes: list[str], result: Result | None = None
+        self, cid: str, remembered: Mapping[str, str], batch: Batch, notes: list[str]
     ) -> None:
-        """Send the copies that waited for consent to the destinations now granted; those
-        explicitly denied are suppressed, those still undecided keep waiting (a consent
-        tool may answer one purpose at a time) until their window ends."""
+        """Route the events that waited for this browser's choice as if it had come before
+        them. Each gets its own result in ``batch.releases`` (the debug view shows it as an
+        entry of its own); what is taken is kept in ``batch.taken`` so a failed spool commit
+        can put it back (``Engine.rollback``)."""
         now = time.time()
         for item in await self.state.release(cid):
-            eid, name = item["event_id"], item["event"]
-            probe = {"consent": ev.get("consent", {}), "context": item.get("context", {})}
-            out = result or Result(-1, "accepted", eid, name)
-            ready: list[Copy] = []
-            waiting: dict[str, Any] = {}
-            for dest_name, entry in item["copies"].items():
-                purpose = entry["purpose"]
-                if dest_name not in self.rules.destinations or purpose not in self.rules.purposes:
-                    continue  # removed by a reload while waiting
-                state, reason = decide(self.rules.purposes[purpose], probe)
-                if state == "granted":
-                    sent = entry["sent"]
-                    ready.append(
-                        Copy(dest_name, "delivered", "released by consent", sent)
-                        if sent is not None
-                        else Copy(dest_name, "dropped", "dropped by the pipeline")
-                    )
-                elif reason.startswith("default"):
-                    waiting[dest_name] = entry
-                else:
-                    self._suppressed(eid, name, dest_name, purpose, reason)
-                    out.copies.append(Copy(dest_name, "suppressed", f"{purpose}: {reason}"))
-            until = float(item.get("until", now))
-            if waiting and until > now:
-                await self.state.pend(cid, {**item, "copies": waiting}, until - now)
-                out.copies.extend(
-                    Copy(d, "held", f"{e['purpose']}: pending consent") for d, e in waiting.items()
-                )
+            if item.until <= now:  # its window ended before the sweep saw it
+                batch.releases.append(self._expired(item))
+                continue
+            out = Result(-1, "released", item.event_id, item.event, cid=cid)
+            batch.releases.append(out)
+            ready = await self._route_released(item, remembered, now, out, batch)
+            released = sum(1 for c in out.copies if c.outcome == "delivered")
+            notes.append(f"consent released {released} waiting copy(ies) of {item.event}")
+            for dest in ready:
+                hop("released", event_id=item.event_id, event=item.event, destination=dest,
+                    purpose=item.waits[dest], reason="consent")
+
+    async def _route_released(
+        self, item: Pending, remembered: Mapping[str, str], now: float, out: Result, batch: Batch
+    ) -> list[str]:
+        """One waiting event, routed with the choice: the names of the destinations it is
+        released to (their copies are in ``out`` and ``batch.rows``)."""
+        rules = self.rules
+        eid, name = item.event_id, item.event
+        ev: Event = orjson.loads(item.body)
+        apply_memory(ev, remembered)
+        states = {p: decide(purpose, ev) for p, purpose in rules.purposes.items()}
+        granted = frozenset(p for p, (state, _) in states.items() if state == "granted")
+        ready: list[Destination] = []
+        still: dict[str, str] = {}
+        back: dict[str, str] = {}  # put back if the spool commit fails
+        for dest_name, purpose in item.waits.items():
+            dest = rules.destinations.get(dest_name)
+            if dest is None or dest.purpose != purpose:
+                continue  # removed or changed by a reload while waiting
+            if dest.events is not None and name not in dest.events:
+                out.copies.append(Copy(dest_name, "dropped", "not in its events"))
+                continue
+            state, reason = states[purpose]
+            if state == "granted":
+                if dest.when and not matches(dest.when, ev):
+                    out.copies.append(Copy(dest_name, "dropped", "when: no match"))
+                    continue
+                ready.append(dest)
+                back[dest_name] = purpose
+            elif reason.startswith("default"):
+                still[dest_name] = purpose
             else:
-                for dest_name, entry in waiting.items():
-                    self._suppressed(
-                        eid, name, dest_name, entry["purpose"], "pending consent expired"
+                self._suppressed(eid, name, dest_name, purpose, reason)
+                out.copies.append(
+                    Copy(dest_name, "suppressed", f"{purpose}: {reason}", purpose=purpose)
+                )
+        if still:
+            kept = Pending(item.cid, eid, name, still, item.body, item.until)
+            held = await self.state.pend(kept, item.until - now)
+            for dest_name, purpose in still.items():
+                if held:
+                    out.copies.append(
+                        Copy(dest_name, "held", f"{purpose}: {PENDING}", purpose=purpose)
                     )
-            await self._spool_copies(eid, name, ready, out, batch)
-            released = sum(1 for c in ready if c.sent is not None)
-            notes.append(f"consent released {released} waiting copy(ies) of {name}")
-            hop("released", event_id=eid, event=name, reason="consent", copies=released)
+                else:
+                    self._suppressed(eid, name, dest_name, purpose, FULL)
+                    out.copies.append(
+                        Copy(dest_name, "suppressed", f"{purpose}: {FULL}", purpose=purpose)
+                    )
+        if back:
+            batch.taken.append(Pending(item.cid, eid, name, back, item.body, item.until))
+        await self._emit(ev, ready, granted, out, batch)
+        return [d.name for d in ready]

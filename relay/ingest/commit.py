@@ -50,6 +50,9 @@ def ingest_answer(batch: Batch, single: bool) -> tuple[int, dict[str, Any]]:
     }
     if batch.quarantined:
         body["quarantined"] = len(batch.quarantined)
+    held = batch.held
+    if held:
+        body["held"] = held
     if batch.accepted == 0 and batch.duplicates == 0 and batch.rejected():
         if single:
             body["error"] = batch.rejected()[0]["error"]

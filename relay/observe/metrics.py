@@ -179,6 +179,25 @@ class _DepthCollector(Collector):
         yield g2
 
 
+class _PendingCollector(Collector):
+    """``relay_consent_pending``: copies waiting for a consent choice now. The state store
+    keeps the counts (in Redis, shared by every replica); ``Metrics.set_pending`` hands
+    this a reading just before each scrape."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] | None = None  # None: no reading
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "relay_consent_pending",
+            "Copies waiting for a consent choice",
+            labels=["destination", "purpose"],
+        )
+        for (dest, purpose), n in sorted((self.counts or {}).items()):
+            family.add_metric([dest, purpose], n)
+        yield family
+
+
 class _Children:
     """A prometheus_client metric whose children are looked up in a dict: its ``labels()``
     otherwise takes a lock and rebuilds the key on every call."""
@@ -244,6 +263,8 @@ class Metrics:
             "Upstream scripts refused because they do not match their pin",
             "route",
         )
+        self._pending = _PendingCollector()
+        self.registry.register(self._pending)
         self.breaker_open = _Children(  # set on breaker transitions only: not worth a class
             Gauge(
                 "relay_circuit_open",
@@ -258,6 +279,17 @@ class Metrics:
 
     def _histogram(self, name: str, doc: str, *labels: str) -> HistogramFamily:
         return HistogramFamily(name, doc, labels, LATENCY_BUCKETS, self.registry)
+
+    def set_pending(
+        self, counts: dict[tuple[str, str], int] | None, known: Iterable[tuple[str, str]]
+    ) -> None:
+        """The waiting copies per (destination, purpose), as the state store counts them,
+        with a zero for each ``known`` pair (the rules' consent-gated destinations) that
+        has none; ``None`` when the store could not be read (the gauge has no samples)."""
+        if counts is None:
+            self._pending.counts = None
+            return
+        self._pending.counts = {**dict.fromkeys(known, 0), **counts}
 
     def track_depths(self, read: Callable[[], tuple[dict[str, int], dict[str, int]]]) -> None:
         self.registry.register(_DepthCollector(read))

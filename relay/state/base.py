@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 Held = dict[str, Any]  # {"event": name, "fields": {path: value}}
-# {"event_id", "event", "until", "context": {country, gpc},
-#  "copies": {destination: {"purpose": name, "sent": the copy after its pipeline}}}
-Pending = dict[str, Any]
+WaitKey = tuple[str, str]  # (destination, purpose): a label pair of relay_consent_pending
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A browser event waiting for its browser's consent choice.
+
+    The event is kept once, however many destinations wait for it: ``body`` is its compact
+    JSON as it reached routing (contract applied, no pipeline run yet, ``consent`` as the
+    event itself carried it), so a choice can route it exactly as if it had come first.
+    ``waits`` names each destination that waits and the purpose it waits for; ``until`` is
+    the end of the window (unix seconds).
+    """
+
+    cid: str
+    event_id: str
+    event: str
+    waits: Mapping[str, str]  # destination -> purpose
+    body: bytes
+    until: float
 
 
 class State(Protocol):
@@ -30,13 +48,18 @@ class State(Protocol):
         """Keep a browser's latest explicit consent (purpose -> state) for ``ttl`` seconds."""
 
     async def consent_for(self, cid: str) -> dict[str, str] | None: ...
-    async def pend(self, cid: str, item: Pending, ttl: float) -> bool:
-        """Keep a copy waiting for this browser's consent; False when the store is full."""
+    async def pend(self, item: Pending, ttl: float) -> bool:
+        """Keep an event waiting for its browser's consent for ``ttl`` seconds; False when
+        the store is full (nothing was kept)."""
 
     async def release(self, cid: str) -> list[Pending]:
-        """Pop every copy waiting for this browser's consent."""
+        """Pop every event waiting for this browser's consent (those past ``until`` too)."""
 
     async def expired_pending(self) -> list[Pending]:
-        """Waiting copies whose window ran out since the last call; each returned once."""
+        """Waiting events whose window ran out since the last call; each returned once."""
+
+    async def pending_counts(self) -> dict[WaitKey, int]:
+        """How many copies wait now, per (destination, purpose), across every process
+        sharing the store; pairs with nothing waiting may be absent."""
 
     async def close(self) -> None: ...

@@ -7,9 +7,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from relay.state.base import Held, Pending
+from relay.state.base import Held, Pending, WaitKey
 
-MAX_PENDING = 100_000  # copies waiting for consent, per process (memory state)
+# Events waiting for consent, per process (memory state): at most this many, and at most this
+# many bytes of their JSON (an event is at most ``limits.body_bytes``, 64 KiB by default).
+MAX_PENDING = 100_000
+MAX_PENDING_BYTES = 128 * 1024 * 1024
 CONSENT_TTL = 24 * 3600.0  # how long memory state keeps a browser's explicit consent
 
 V = TypeVar("V")
@@ -103,8 +106,10 @@ class MemoryState:
         self._copies: dict[int, tuple[float, Held, tuple[str, ...]]] = {}
         self._next = 0
         self._consent: TTLMap[dict[str, str]] = TTLMap(max_keys, CONSENT_TTL, clock)
-        self._pending: dict[str, list[tuple[float, Pending]]] = {}
-        self._pending_count = 0
+        self._pending: dict[str, list[tuple[float, Pending]]] = {}  # cid -> (deadline, item)
+        self._pending_count = 0  # events
+        self._pending_bytes = 0  # of their bodies
+        self._waiting: dict[WaitKey, int] = {}  # copies, per (destination, purpose)
 
     async def seen(self, keys: Sequence[str], ttl: float) -> list[bool]:
         marks = self._seen.get(ttl)
@@ -156,31 +161,49 @@ class MemoryState:
     async def consent_for(self, cid: str) -> dict[str, str] | None:
         return self._consent.get(cid)
 
-    async def pend(self, cid: str, item: Pending, ttl: float) -> bool:
-        if self._pending_count >= MAX_PENDING:
+    async def pend(self, item: Pending, ttl: float) -> bool:
+        size = len(item.body)
+        if self._pending_count >= MAX_PENDING or self._pending_bytes + size > MAX_PENDING_BYTES:
             return False
-        self._pending.setdefault(cid, []).append((self.clock() + ttl, item))
-        self._pending_count += 1
+        self._pending.setdefault(item.cid, []).append((self.clock() + ttl, item))
+        self._count(item, 1)
         return True
 
     async def release(self, cid: str) -> list[Pending]:
         items = self._pending.pop(cid, [])
-        self._pending_count -= len(items)
-        now = self.clock()
-        return [item for deadline, item in items if deadline > now]
+        for _, item in items:
+            self._count(item, -1)
+        return [item for _, item in items]
 
     async def expired_pending(self) -> list[Pending]:
         now = self.clock()
         out: list[Pending] = []
         for cid, items in list(self._pending.items()):
             live = [(d, i) for d, i in items if d > now]
-            out.extend(i for d, i in items if d <= now)
+            for d, i in items:
+                if d <= now:
+                    out.append(i)
+                    self._count(i, -1)
             if live:
                 self._pending[cid] = live
             else:
                 del self._pending[cid]
-            self._pending_count -= len(items) - len(live)
         return out
+
+    async def pending_counts(self) -> dict[WaitKey, int]:
+        return dict(self._waiting)
+
+    def _count(self, item: Pending, sign: int) -> None:
+        """Add (1) or remove (-1) an item in the totals the bound and the gauge read."""
+        self._pending_count += sign
+        self._pending_bytes += sign * len(item.body)
+        waiting = self._waiting
+        for key in item.waits.items():
+            n = waiting.get(key, 0) + sign
+            if n:
+                waiting[key] = n
+            else:
+                del waiting[key]
 
     async def close(self) -> None:
         pass

@@ -1,16 +1,42 @@
 """State in Redis (``state: redis://...``), shared by every worker and replica. Held and
-waiting copies are sealed (``relay.state.seal``): Redis never holds them in the clear."""
+waiting copies are sealed (``relay.state.seal``): Redis never holds them in the clear.
+
+Keys (under the prefix, ``relay:`` by default):
+
+- ``d:{key}``: dedup marks (``SET NX PX``);
+- ``h:{id}``, ``ha:{alias}``, ``hz``: held browser copies, their aliases, their deadlines;
+- ``c:{cid}``: a browser's remembered consent;
+- ``p:{cid}``: a list of the browser's waiting events, each sealed with its header (a random
+  id, event id and name, destination -> purpose, deadline); ``pz``: cid -> its earliest
+  deadline, for the sweep;
+- ``pn:{destination}|{purpose}``: a sorted set of the ids waiting for that pair (scored by
+  deadline), changed in the same transaction as the list, so ``ZCARD`` is the number of
+  copies waiting across every replica (``relay_consent_pending``); ``pk``: those pairs.
+"""
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
+from redis.exceptions import WatchError
 
-from relay.state.base import Held, Pending
-from relay.state.seal import Sealer
+from relay.observe.log import LOG
+from relay.state.base import Held, Pending, WaitKey
+from relay.state.seal import Sealer, SealError
+
+# A browser's waiting list outlives its last deadline by this much, so the sweep finds it
+# even when it runs late; after that Redis drops it by itself (no relay running).
+PENDING_SLACK = 60.0
+# PEXPIRE that never shortens: a later event may have a shorter window than an earlier one.
+_EXTEND = """
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return ttl
+"""
 
 
 class RedisState:
@@ -22,6 +48,7 @@ class RedisState:
         self.r = aioredis.from_url(url)
         self.p = prefix
         self.sealer = sealer  # held and waiting copies are sealed: never at rest in the clear
+        self._extend = self.r.register_script(_EXTEND)
 
     async def seen(self, keys: Sequence[str], ttl: float) -> list[bool]:
         if not keys:
@@ -89,43 +116,119 @@ class RedisState:
         consent: dict[str, str] = orjson.loads(body)
         return consent
 
-    async def pend(self, cid: str, item: Pending, ttl: float) -> bool:
+    def _wait_key(self, pair: str) -> str:
+        return self.p + "pn:" + pair
+
+    async def pend(self, item: Pending, ttl: float) -> bool:
         deadline = time.time() + ttl
-        body = self.sealer.seal(orjson.dumps({"deadline": deadline, "item": item}))
+        pid = os.urandom(8).hex()
+        head = {
+            "id": pid,
+            "event_id": item.event_id,
+            "event": item.event,
+            "waits": dict(item.waits),
+            "until": item.until,
+            "deadline": deadline,
+        }
+        body = self.sealer.seal(orjson.dumps(head) + b"\n" + item.body)
+        key = self.p + "p:" + item.cid
         pipe = self.r.pipeline(transaction=True)
-        pipe.rpush(self.p + "p:" + cid, body)
-        pipe.pexpire(self.p + "p:" + cid, int((ttl + 60) * 1000))
+        pipe.rpush(key, body)
+        await self._extend(keys=[key], args=[int((ttl + PENDING_SLACK) * 1000)], client=pipe)
         # scored by the earliest deadline, so the sweep finds a browser's first copy on time
-        pipe.zadd(self.p + "pz", {cid: deadline}, lt=True)
+        pipe.zadd(self.p + "pz", {item.cid: deadline}, lt=True)
+        for dest, purpose in item.waits.items():
+            pair = f"{dest}|{purpose}"
+            pipe.zadd(self._wait_key(pair), {pid: deadline})
+            pipe.sadd(self.p + "pk", pair)
         await pipe.execute()
         return True
 
-    async def _take_pending(self, cid: str) -> list[tuple[float, Pending]]:
-        pipe = self.r.pipeline(transaction=True)
-        pipe.lrange(self.p + "p:" + cid, 0, -1)
-        pipe.delete(self.p + "p:" + cid)
-        pipe.zrem(self.p + "pz", cid)
-        bodies, _, _ = await pipe.execute()
-        out = []
-        for body in bodies:
-            data = orjson.loads(self.sealer.open(body))
-            out.append((float(data["deadline"]), data["item"]))
-        return out
+    def _open(self, cid: str, blob: Any) -> tuple[dict[str, Any], Pending] | None:
+        try:
+            head_bytes, body = self.sealer.open(_bytes(blob)).split(b"\n", 1)
+            head = orjson.loads(head_bytes)
+            waits = {str(d): str(p) for d, p in head["waits"].items()}
+            item = Pending(cid, head["event_id"], head["event"], waits, body, float(head["until"]))
+        except (SealError, ValueError, KeyError, TypeError, AttributeError):
+            LOG.warning(
+                "state: a copy waiting for consent could not be opened (sealed under a secret "
+                "no longer listed, or written by an older release); dropped"
+            )
+            return None
+        return head, item
+
+    async def _take(self, cid: str, keep: Callable[[dict[str, Any]], bool]) -> list[Pending]:
+        """Take this browser's waiting events that ``keep`` does not keep, in one
+        transaction with their ids' removal from the gauge's sets (retried when another
+        process changed the list meanwhile); the kept ones stay, unchanged."""
+        key = self.p + "p:" + cid
+        async with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    blobs = await pipe.lrange(key, 0, -1)
+                    ttl_ms = await pipe.pttl(key)
+                    taken: list[Pending] = []
+                    kept: list[tuple[Any, float]] = []
+                    gone: list[tuple[str, str]] = []  # (pair, id)
+                    for blob in blobs:
+                        opened = self._open(cid, blob)
+                        if opened is None:
+                            continue
+                        head, item = opened
+                        if keep(head):
+                            kept.append((blob, float(head["deadline"])))
+                            continue
+                        taken.append(item)
+                        gone.extend((f"{d}|{p}", head["id"]) for d, p in item.waits.items())
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.delete(key)
+                    if kept:
+                        pipe.rpush(key, *(blob for blob, _ in kept))
+                        if ttl_ms > 0:
+                            pipe.pexpire(key, ttl_ms)
+                        pipe.zadd(self.p + "pz", {cid: min(d for _, d in kept)})
+                    else:
+                        pipe.zrem(self.p + "pz", cid)
+                    for pair, pid in gone:
+                        pipe.zrem(self._wait_key(pair), pid)
+                    await pipe.execute()
+                    return taken
+                except WatchError:
+                    continue
 
     async def release(self, cid: str) -> list[Pending]:
-        now = time.time()
-        return [item for deadline, item in await self._take_pending(cid) if deadline > now]
+        return await self._take(cid, lambda head: False)
 
     async def expired_pending(self) -> list[Pending]:
         now = time.time()
         out: list[Pending] = []
         for raw in await self.r.zrangebyscore(self.p + "pz", 0, now):
-            cid = _text(raw)
-            items = await self._take_pending(cid)
-            live = [(d, i) for d, i in items if d > now]
-            out.extend(i for d, i in items if d <= now)
-            for deadline, item in live:  # put back what is still inside its window
-                await self.pend(cid, item, deadline - now)
+            out.extend(await self._take(_text(raw), lambda head: float(head["deadline"]) > now))
+        # Ids whose list Redis dropped by itself (no relay swept it in time) or that could
+        # not be opened: long past their deadline, so no longer counted as waiting.
+        pairs = await self.r.smembers(self.p + "pk")
+        if pairs:
+            pipe = self.r.pipeline(transaction=False)
+            for pair in pairs:
+                pipe.zremrangebyscore(self._wait_key(_text(pair)), 0, now - PENDING_SLACK)
+            await pipe.execute()
+        return out
+
+    async def pending_counts(self) -> dict[WaitKey, int]:
+        pairs = [_text(p) for p in await self.r.smembers(self.p + "pk")]
+        if not pairs:
+            return {}
+        pipe = self.r.pipeline(transaction=False)
+        for pair in pairs:
+            pipe.zcard(self._wait_key(pair))
+        counts = await pipe.execute()
+        out: dict[WaitKey, int] = {}
+        for pair, n in zip(pairs, counts, strict=True):
+            dest, _, purpose = pair.partition("|")
+            if n:
+                out[(dest, purpose)] = int(n)
         return out
 
     async def close(self) -> None:

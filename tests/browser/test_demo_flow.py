@@ -3,6 +3,10 @@
 Accept analytics, deny ads, view a product, add it to the cart, buy. The analytics vendor
 gets each event once (the purchase once, though the browser and the backend both sent it);
 the ads vendor gets nothing; the vendors page and the debug view show it.
+
+And the landing page view, which waits at the relay until the banner is answered: "Accept
+all" releases it to every vendor with its ``gclid``; accepting analytics alone releases it
+without, and the ads copy waits on until ads is decided.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 
 from ..e2e.relayproc import free_port, relay_env
+from ..e2e.wire import metric
 from .conftest import TIMEOUT_MS
 
 START_SECONDS = 20.0
@@ -149,5 +155,81 @@ def test_demo_purchase_reaches_each_granted_vendor_once(chromium: Browser, demo_
         response = page.goto(demo_url + "/admin/debug")
         assert response is not None and response.ok
         assert errors == []
+    finally:
+        context.close()
+
+
+def pending(base: str) -> dict[str, float]:
+    """relay_consent_pending per destination, from the demo's admin metrics."""
+    text = httpx.get(base + "/admin/metrics", trust_env=False).text
+    return {dest: metric(text, "relay_consent_pending", destination=dest)
+            for dest in ("analytics_vendor", "ads_vendor", "archive")}
+
+
+def landing_page(page: Page, base: str) -> str:
+    """Open the shop from an ad and wait until its page view waits at the relay; returns
+    the landing URL's gclid."""
+    page.goto(base + "/")
+    gclid = parse_qs(urlparse(page.url).query)["gclid"][0]
+    page.wait_for_function("window.relay && window.relay.loaded === true")
+    deadline = time.monotonic() + WAIT_SECONDS
+    while pending(base) != {"analytics_vendor": 1, "ads_vendor": 1, "archive": 1}:
+        if time.monotonic() > deadline:
+            pytest.fail(f"the landing page view never waited for consent: {pending(base)}")
+        time.sleep(0.1)
+    time.sleep(SETTLE_SECONDS)
+    assert all(got == [] for got in vendors(base).values()), "sent before the banner"
+    return gclid
+
+
+def test_accept_all_releases_the_landing_page_view_with_its_click_id(
+        chromium: Browser, demo_url: str) -> None:
+    context = chromium.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        gclid = landing_page(page, demo_url)
+        page.click("#accept-all")
+        got = wait_for(demo_url, lambda g: all(tally(g[v]) == {"page_view": 1}
+                                               for v in ("analytics", "ads", "archive")))
+        for name in ("analytics", "ads", "archive"):
+            [view] = got[name]
+            received = view["received"]
+            assert received["context"]["click_ids"] == {"gclid": gclid}, name
+            assert received["consent"] == {"analytics": "granted", "ads": "granted"}
+            assert "gclid" not in received["context"]["page"]["url"]  # the URL stays clean
+        assert pending(demo_url) == {"analytics_vendor": 0, "ads_vendor": 0, "archive": 0}
+        time.sleep(SETTLE_SECONDS)
+        assert {k: tally(v) for k, v in vendors(demo_url).items()} == {
+            "analytics": {"page_view": 1}, "ads": {"page_view": 1}, "archive": {"page_view": 1}}
+    finally:
+        context.close()
+
+
+def test_accepting_analytics_only_releases_it_without_its_click_id(
+        chromium: Browser, demo_url: str) -> None:
+    context = chromium.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        gclid = landing_page(page, demo_url)
+        page.click("#analytics-accept")
+        got = wait_for(demo_url, lambda g: all(tally(g[v]) == {"page_view": 1}
+                                               for v in ("analytics", "archive")))
+        for name in ("analytics", "archive"):
+            [view] = got[name]
+            received = view["received"]
+            assert "click_ids" not in received["context"], name
+            assert gclid not in str(received)
+            assert received["consent"] == {"analytics": "granted"}
+        # Ads is still undecided: its copy keeps waiting, then the denial drops it.
+        assert pending(demo_url) == {"analytics_vendor": 0, "ads_vendor": 1, "archive": 0}
+        page.click("#ads-deny")
+        deadline = time.monotonic() + WAIT_SECONDS
+        while pending(demo_url)["ads_vendor"] != 0:
+            assert time.monotonic() < deadline, "the denial did not end the ads copy's wait"
+            time.sleep(0.1)
+        time.sleep(SETTLE_SECONDS)
+        assert vendors(demo_url)["ads"] == []
     finally:
         context.close()

@@ -100,7 +100,10 @@ async def test_a_partial_choice_keeps_the_other_purpose_waiting(rules_dir: Path)
         [{"event": "consent_update", "consent": {"analytics": "granted"}}], meta
     )
     assert [(r.destination, r.event_id) for r in update.rows] == [("archive", "p1")]
-    assert {c.destination: c.outcome for c in update.results[0].copies} == {
+    assert update.results[0].copies == []  # the choice itself goes nowhere
+    [released] = update.releases  # the waiting event, as an entry of its own
+    assert (released.event_id, released.status) == ("p1", "released")
+    assert {c.destination: c.outcome for c in released.copies} == {
         "archive": "delivered",
         "ads_log": "held",
     }

@@ -223,3 +223,55 @@ async def test_read_body_trusts_a_declared_length_over_the_limit() -> None:
 async def test_read_body_raises_on_disconnect() -> None:
     with pytest.raises(ClientDisconnect):
         await read_body(receiver({"type": "http.disconnect"}), None, 10)
+
+
+async def test_answer_counts_events_held_for_consent_or_their_authority(
+    client: httpx.AsyncClient,
+) -> None:
+    """``held``: events of the request with a copy waiting (for a consent choice, or for the
+    authoritative source); absent when none is, like ``quarantined``."""
+    eu = {"cf-ipcountry": "DE"}
+    batch = [PAGE_VIEW, {**PAGE_VIEW, "consent": {"analytics": "granted"}}, {"event": "nope!"}]
+    r = await client.post("/e", json=batch, headers=eu)
+    assert r.status_code == 202, r.text
+    assert r.json() == {"accepted": 2, "duplicates": 0, "held": 1,
+                        "rejected": [{"index": 2, "error": r.json()["rejected"][0]["error"]}]}
+    browser_purchase = {**purchase("b-held"), "context": {}}
+    r = await client.post("/e", json=browser_purchase, headers={"cf-ipcountry": "US"})
+    assert r.json() == {"accepted": 1, "duplicates": 0, "held": 1, "rejected": []}
+    r = await client.post("/e", json=PAGE_VIEW, headers={"cf-ipcountry": "US"})
+    assert r.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+
+
+async def test_a_choice_whose_commit_failed_releases_again_on_retry(
+    client: httpx.AsyncClient, relay_app: Starlette, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing accepted is lost: a waiting page view released by a choice that got 503 is
+    released by the client's retry of that choice."""
+    import asyncio
+
+    runtime: Runtime = relay_app.state.relay
+    await runtime.ensure_started()
+    eu = {"cf-ipcountry": "DE"}
+    r = await client.post("/e", json={**PAGE_VIEW, "event_id": "pv-wait"}, headers=eu)
+    assert r.json()["held"] == 1
+    choice = {"event": "consent_update", "consent": {"analytics": "granted"}}
+
+    async def broken(rows: list[Row], quarantined: list[Quarantined] = []) -> None:  # noqa: B006
+        raise SpoolUnavailable("disk full")
+
+    monkeypatch.setattr(runtime.spool, "put", broken)
+    r = await client.post("/e", json=choice, headers=eu)
+    assert r.status_code == 503, r.text
+    monkeypatch.undo()
+    r = await client.post("/e", json=choice, headers=eu)
+    assert r.status_code == 202, r.text
+    out = tmp_path / "events.jsonl"
+    for _ in range(100):
+        if out.exists() and "pv-wait" in out.read_text():
+            break
+        await asyncio.sleep(0.05)
+    assert [orjson.loads(line)["event_id"] for line in out.read_text().splitlines()] == [
+        "pv-wait"
+    ]

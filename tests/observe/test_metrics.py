@@ -60,6 +60,7 @@ def _exercise(m: Metrics) -> None:
     m.breaker_open.labels("ga4").set(1)
     m.breaker_open.labels("ga4").set(0)
     m.track_depths(lambda: ({"ga4": 2}, {"ga4": 1}))
+    m.set_pending({("ads", "ads"): 3}, [("ads", "ads"), ("ga4", "analytics")])
 
 
 def test_render_is_byte_for_byte_prometheus_client() -> None:
@@ -90,6 +91,20 @@ def test_sample_values_read_back() -> None:
         119.7021
     )
     assert "relay_events_received_created" not in m.render().decode()
+
+
+def test_consent_pending_gauge_zeroes_known_pairs_and_omits_an_unread_store() -> None:
+    m = Metrics()
+    get = m.registry.get_sample_value
+    m.set_pending({("ads", "ads"): 2, ("gone", "ads"): 1}, [("ads", "ads"), ("ga4", "analytics")])
+    assert get("relay_consent_pending", {"destination": "ads", "purpose": "ads"}) == 2
+    assert get("relay_consent_pending", {"destination": "ga4", "purpose": "analytics"}) == 0
+    assert get("relay_consent_pending", {"destination": "gone", "purpose": "ads"}) == 1
+    m.set_pending({}, [("ads", "ads")])  # nothing waits: a zero, not a missing series
+    assert get("relay_consent_pending", {"destination": "ads", "purpose": "ads"}) == 0
+    m.set_pending(None, [("ads", "ads")])  # the store could not be read: no sample at all
+    assert get("relay_consent_pending", {"destination": "ads", "purpose": "ads"}) is None
+    assert "# TYPE relay_consent_pending gauge" in m.render().decode()
 
 
 def test_families_refuse_misuse() -> None:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 import uuid
 
 import pytest
 
-from relay.state import State
+from relay.state import Pending, State, memory
 from relay.state.memory import CONSENT_TTL, MemoryState, TTLMap
 from relay.state.redis import RedisState
 from relay.state.seal import Sealer, SealError
@@ -150,44 +152,142 @@ async def test_redis_state() -> None:
         await state.close()
 
 
+def _item(cid: str, eid: str, waits: dict[str, str] | None = None, size: int = 20) -> Pending:
+    body = b'{"event":"page_view","event_id":"' + eid.encode() + b'","p":"' + b"x" * size + b'"}'
+    return Pending(cid, eid, "page_view", waits or {"ads_log": "ads"}, body, time.time() + 60)
+
+
 async def _exercise_pending(state: State) -> None:
     assert await state.consent_for("c1") is None
     await state.remember_consent("c1", {"analytics": "granted"}, 60)
     assert await state.consent_for("c1") == {"analytics": "granted"}
-    assert await state.pend("c1", {"event": {"event_id": "e1"}, "destinations": {"a": "ads"}}, 60)
-    assert await state.pend("c1", {"event": {"event_id": "e2"}, "destinations": {"a": "ads"}}, 60)
+    first = _item("c1", "e1", {"archive": "analytics", "ads_log": "ads"})
+    assert await state.pend(first, 60)
+    assert await state.pend(_item("c1", "e2"), 60)
+    assert await state.pend(_item("c9", "e9"), 60)
+    assert await state.pending_counts() == {("archive", "analytics"): 1, ("ads_log", "ads"): 3}
     released = await state.release("c1")
-    assert [i["event"]["event_id"] for i in released] == ["e1", "e2"]
+    assert [i.event_id for i in released] == ["e1", "e2"]
+    assert released[0] == first  # kept as it was given: the body byte for byte
     assert await state.release("c1") == []
+    assert await state.pending_counts() == {("ads_log", "ads"): 1}
+    assert [i.event_id for i in await state.release("c9")] == ["e9"]
+    assert await state.pending_counts() == {}
 
 
 async def test_memory_pending() -> None:
     clock = Clock()
     state = MemoryState(100, 60, clock)
     await _exercise_pending(state)
-    await state.pend("c2", {"event": {"event_id": "e3"}, "destinations": {}}, 10)
-    await state.pend("c2", {"event": {"event_id": "e4"}, "destinations": {}}, 30)
+    await state.pend(_item("c2", "e3"), 10)
+    await state.pend(_item("c2", "e4"), 30)
     clock.now += 11
-    assert [i["event"]["event_id"] for i in await state.expired_pending()] == ["e3"]
-    assert [i["event"]["event_id"] for i in await state.release("c2")] == ["e4"]
+    assert [i.event_id for i in await state.expired_pending()] == ["e3"]
+    assert await state.pending_counts() == {("ads_log", "ads"): 1}
+    assert [i.event_id for i in await state.release("c2")] == ["e4"]
+    assert await state.pending_counts() == {}
 
 
-async def test_redis_pending() -> None:
-    state = RedisState(REDIS_URL, Sealer(["test-secret"]), prefix=f"relay-test-{uuid.uuid4().hex}:")
+async def test_memory_pending_is_bounded_in_events_and_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    state = MemoryState(100, 60, Clock())
+    monkeypatch.setattr(memory, "MAX_PENDING", 2)
+    assert await state.pend(_item("c1", "e1"), 60)
+    assert await state.pend(_item("c2", "e2"), 60)
+    assert not await state.pend(_item("c3", "e3"), 60)  # full: nothing kept
+    assert await state.pending_counts() == {("ads_log", "ads"): 2}
+    await state.release("c1")  # room again
+    assert await state.pend(_item("c3", "e3"), 60)
+
+    state = MemoryState(100, 60, Clock())
+    monkeypatch.setattr(memory, "MAX_PENDING", 100)
+    big = _item("c1", "big", size=900)
+    monkeypatch.setattr(memory, "MAX_PENDING_BYTES", 2 * len(big.body) + 100)
+    assert await state.pend(big, 60)
+    assert await state.pend(_item("c1", "big2", size=900), 60)
+    assert not await state.pend(_item("c2", "big3", size=900), 60)  # over the byte bound
+    assert await state.pend(_item("c2", "small", size=1), 60)  # what fits still does
+    await state.release("c1")
+    assert await state.pend(_item("c2", "big3", size=900), 60)
+
+
+def _redis_state() -> RedisState:
+    return RedisState(REDIS_URL, Sealer(["test-secret"]), prefix=f"relay-test-{uuid.uuid4().hex}:")
+
+
+async def _reachable(state: RedisState) -> None:
     try:
         await state.r.ping()
     except Exception as exc:  # pragma: no cover
         await state.close()
         pytest.fail(f"Redis is not reachable at {REDIS_URL}: {exc}")
+
+
+async def test_redis_pending() -> None:
+    state = _redis_state()
+    await _reachable(state)
     try:
         await _exercise_pending(state)
-        import asyncio
-
-        await state.pend("c2", {"event": {"event_id": "e3"}, "destinations": {}}, 0.01)
-        await state.pend("c2", {"event": {"event_id": "e4"}, "destinations": {}}, 30)
+        await state.pend(_item("c2", "e3"), 0.01)
+        await state.pend(_item("c2", "e4"), 30)
         await asyncio.sleep(0.05)
-        assert [i["event"]["event_id"] for i in await state.expired_pending()] == ["e3"]
-        assert [i["event"]["event_id"] for i in await state.release("c2")] == ["e4"]
+        assert [i.event_id for i in await state.expired_pending()] == ["e3"]
+        assert await state.pending_counts() == {("ads_log", "ads"): 1}
+        # what stayed is still waiting, found by the next sweep at its own deadline
+        score = await state.r.zscore(state.p + "pz", "c2")
+        assert score is not None and score > time.time() + 20
+        assert await state.expired_pending() == []
+        assert [i.event_id for i in await state.release("c2")] == ["e4"]
+        assert await state.pending_counts() == {}
+    finally:
+        await state.close()
+
+
+async def test_redis_pending_is_sealed_and_counted_across_instances() -> None:
+    """Two relays on one Redis: one's waiting copies are counted and released by the other,
+    and the waiting event is at rest only sealed."""
+    a = _redis_state()
+    await _reachable(a)
+    b = RedisState(REDIS_URL, Sealer(["test-secret"]), prefix=a.p)
+    try:
+        item = _item("c1", "secret-event-id", {"archive": "analytics"})
+        await a.pend(item, 60)
+        assert await b.pending_counts() == {("archive", "analytics"): 1}
+        stored = repr(await a.r.lrange(a.p + "p:c1", 0, -1)).encode()
+        assert b"secret-event-id" not in stored and b"page_view" not in stored
+        assert await b.release("c1") == [item]
+        assert await a.pending_counts() == {}
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_redis_pending_that_cannot_be_opened_is_dropped_not_fatal() -> None:
+    a = _redis_state()
+    await _reachable(a)
+    rotated = RedisState(REDIS_URL, Sealer(["another-secret"]), prefix=a.p)
+    try:
+        await a.pend(_item("c1", "e1"), 60)
+        await a.r.rpush(a.p + "p:c1", b"not sealed")
+        assert await rotated.release("c1") == []
+        assert await a.release("c1") == []  # taken, though unreadable
+    finally:
+        await a.close()
+        await rotated.close()
+
+
+async def test_redis_gauge_forgets_ids_whose_list_redis_dropped() -> None:
+    state = _redis_state()
+    await _reachable(state)
+    try:
+        await state.pend(_item("c1", "e1"), 0.01)
+        await state.r.delete(state.p + "p:c1")  # as if Redis expired it, unswept
+        await state.r.zadd(state.p + "pn:ads_log|ads", {"stale": time.time() - 3600})
+        assert await state.pending_counts() == {("ads_log", "ads"): 2}
+        await asyncio.sleep(0.05)
+        assert await state.expired_pending() == []
+        assert await state.pending_counts() == {("ads_log", "ads"): 1}  # the recent id stays
     finally:
         await state.close()
 
