@@ -4,6 +4,9 @@
 ``httpx.AsyncClient``, the spool, the state store, the dispatcher and the background tasks
 (rule reloads, held-copy expiry). It starts in the app's lifespan, or on the first request
 when the app is mounted inside another app whose lifespan does not reach it.
+
+Its state lives under ``var_dir``: the generated cookie secret, and the rules' relative
+local paths (the SQLite spool, file destinations), resolved by ``relay.registry.place``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from relay.engine.results import Batch, debug_entries
 from relay.observe.debug import DebugFeed
 from relay.observe.log import LOG
 from relay.observe.metrics import Metrics
-from relay.registry import check_rules, load_rules
+from relay.registry import check_rules, load_rules, place
 from relay.rules.model import Rules, Source
 from relay.spool.base import Spool
 from relay.spool.factory import open_spool
@@ -91,7 +94,8 @@ class Runtime:
         self.transport = transport
         self.metrics = Metrics()
         self.debug = DebugFeed()
-        rules = load_rules(self.rules_dir, env)  # raises RulesError: a bad start fails loudly
+        # Raises RulesError: a bad start fails loudly. Local paths resolve under var_dir.
+        rules = place(load_rules(self.rules_dir, env), self.var_dir)
         self._apply(rules, state=None)
         self.spool: Spool = open_spool(rules.relay.spool)
         self.metrics.track_depths(lambda: self.spool.depths())
@@ -144,6 +148,7 @@ class Runtime:
                 LOG.error("rules reload rejected: %s", d.render())
             self.metrics.rules_reloads.labels("error").inc()
             return False
+        rules = place(rules, self.var_dir)
         old = self.rules
         if rules.relay.spool != old.relay.spool:
             LOG.warning("relay.spool changed; the new spool is used after a restart")

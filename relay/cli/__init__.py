@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from relay.cli.common import DEFAULT_RULES
+from relay.cli.common import DEFAULT_RULES, DEFAULT_VAR
 from relay.cli.dlq import cmd_dlq
 from relay.cli.rules import cmd_check, cmd_test
 from relay.cli.serve import DEFAULT_HOST, DEFAULT_PORT, cmd_serve
@@ -43,6 +43,12 @@ def parser() -> argparse.ArgumentParser:
             default=os.environ.get("RELAY_RULES", DEFAULT_RULES),
             help="rules directory (default: ./rules)",
         )
+        sp.add_argument(
+            "--var",
+            default=os.environ.get("RELAY_VAR", DEFAULT_VAR),
+            help="where the relay keeps its state: the cookie secret, the SQLite spool, "
+            "file destinations' relative paths (default: ./var)",
+        )
         return sp
 
     s = with_rules(sub.add_parser("serve", help="run the relay under hypercorn"))
@@ -50,7 +56,6 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=DEFAULT_PORT)
     s.add_argument("--admin-port", type=int, default=None)
     s.add_argument("--workers", type=int, default=1)
-    s.add_argument("--var", default="var", help="where generated state lives (default: ./var)")
     s.set_defaults(func=cmd_serve)
     with_rules(sub.add_parser("check", help="validate the rules")).set_defaults(func=cmd_check)
     with_rules(sub.add_parser("test", help="run the rules' tests")).set_defaults(func=cmd_test)

@@ -8,14 +8,15 @@ import sys
 
 import orjson
 
-from relay.cli.common import load
+from relay.cli.common import load, placed
 from relay.spool.factory import open_spool
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    rules = load(args.rules)
-    if rules is None:
+    loaded = load(args.rules)
+    if loaded is None:
         return 1
+    rules = placed(loaded, args.var)
     if args.destination and args.destination not in rules.destinations:
         print(
             f"dlq: no destination named '{args.destination}' "

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from relay.cli.common import load
+from relay.cli.common import load, placed
 from relay.observe.log import configure
 from relay.rules.model import Rules
 from relay.runtime import load_or_create_secret
@@ -61,9 +61,10 @@ async def _release_leases(rules: Rules) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    rules = load(args.rules)
-    if rules is None:
+    loaded = load(args.rules)
+    if loaded is None:
         return 1
+    rules = placed(loaded, args.var)
     admin_port = args.admin_port if args.admin_port is not None else rules.relay.admin.port
     config = _serve_config(args, rules.relay.admin.host, admin_port)
     problem = _cannot_listen(config.bind)
