@@ -87,8 +87,10 @@ class Runtime:
         var_dir: str | os.PathLike[str] = "var",
         env: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        refuse_weak_secrets: bool = False,
     ) -> None:
         self.rules_dir = Path(rules_dir)
+        self.refuse_weak_secrets = refuse_weak_secrets
         self.var_dir = Path(var_dir)
         self.env = env
         self.transport = transport
@@ -96,6 +98,8 @@ class Runtime:
         self.debug = DebugFeed()
         # Raises RulesError: a bad start fails loudly. Local paths resolve under var_dir.
         rules = place(load_rules(self.rules_dir, env), self.var_dir)
+        for d in rules.policy:  # relay serve has said so already; an embedding app has not
+            LOG.warning("rules: not fit for production: %s", d.render())
         self._apply(rules, state=None)
         self.spool: Spool = open_spool(rules.relay.spool)
         self.metrics.track_depths(lambda: self.spool.depths())
@@ -143,6 +147,8 @@ class Runtime:
         self._mtimes = self._scan()
         rules, diagnostics = await asyncio.to_thread(check_rules, self.rules_dir, self.env)
         errors = [d for d in diagnostics if d.severity == "error"]
+        if rules is not None and self.refuse_weak_secrets:
+            errors += rules.policy  # serving a public address: weak secrets are errors
         if rules is None or errors:
             for d in errors:
                 LOG.error("rules reload rejected: %s", d.render())
@@ -161,6 +167,8 @@ class Runtime:
             await previous.stop(grace=RELOAD_DRAIN_SECONDS)
         self.metrics.rules_reloads.labels("ok").inc()
         LOG.info("rules reloaded: version %s", rules.version)
+        for d in rules.policy:
+            LOG.warning("rules: not fit for production: %s", d.render())
         return True
 
     # -- lifecycle --------------------------------------------------------------------

@@ -57,7 +57,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--admin-port", type=int, default=None)
     s.add_argument("--workers", type=int, default=1)
     s.set_defaults(func=cmd_serve)
-    with_rules(sub.add_parser("check", help="validate the rules")).set_defaults(func=cmd_check)
+    c = with_rules(sub.add_parser("check", help="validate the rules"))
+    c.add_argument("--strict", action="store_true",
+                   help="treat every warning as an error (exit 1), policy warnings included")
+    c.set_defaults(func=cmd_check)
     with_rules(sub.add_parser("test", help="run the rules' tests")).set_defaults(func=cmd_test)
     d = with_rules(sub.add_parser("dlq", help="list, replay or purge dead letters"))
     d.add_argument("action", choices=["list", "replay", "purge"])

@@ -5,23 +5,37 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TextIO
 
 from relay.registry import check_rules, place
 from relay.rules.model import Rules
+from relay.rules.policy import POLICY_CODES
 from relay.spool.factory import sqlite_path
 
 DEFAULT_RULES = "rules"
 DEFAULT_VAR = "var"
 
 
-def load(rules_dir: str) -> Rules | None:
-    """The rules, or None after printing every problem (``file:line:col: ...``)."""
+def load(
+    rules_dir: str, *, strict: bool = False, warnings: TextIO | None = None,
+    policy: bool = True,
+) -> Rules | None:
+    """The rules, or None after printing every problem (``file:line:col: ...``).
+
+    Errors go to stderr, warnings to ``warnings`` (stdout by default: a command whose stdout
+    is data passes stderr). ``strict`` makes every warning an error. ``policy=False`` leaves
+    the policy warnings (``Rules.policy``) to the caller, which decides what they mean.
+    """
     rules, diagnostics = check_rules(rules_dir)
+    if not policy:
+        diagnostics = [d for d in diagnostics if d.code not in POLICY_CODES]
+    errors = 0
     for d in diagnostics:
-        print(d.render(), file=sys.stderr if d.severity == "error" else sys.stdout)
-    if rules is None or any(d.severity == "error" for d in diagnostics):
-        n = sum(1 for d in diagnostics if d.severity == "error")
-        print(f"{rules_dir}: {n} error(s)", file=sys.stderr)
+        error = d.severity == "error" or strict
+        errors += error
+        print(d.render(), file=sys.stderr if error else (warnings or sys.stdout))
+    if rules is None or errors:
+        print(f"{rules_dir}: {errors} error(s)", file=sys.stderr)
         return None
     return rules
 

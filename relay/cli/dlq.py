@@ -13,7 +13,7 @@ from relay.spool.factory import open_spool
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    loaded = load(args.rules)
+    loaded = load(args.rules, warnings=sys.stderr)  # stdout is the dead letters
     if loaded is None:
         return 1
     rules = placed(loaded, args.var)

@@ -12,4 +12,5 @@ app = serving_app(
     os.environ.get("RELAY_RULES_DIR", "rules"),
     os.environ.get("RELAY_VAR_DIR", "var"),
     int(os.environ["RELAY_ADMIN_PORT"]) if "RELAY_ADMIN_PORT" in os.environ else None,
+    refuse_weak_secrets=os.environ.get("RELAY_PUBLIC") == "1",
 )

@@ -35,8 +35,8 @@ FIXED_ENV: dict[str, str] = {
     "RELAY_LOG_LEVEL": "INFO",
 }
 # Variables of the caller's environment that would change what the relay does.
-_DROPPED_ENV = ("RELAY_STATE", "RELAY_SPOOL", "RELAY_RULES", "RELAY_RULES_DIR", "RELAY_VAR_DIR",
-                "RELAY_ADMIN_PORT", "SEGMENT_WRITE_KEY")
+_DROPPED_ENV = ("RELAY_STATE", "RELAY_SPOOL", "RELAY_RULES", "RELAY_RULES_DIR", "RELAY_VAR",
+                "RELAY_VAR_DIR", "RELAY_ADMIN_PORT", "RELAY_PUBLIC", "SEGMENT_WRITE_KEY")
 _PROXY_ENV = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 
 
