@@ -91,6 +91,19 @@ def weak_secrets_refused(rules: Rules, host: str) -> bool:
     return False
 
 
+def state_is_per_process(rules: Rules, workers: int) -> str | None:
+    """Why ``--workers N`` cannot run on these rules (in-memory state), or None."""
+    if workers <= 1 or rules.relay.state != "memory":
+        return None
+    names = rules.variables.get(("relay", "state"), ())
+    fix = (f"set {names[0]}=redis://127.0.0.1:6379/0 (relay.state comes from it)" if names
+           else "set relay.state: redis://127.0.0.1:6379/0 in the rules")
+    return (f"--workers {workers} needs shared state, and relay.state is memory: dedup marks "
+            "and copies held or waiting for consent would be per process (a duplicate could "
+            "reach a vendor twice, a consent choice would release one worker's copies only); "
+            f"{fix}, or run one worker")
+
+
 async def _release_leases(rules: Rules) -> None:
     spool = open_spool(rules.relay.spool)
     await spool.start()
@@ -105,6 +118,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if loaded is None:
         return 1
     if weak_secrets_refused(loaded, args.host):
+        return 1
+    per_process = state_is_per_process(loaded, args.workers)
+    if per_process:
+        print(f"relay serve: {per_process}", file=sys.stderr)
         return 1
     rules = placed(loaded, args.var)
     admin_port = args.admin_port if args.admin_port is not None else rules.relay.admin.port

@@ -2,12 +2,65 @@
 
 from __future__ import annotations
 
+import argparse
 import socket
 from pathlib import Path
 
 import pytest
 
-from relay.cli import main
+from relay.cli import NOT_YET, main, parser
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    choices: dict[str, argparse.ArgumentParser] = action.choices
+    return choices
+
+
+def test_the_commands() -> None:
+    assert set(_subcommands()) == {"serve", "check", "test", "dlq", "demo", *NOT_YET}
+    assert set(NOT_YET) == {"datamap", "trace", "reconcile", "forget", "diff"}
+
+
+@pytest.mark.parametrize("name", sorted(_subcommands()))
+def test_every_help_has_a_description_and_shows_the_defaults(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main([name, "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    sub = _subcommands()[name]
+    assert sub.description and " ".join(sub.description.split()) in text
+    for action in sub._actions:
+        if not action.option_strings or action.help == argparse.SUPPRESS:
+            continue
+        assert action.help, f"relay {name} {action.option_strings[0]} has no help"
+        if action.default not in (None, False, argparse.SUPPRESS):
+            assert f"(default: {action.default})" in text, (name, action.option_strings)
+        elif action.default is None and action.nargs != 0:
+            assert "(default: " in action.help, (name, action.option_strings)  # said in words
+
+
+def test_every_command_with_rules_takes_var() -> None:
+    for name, sub in _subcommands().items():
+        options = {o for a in sub._actions for o in a.option_strings}
+        if name in ("serve", "check", "test", "dlq"):
+            assert {"--rules", "--var"} <= options, name
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["serve", "--workers", "0"], "argument --workers: 0 is less than 1"),
+    (["serve", "--port", "70000"], "argument --port: 70000 is not a port (0 to 65535)"),
+    (["dlq", "list", "--limit", "many"], "argument --limit: 'many' is not a whole number"),
+])
+def test_bad_numbers_say_what_to_fix(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 def test_serve_on_a_taken_port_says_so_in_one_line(
@@ -29,8 +82,9 @@ def test_serve_on_a_taken_port_says_so_in_one_line(
     assert "Traceback" not in err
 
 
-def test_not_yet_commands_say_so(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["datamap"]) == 2
+@pytest.mark.parametrize("name", sorted(NOT_YET))
+def test_not_yet_commands_say_so(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([name, "--rules", "x", "anything"]) == 2
     assert "not in this release yet" in capsys.readouterr().err
 
 

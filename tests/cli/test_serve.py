@@ -91,3 +91,32 @@ def test_check_strict_makes_every_warning_an_error(
     assert ": R214 relay.client_ip.trusted_hops: " in capsys.readouterr().out
     assert main(["check", "--rules", str(rules_dir), "--strict"]) == 1
     assert ": R214 relay.client_ip.trusted_hops: " in capsys.readouterr().err
+
+
+def test_several_workers_on_in_memory_state_refuse_to_start(
+    rules_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BACKEND_SIGNING_SECRET", "a-real-backend-signing-secret-0123")
+    monkeypatch.delenv("RELAY_STATE", raising=False)
+    assert main(["serve", "--rules", str(rules_dir), "--workers", "4", "--port", "0"]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("relay serve: --workers 4 needs shared state, and relay.state is "
+                           "memory: dedup marks and copies held or waiting for consent would "
+                           "be per process")
+    assert "set RELAY_STATE=redis://127.0.0.1:6379/0 (relay.state comes from it)" in line
+    assert not (tmp_path / "var").exists()
+
+
+def test_the_advice_for_state_written_in_the_file(tmp_path: Path) -> None:
+    from relay.cli.serve import state_is_per_process
+    from relay.registry import load_rules
+
+    (tmp_path / "relay.yaml").write_text("relay: {state: memory}\n")
+    rules = load_rules(tmp_path, {})
+    why = state_is_per_process(rules, 2)
+    assert why is not None and "set relay.state: redis://127.0.0.1:6379/0 in the rules" in why
+    assert state_is_per_process(rules, 1) is None
+    (tmp_path / "relay.yaml").write_text("relay: {state: 'redis://127.0.0.1:6379/0'}\n")
+    assert state_is_per_process(load_rules(tmp_path, {}), 8) is None

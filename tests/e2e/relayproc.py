@@ -62,10 +62,10 @@ def relay_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def run_cli(args: Sequence[str], *, cwd: Path, env: Mapping[str, str] | None = None,
             timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
-    """``python -m relay ARGS`` in ``cwd``; output captured as text."""
+    """``python -m relay ARGS`` in ``cwd``; output captured as text, no terminal on stdin."""
     return subprocess.run(
         [sys.executable, "-m", "relay", *args], cwd=cwd, env=relay_env(env),
-        capture_output=True, text=True, timeout=timeout, check=False,
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, check=False,
     )
 
 

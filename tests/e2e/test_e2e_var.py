@@ -47,3 +47,7 @@ def test_serve_and_dlq_keep_everything_under_var(
     done = run_cli(["dlq", "list", *rules], cwd=elsewhere)  # the default --var: ./var, empty
     assert done.returncode == 0 and done.stdout == "", done.stdout + done.stderr
     assert (elsewhere / "var" / "spool.db").exists()
+    done = run_cli(["dlq", "purge", "--yes", *rules, "--var", str(state)], cwd=elsewhere)
+    assert done.returncode == 0 and done.stdout == "purged 1 dead letter(s)\n", done.stderr
+    with client() as http:
+        assert http.get(relay.admin_url("/dlq")).json() == []
