@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from relay.cli.common import DEFAULT_RULES, DEFAULT_VAR
+from relay.cli.common import DEFAULT_RULES, DEFAULT_VAR, log_level
 from relay.cli.dlq import cmd_dlq
 from relay.cli.rules import cmd_check, cmd_test
 from relay.cli.serve import DEFAULT_HOST, DEFAULT_PORT, cmd_serve
@@ -22,6 +22,9 @@ DEMO_PORT = 8080
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from relay.demo.app import serve
+
+    if log_level("WARNING") is None:
+        return 1
 
     return serve(args.host, args.port)
 

@@ -14,6 +14,17 @@ from relay.spool.factory import sqlite_path
 
 DEFAULT_RULES = "rules"
 DEFAULT_VAR = "var"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(default: str) -> str | None:
+    """``RELAY_LOG_LEVEL`` (any case) or ``default``; None after saying what is wrong."""
+    level = os.environ.get("RELAY_LOG_LEVEL", "").strip().upper() or default
+    if level not in LOG_LEVELS:
+        print(f"relay: RELAY_LOG_LEVEL={os.environ.get('RELAY_LOG_LEVEL')} is not a log level "
+              f"(use one of {', '.join(LOG_LEVELS)})", file=sys.stderr)
+        return None
+    return level
 
 
 def load(

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from relay.cli.common import load, placed
+from relay.cli.common import load, log_level, placed
 from relay.observe.log import configure
 from relay.rules.model import Rules
 from relay.runtime import load_or_create_secret
@@ -114,6 +114,9 @@ async def _release_leases(rules: Rules) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    level = log_level("INFO")
+    if level is None:
+        return 1
     loaded = load(args.rules, policy=False)
     if loaded is None:
         return 1
@@ -130,7 +133,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if problem:
         print(f"relay serve: {problem}", file=sys.stderr)
         return 1
-    configure(os.environ.get("RELAY_LOG_LEVEL", "INFO"))
+    configure(level)
     if not rules.relay.cookie.secrets:  # made once here, before any worker needs it
         load_or_create_secret(Path(args.var))
     asyncio.run(_release_leases(rules))

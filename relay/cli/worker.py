@@ -7,7 +7,7 @@ import os
 from relay.app import serving_app
 from relay.observe.log import configure
 
-configure(os.environ.get("RELAY_LOG_LEVEL", "INFO"))
+configure(os.environ.get("RELAY_LOG_LEVEL", "").strip().upper() or "INFO")
 app = serving_app(
     os.environ.get("RELAY_RULES_DIR", "rules"),
     os.environ.get("RELAY_VAR_DIR", "var"),

@@ -104,3 +104,14 @@ def test_a_spool_left_in_the_working_directory_is_pointed_out(
     assert "spool.db is a spool from the working directory" in err and "move it" in err
     assert main(["dlq", "list", "--rules", str(rules), "--var", "state"]) == 0
     assert "move it" not in capsys.readouterr().err  # said once: the new spool exists now
+
+
+@pytest.mark.parametrize("command", [["serve"], ["demo"]])
+def test_a_bad_log_level_is_one_clear_line(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RELAY_LOG_LEVEL", "chatty")
+    assert main(command) == 1
+    assert capsys.readouterr().err == (
+        "relay: RELAY_LOG_LEVEL=chatty is not a log level (use one of DEBUG, INFO, WARNING, "
+        "ERROR, CRITICAL)\n")
