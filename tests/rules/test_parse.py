@@ -130,6 +130,7 @@ def test_the_base_of_these_tests_is_valid(check: Check) -> None:
                                           ("R101", "destinations.d.typ")]),
     ("relay: {limits: {depth: deep}}\n", [("R102", "relay.limits.depth")]),
     ("relay: {admin: {port: 70000}}\n", [("R104", "relay.admin.port")]),
+    ("relay: {spool: 'sqlite:///var/'}\n", [("R212", "relay.spool")]),
     ("relay: {cookie: {same_site: loose}}\n", [("R105", "relay.cookie.same_site")]),
     ("sources:\n  s: {type: webhook, auth: {hmac: long-enough-hmac-key, tolerance: soon}}\n",
      [("R106", "sources.s.auth.tolerance")]),
