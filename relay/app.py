@@ -56,13 +56,18 @@ def create_app(
     var_dir: str | os.PathLike[str] = "var",
     env: Mapping[str, str] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    refuse_weak_secrets: bool = False,
 ) -> Starlette:
     """The public relay app, with routes relative to where it is mounted.
 
     Mount it under the rules' ``relay.prefix`` (``app.mount("/t", create_app("rules"))``);
-    ``relay serve`` does exactly that. ``app.state.relay`` is the ``Runtime``.
+    ``relay serve`` does exactly that. ``app.state.relay`` is the ``Runtime``. Relative
+    paths in the rules (the spool, file destinations) resolve under ``var_dir``. Weak source
+    secrets (``relay.rules.policy``) are logged as warnings; with ``refuse_weak_secrets``
+    (``relay serve`` on a public address) a reload that brings one is rejected.
     """
-    runtime = Runtime(rules_dir, var_dir=var_dir, env=env, transport=transport)
+    runtime = Runtime(rules_dir, var_dir=var_dir, env=env, transport=transport,
+                      refuse_weak_secrets=refuse_weak_secrets)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -105,11 +110,12 @@ def tune_gc() -> None:
 
 
 def serving_app(
-    rules_dir: str, var_dir: str = "var", admin_port: int | None = None
+    rules_dir: str, var_dir: str = "var", admin_port: int | None = None, *,
+    refuse_weak_secrets: bool = False,
 ) -> Callable[..., Any]:
     """What ``relay serve`` runs: the relay under its prefix, and the admin app on its own
     port (chosen by the port a connection arrived on, so one process can serve both)."""
-    relay_app = create_app(rules_dir, var_dir=var_dir)
+    relay_app = create_app(rules_dir, var_dir=var_dir, refuse_weak_secrets=refuse_weak_secrets)
     tune_gc()
     runtime: Runtime = relay_app.state.relay
     prefix = runtime.rules.relay.prefix

@@ -11,8 +11,11 @@ module collects them for the loader (``relay.rules.catalog`` says why it is pass
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
 
 from relay import rules as _rules
 from relay.destinations import DESTINATIONS
@@ -23,6 +26,8 @@ from relay.rules.diagnostics import Diagnostic
 from relay.rules.model import Rules
 from relay.rules.parse import parse_rules as _parse_rules
 from relay.rules.source import RawRules
+from relay.rules.varpath import under_var
+from relay.spool.factory import place_url
 
 CATALOG = Catalog(steps=STEPS, destinations=DESTINATIONS, when=parse_when)
 
@@ -42,3 +47,22 @@ def load_rules(directory: str | os.PathLike[str], env: Mapping[str, str] | None 
 def parse_rules(raw: RawRules) -> Rules:
     """``relay.rules.parse.parse_rules`` with the relay's catalog."""
     return _parse_rules(raw, CATALOG)
+
+
+def place(rules: Rules, var_dir: str | os.PathLike[str]) -> Rules:
+    """``rules`` with every local path resolved under ``var_dir`` (``relay.rules.varpath``):
+    the SQLite spool and the files of destinations whose type names files. ``var_dir`` is
+    made absolute first, so the result does not depend on a later working directory.
+
+        >>> place(rules, "/srv/relay").relay.spool      # written sqlite:///var/spool.db
+        'sqlite:////srv/relay/spool.db'
+    """
+    resolve = partial(under_var, var_dir=Path(var_dir).absolute())
+    destinations = {}
+    for name, dest in rules.destinations.items():
+        kind = DESTINATIONS.get(dest.type)
+        if kind is not None and kind.place is not None and dest.settings is not None:
+            dest = dataclasses.replace(dest, settings=kind.place(dest.settings, resolve))
+        destinations[name] = dest
+    relay = dataclasses.replace(rules.relay, spool=place_url(rules.relay.spool, resolve))
+    return dataclasses.replace(rules, relay=relay, destinations=destinations)

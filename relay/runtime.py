@@ -4,6 +4,9 @@
 ``httpx.AsyncClient``, the spool, the state store, the dispatcher and the background tasks
 (rule reloads, held-copy expiry). It starts in the app's lifespan, or on the first request
 when the app is mounted inside another app whose lifespan does not reach it.
+
+Its state lives under ``var_dir``: the generated cookie secret, and the rules' relative
+local paths (the SQLite spool, file destinations), resolved by ``relay.registry.place``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from relay.engine.results import Batch, debug_entries, debug_entry
 from relay.observe.debug import DebugFeed
 from relay.observe.log import LOG
 from relay.observe.metrics import Metrics
-from relay.registry import check_rules, load_rules
+from relay.registry import check_rules, load_rules, place
 from relay.rules.model import Rules, Source
 from relay.spool.base import Spool
 from relay.spool.factory import open_spool
@@ -84,14 +87,19 @@ class Runtime:
         var_dir: str | os.PathLike[str] = "var",
         env: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        refuse_weak_secrets: bool = False,
     ) -> None:
         self.rules_dir = Path(rules_dir)
+        self.refuse_weak_secrets = refuse_weak_secrets
         self.var_dir = Path(var_dir)
         self.env = env
         self.transport = transport
         self.metrics = Metrics()
         self.debug = DebugFeed()
-        rules = load_rules(self.rules_dir, env)  # raises RulesError: a bad start fails loudly
+        # Raises RulesError: a bad start fails loudly. Local paths resolve under var_dir.
+        rules = place(load_rules(self.rules_dir, env), self.var_dir)
+        for d in rules.policy:  # relay serve has said so already; an embedding app has not
+            LOG.warning("rules: not fit for production: %s", d.render())
         self._apply(rules, state=None)
         self.spool: Spool = open_spool(rules.relay.spool)
         self.metrics.track_depths(lambda: self.spool.depths())
@@ -139,11 +147,14 @@ class Runtime:
         self._mtimes = self._scan()
         rules, diagnostics = await asyncio.to_thread(check_rules, self.rules_dir, self.env)
         errors = [d for d in diagnostics if d.severity == "error"]
+        if rules is not None and self.refuse_weak_secrets:
+            errors += rules.policy  # serving a public address: weak secrets are errors
         if rules is None or errors:
             for d in errors:
                 LOG.error("rules reload rejected: %s", d.render())
             self.metrics.rules_reloads.labels("error").inc()
             return False
+        rules = place(rules, self.var_dir)
         old = self.rules
         if rules.relay.spool != old.relay.spool:
             LOG.warning("relay.spool changed; the new spool is used after a restart")
@@ -156,6 +167,8 @@ class Runtime:
             await previous.stop(grace=RELOAD_DRAIN_SECONDS)
         self.metrics.rules_reloads.labels("ok").inc()
         LOG.info("rules reloaded: version %s", rules.version)
+        for d in rules.policy:
+            LOG.warning("rules: not fit for production: %s", d.render())
         return True
 
     # -- lifecycle --------------------------------------------------------------------

@@ -73,4 +73,7 @@ class DestinationDef:
     build_request: Callable[[Sequence[Event], Any], httpx.Request] | None = None
     classify: Callable[[httpx.Response], Verdict] | None = None
     write: Callable[[Sequence[Event], Any], Awaitable[None]] | None = None
+    # Settings naming local files: the settings with each path passed through the function
+    # (``relay.registry.place`` resolves them under the var directory).
+    place: Callable[[Any, Callable[[str], str]], Any] | None = None
     doc: str = ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -98,3 +99,31 @@ async def test_debug_feed_shows_decisions_and_delivery_attempts(
     assert attempt["event_ids"] == ["dbg-1"]
     assert others.empty()  # a viewer filtering on another browser sees neither
     await runtime.stop()
+
+
+async def test_create_app_keeps_its_state_under_var_dir(
+    rules_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shipped rules' ``sqlite:///var/spool.db`` and ``var/events.jsonl`` land in var_dir,
+    as the cookie secret does, whatever the working directory."""
+    import asyncio
+
+    monkeypatch.chdir(tmp_path)
+    state = tmp_path / "srv" / "relay"
+    env = {"BACKEND_SIGNING_SECRET": "test-app-backend-signing-secret"}
+    relay_app = relay.create_app(str(rules_dir), var_dir=state, env=env)
+    runtime: Runtime = relay_app.state.relay
+    assert runtime.rules.relay.spool == f"sqlite:///{state}/spool.db"
+    transport = httpx.ASGITransport(app=relay_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+        r = await c.post("/e", json={"event": "page_view", "event_id": "var-1"},
+                         headers={"cf-ipcountry": "US"})
+        assert r.status_code == 202, r.text
+        for _ in range(100):
+            if (state / "events.jsonl").exists():
+                break
+            await asyncio.sleep(0.05)
+    await runtime.stop()
+    assert '"event_id":"var-1"' in (state / "events.jsonl").read_text()
+    assert (state / "spool.db").exists() and (state / "cookie-secret").exists()
+    assert not (tmp_path / "var").exists()

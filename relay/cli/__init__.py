@@ -1,7 +1,8 @@
 """``relay``: the command line. Thin: parse arguments, call the package's functions.
 
 One module per group of commands: ``rules`` (check, test), ``serve``, ``dlq``; ``worker`` is
-the app ``relay serve --workers N`` starts in each worker process.
+the app ``relay serve --workers N`` starts in each worker process. docs/cli.md is the
+reference; every subcommand's ``--help`` has a description and shows its defaults.
 """
 
 from __future__ import annotations
@@ -9,16 +10,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from relay.cli.common import DEFAULT_RULES
+from relay.cli.common import DEFAULT_RULES, DEFAULT_VAR, log_level
 from relay.cli.dlq import cmd_dlq
 from relay.cli.rules import cmd_check, cmd_test
 from relay.cli.serve import DEFAULT_HOST, DEFAULT_PORT, cmd_serve
 
+DEMO_PORT = 8080
+
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from relay.demo.app import serve
+
+    if log_level("WARNING") is None:
+        return 1
 
     return serve(args.host, args.port)
 
@@ -28,54 +34,146 @@ NOT_YET = {
     "trace": "per-event hop tracing",
     "reconcile": "browser/backend/delivered reconciliation",
     "forget": "deletion requests",
+    "diff": "shadow mode (what a rules change would change)",
 }
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written, and every option's default after its help (flags and
+    options without a default say what happens instead)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("%(default)" in text or not action.option_strings
+                or action.default in (None, False, argparse.SUPPRESS)):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535 (0: any free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0 to 65535)")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="relay", description="A first-party edge relay for web tracking."
+        prog="relay", formatter_class=HelpFormatter,
+        description="A first-party edge relay for web tracking. The reference is docs/cli.md;"
+        " `relay COMMAND --help` shows each command's options and their defaults.",
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def with_rules(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument(
-            "--rules",
-            default=os.environ.get("RELAY_RULES", DEFAULT_RULES),
-            help="rules directory (default: ./rules)",
-        )
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=description,
+                              formatter_class=HelpFormatter)
+
+    def with_dirs(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--rules", metavar="DIR",
+                        default=os.environ.get("RELAY_RULES", DEFAULT_RULES),
+                        help="the rules directory, every *.yaml and *.yml in it; RELAY_RULES sets"
+                        " the default")
+        sp.add_argument("--var", metavar="DIR", default=os.environ.get("RELAY_VAR", DEFAULT_VAR),
+                        help="where the relay keeps its state: the generated cookie secret, the"
+                        " SQLite spool, file destinations' relative paths; RELAY_VAR sets the"
+                        " default")
         return sp
 
-    s = with_rules(sub.add_parser("serve", help="run the relay under hypercorn"))
-    s.add_argument("--host", default=DEFAULT_HOST)
-    s.add_argument("--port", type=int, default=DEFAULT_PORT)
-    s.add_argument("--admin-port", type=int, default=None)
-    s.add_argument("--workers", type=int, default=1)
-    s.add_argument("--var", default="var", help="where generated state lives (default: ./var)")
+    s = with_dirs(command(
+        "serve", "run the relay (and its admin listener)",
+        "Run the relay under hypercorn: the public app under relay.prefix on --host:--port, and"
+        "\nthe admin listener (/metrics, /readyz, /rules, /dlq, /debug) on relay.admin's"
+        "\naddress. Rules reload on file change and SIGHUP.\n\n"
+        "On any address but loopback (127.0.0.0/8, ::1, localhost) it refuses to start while"
+        "\na source secret is weak or a shipped example (R301); on loopback it warns.",
+    ))
+    s.add_argument("--host", default=DEFAULT_HOST, help="the address the public app listens on")
+    s.add_argument("--port", type=port, default=DEFAULT_PORT, help="the public port")
+    s.add_argument("--admin-port", type=port, default=None, metavar="PORT",
+                   help="the admin listener's port (default: relay.admin.port of the rules, "
+                   "9901 unless set)")
+    s.add_argument("--workers", type=positive, default=1, metavar="N",
+                   help="worker processes; more than 1 needs relay.state: redis://...")
     s.set_defaults(func=cmd_serve)
-    with_rules(sub.add_parser("check", help="validate the rules")).set_defaults(func=cmd_check)
-    with_rules(sub.add_parser("test", help="run the rules' tests")).set_defaults(func=cmd_test)
-    d = with_rules(sub.add_parser("dlq", help="list, replay or purge dead letters"))
-    d.add_argument("action", choices=["list", "replay", "purge"])
-    d.add_argument("--destination", default=None)
-    d.add_argument("--limit", type=int, default=100)
+
+    c = with_dirs(command(
+        "check", "validate the rules",
+        "Validate the rules: every problem on one line, file:line:col: CODE key.path: what is"
+        "\nwrong (hint). Exit 1 when there is an error; warnings (R214, R236, R267, the policy"
+        "\nwarnings R3xx) are printed to stdout and do not fail the check unless --strict.",
+    ))
+    c.add_argument("--strict", action="store_true",
+                   help="make every warning an error (exit 1): for CI and deploy pipelines")
+    c.set_defaults(func=cmd_check)
+
+    with_dirs(command(
+        "test", "run the rules' tests",
+        "Run the cases under the rules' tests: through the real engine, in memory (nothing is"
+        "\nsent or written, so --var changes nothing). Exit 1 when a case fails, showing what"
+        "\ndiffered.",
+    )).set_defaults(func=cmd_test)
+
+    d = with_dirs(command(
+        "dlq", "list, replay or purge dead letters",
+        "Dead letters in the spool under --var.\n\n"
+        "  list    one JSON object a line, oldest first, never the payload\n"
+        "  replay  move them back to the spool; the running relay delivers them\n"
+        "  purge   delete them, after asking (with no terminal, only with --yes)",
+    ))
+    d.add_argument("action", choices=["list", "replay", "purge"], help="what to do")
+    d.add_argument("--destination", metavar="NAME", default=None,
+                   help="only this destination's dead letters (default: every destination's)")
+    d.add_argument("--limit", type=positive, default=100, metavar="N",
+                   help="list: at most this many")
+    d.add_argument("--yes", action="store_true", help="purge: do not ask")
     d.set_defaults(func=cmd_dlq)
-    m = sub.add_parser("demo", help="a demo shop, stand-in vendors and the debug view on one port")
-    m.add_argument("--host", default=DEFAULT_HOST)
-    m.add_argument("--port", type=int, default=8080)
+
+    m = command(
+        "demo", "a demo shop, stand-in vendors and the debug view on one port",
+        "A demo shop with a consent banner, the relay with its demo rules, stand-in vendors"
+        "\nand the debug view, on one port, with nothing to configure. Its rules are shipped"
+        "\nin the package and its state lives in a temporary directory removed on exit, so it"
+        "\ntakes neither --rules nor --var.",
+    )
+    m.add_argument("--host", default=DEFAULT_HOST, help="the address to listen on")
+    m.add_argument("--port", type=port, default=DEMO_PORT, help="the port")
     m.set_defaults(func=cmd_demo)
+
     for name, what in NOT_YET.items():
-        n = sub.add_parser(name, help=f"{what} (not in this release)")
-        n.add_argument("rest", nargs=argparse.REMAINDER)
-        n.set_defaults(func=lambda a, what=what: _not_yet(what))
+        n = command(name, f"{what} (not in this release)",
+                    f"{what[0].upper()}{what[1:]}: not in this release (exits 2).")
+        n.set_defaults(func=_not_yet(what))
     return p
 
 
-def _not_yet(what: str) -> int:
-    print(f"relay: {what} is not in this release yet", file=sys.stderr)
-    return 2
+def _not_yet(what: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        print(f"relay: {what} is not in this release yet", file=sys.stderr)
+        return 2
+
+    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, rest = p.parse_known_args(argv)  # a command not in this release takes anything
+    if rest and args.command not in NOT_YET:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
     code: int = args.func(args)
     return code

@@ -1,4 +1,4 @@
-"""``relay dlq list|replay|purge``: dead letters."""
+"""``relay dlq list|replay|purge``: dead letters, in the spool under ``--var``."""
 
 from __future__ import annotations
 
@@ -8,14 +8,18 @@ import sys
 
 import orjson
 
-from relay.cli.common import load
+from relay.cli.common import load, placed
+from relay.spool.base import Spool
 from relay.spool.factory import open_spool
+
+YES = ("y", "yes")
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    rules = load(args.rules)
-    if rules is None:
+    loaded = load(args.rules, warnings=sys.stderr)  # stdout is the dead letters
+    if loaded is None:
         return 1
+    rules = placed(loaded, args.var)
     if args.destination and args.destination not in rules.destinations:
         print(
             f"dlq: no destination named '{args.destination}' "
@@ -37,10 +41,32 @@ def cmd_dlq(args: argparse.Namespace) -> int:
                 n = await spool.dlq_replay(args.destination)
                 print(f"replayed {n} dead letter(s); the running relay delivers them")
             else:
-                n = await spool.dlq_purge(args.destination)
-                print(f"purged {n} dead letter(s)")
+                return await _purge(spool, args.destination, args.yes)
         finally:
             await spool.close()
         return 0
 
     return asyncio.run(run())
+
+
+async def _purge(spool: Spool, destination: str | None, yes: bool) -> int:
+    """Purge what was counted, after asking on a terminal (``--yes`` does not ask)."""
+    count, last = await spool.dlq_count(destination)
+    where = destination or "all destinations"
+    if count == 0:
+        print(f"no dead letters of {where}: nothing to purge")
+        return 0
+    question = f"purge {count} dead letter(s) of {where}? [y/N] "
+    if not yes:
+        if not sys.stdin.isatty():
+            print(f"dlq: not purging {count} dead letter(s) of {where} without confirmation, "
+                  "and there is no terminal to ask on: pass --yes to purge without asking",
+                  file=sys.stderr)
+            return 1
+        print(question, end="", file=sys.stderr, flush=True)
+        if sys.stdin.readline().strip().lower() not in YES:
+            print("nothing purged", file=sys.stderr)
+            return 1
+    n = await spool.dlq_purge(destination, through=last)
+    print(f"purged {n} dead letter(s)")
+    return 0

@@ -10,7 +10,7 @@ from relay.testing import run_tests
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    rules = load(args.rules)
+    rules = load(args.rules, strict=args.strict)
     if rules is None:
         return 1
     print(

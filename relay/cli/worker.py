@@ -7,9 +7,10 @@ import os
 from relay.app import serving_app
 from relay.observe.log import configure
 
-configure(os.environ.get("RELAY_LOG_LEVEL", "INFO"))
+configure(os.environ.get("RELAY_LOG_LEVEL", "").strip().upper() or "INFO")
 app = serving_app(
     os.environ.get("RELAY_RULES_DIR", "rules"),
     os.environ.get("RELAY_VAR_DIR", "var"),
     int(os.environ["RELAY_ADMIN_PORT"]) if "RELAY_ADMIN_PORT" in os.environ else None,
+    refuse_weak_secrets=os.environ.get("RELAY_PUBLIC") == "1",
 )

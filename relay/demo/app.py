@@ -149,7 +149,7 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> int:
         print(f"relay demo: cannot listen on {host}:{port}: {exc.strerror or exc}",
               file=sys.stderr)
         return 1
-    configure(os.environ.get("RELAY_LOG_LEVEL", "WARNING"))
+    configure(os.environ.get("RELAY_LOG_LEVEL", "").strip().upper() or "WARNING")
     workdir = Path(tempfile.mkdtemp(prefix="relay-demo-"))
     config = DemoConfig(workdir=workdir, port=port, host=host)
     hc = Config()

@@ -8,8 +8,9 @@ batch durable before it is acknowledged; by default the page cache is trusted, a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -37,6 +38,11 @@ def parse_settings(at: At) -> FileSettings | None:
     if path is None:
         return None
     return FileSettings(path=path, fsync=bool(fsync))
+
+
+def place(settings: FileSettings, resolve: Callable[[str], str]) -> FileSettings:
+    """The settings with ``path`` resolved (under the var directory, by ``relay serve``)."""
+    return dataclasses.replace(settings, path=resolve(settings.path))
 
 
 def render(events: Sequence[Event]) -> bytes:
@@ -77,5 +83,7 @@ DESTINATION = DestinationDef(
     parse_settings=parse_settings,
     max_batch=MAX_BATCH,
     write=write,
-    doc="Append events as JSON lines to settings.path (optionally fsync each batch).",
+    place=place,
+    doc="Append events as JSON lines to settings.path (a relative path is under the var "
+    "directory; optionally fsync each batch).",
 )

@@ -18,6 +18,7 @@ from relay.rules.catalog import Catalog
 from relay.rules.diagnostics import Diagnostic, RulesError
 from relay.rules.model import Rules
 from relay.rules.parse import parse_rules
+from relay.rules.policy import POLICY_CODES
 from relay.rules.secrets import MASK, secret_values
 from relay.rules.source import RawRules, read_rules_dir
 
@@ -34,7 +35,8 @@ def check_rules(
     diagnostics = _scrub(raw.reporter.sorted(), raw)
     if any(d.severity == "error" for d in diagnostics):
         return None, diagnostics
-    return rules, diagnostics
+    policy = tuple(d for d in diagnostics if d.code in POLICY_CODES)
+    return dataclasses.replace(rules, policy=policy), diagnostics
 
 
 def load_rules(
@@ -52,6 +54,9 @@ def _scrub(diagnostics: list[Diagnostic], raw: RawRules) -> list[Diagnostic]:
     secrets = secret_values(raw.tree, raw.secret_paths)
     out: list[Diagnostic] = []
     for d in diagnostics:
+        if d.code in POLICY_CODES:  # about secrets, never quoting one (relay.rules.policy)
+            out.append(d)
+            continue
         for path, value in secrets.items():
             if d.path[: len(path)] == path and (value in d.message or value in (d.hint or "")):
                 d = dataclasses.replace(

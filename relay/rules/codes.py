@@ -1,4 +1,5 @@
-"""The section codes (R2xx) of the rule parsers, in one table; docs/errors.md explains each.
+"""The section codes (R2xx) and policy codes (R3xx) of the rule parsers, in one table;
+docs/errors.md explains each.
 
 The shared codes (R1xx) live in ``relay.rules.fields`` and the file codes (R0xx) in
 ``relay.rules.source``. ``relay.rules.parse`` re-exports these, so the docs check sees them all.
@@ -16,7 +17,7 @@ __all__ = [
     "PATH_CLASH", "SECOND_BROWSER", "SEGMENT_WITHOUT_KEYS", "UNKNOWN_DESTINATION",
     "UNKNOWN_DESTINATION_TYPE", "UNKNOWN_EVENT", "UNKNOWN_FIELD_TYPE", "UNKNOWN_OUTCOME",
     "UNKNOWN_PIPELINE", "UNKNOWN_PURPOSE", "UNKNOWN_SECTION", "UNKNOWN_SOURCE", "UNKNOWN_STEP",
-    "WEBHOOK_WITHOUT_AUTH",
+    "WEAK_SECRET", "WEBHOOK_WITHOUT_AUTH",
 ]
 
 # References between sections
@@ -72,3 +73,6 @@ UNKNOWN_OUTCOME = "R270"
 DUPLICATE_TEST = "R271"
 NO_EXPECTATION = "R272"
 FIELDS_NOT_DELIVERED = "R273"
+# Policy (R3xx): warnings that `relay check --strict` and `relay serve` on a non-loopback
+# address treat as errors (relay.rules.policy)
+WEAK_SECRET = "R301"

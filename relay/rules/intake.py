@@ -31,6 +31,7 @@ from relay.rules.model import (
     Purpose,
     Source,
 )
+from relay.rules.policy import check_secrets
 from relay.rules.reader import Reader
 
 PURPOSE_KEYS = ("description", "default", "gpc", "pending_window")
@@ -130,6 +131,12 @@ def sources(r: Reader, section: At) -> dict[str, Source]:
             at.get("type").error(SECOND_BROWSER,
                                  f"a second browser source (sources.{browser.name} is one)",
                                  "browsers post to one endpoint; keep one browser source")
+        if kind == "webhook" and auth is not None:
+            scheme = "hmac" if isinstance(auth, HmacAuth) else "bearer"
+            check_secrets(r, name, auth_at.get(scheme),
+                          "hmac secret" if scheme == "hmac" else "bearer token")
+        if kind == "segment" and keys:
+            check_secrets(r, name, keys_at, "write key")
         out[name] = Source(name, cast(Any, kind), auth, keys)
     return out
 

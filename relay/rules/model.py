@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from relay.rules.diagnostics import Path
+from relay.rules.diagnostics import Diagnostic, Path
 
 DEFAULT_PREFIX = "/t"
 DEFAULT_COOKIE_NAME = "_rc"
@@ -324,3 +324,8 @@ class Rules:
     files: tuple[str, ...] = ()
     secret_paths: frozenset[Path] = frozenset()
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # The ${VAR} names each substituted value came from (relay.rules.source.RawRules).
+    variables: dict[Path, tuple[str, ...]] = field(default_factory=dict, compare=False,
+                                                   repr=False)
+    # Policy warnings (relay.rules.policy): what validates but must not face the internet.
+    policy: tuple[Diagnostic, ...] = ()

@@ -61,6 +61,7 @@ def parse_rules(raw: RawRules, catalog: Catalog) -> Rules:
         files=tuple(raw.files),
         secret_paths=frozenset(raw.secret_paths),
         raw=raw.tree,
+        variables=dict(raw.variables),
     )
     r.check_refs(rules)
     return rules

@@ -3,6 +3,7 @@ name, the references to check at the end) and the helpers every section's parser
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 _URL_PATH = re.compile(r"^(/[A-Za-z0-9._~%!$&'()*+,;=:@-]+)+$")
 _HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _DOTTED = re.compile(r"^[^.\s]+(\.[^.\s]+)*$")
+STALE_LINES_SHOWN = 12
 
 
 def options(choices: Iterable[str]) -> str:
@@ -151,6 +153,7 @@ class Reader:
         return tuple(out)
 
     def check_refs(self, rules: Rules) -> None:
+        stale: dict[tuple[str, str], list[Ref]] = {}  # (file, name): test expectations
         for ref in self.refs:
             section = self.raw.tree.get(_REF_SECTIONS[ref.kind])
             known = {k for k in section if k != "*"} if isinstance(section, dict) else set()
@@ -163,9 +166,50 @@ class Reader:
                 continue
             if ref.kind == "event" and rules.events.fallback == "accept":
                 continue  # events without a contract are accepted, so any name can arrive
+            if ref.kind == "destination" and ref.at.path[:1] == ("tests",):
+                file = self.rep.mark(ref.at.path, key=ref.key).file
+                stale.setdefault((file, ref.name), []).append(ref)
+                continue
             hint = suggest(ref.name, known) or (
                 f"defined {noun}s: {', '.join(sorted(known))}" if known
                 else f"no {noun}s are defined; add it under '{_REF_SECTIONS[ref.kind]}:'"
             )
             self.rep.error(ref.at.path, _REF_CODES[ref.kind], f"unknown {noun} '{ref.name}'",
                            hint, key=ref.key)
+        for (file, name), refs in stale.items():
+            self._stale_tests(file, name, refs)
+
+    def _stale_tests(self, file: str, name: str, refs: list[Ref]) -> None:
+        """Tests that expect a destination the rules no longer define: one diagnostic per
+        file and name (a renamed destination leaves every case naming the old name)."""
+        section = self.raw.tree.get("destinations")
+        known = set(section) if isinstance(section, dict) else set()
+        first = refs[0]
+        if len(refs) == 1:
+            hint = suggest(name, known) or (
+                f"defined destinations: {', '.join(sorted(known))}" if known
+                else "no destinations are defined; add it under 'destinations:'")
+            self.rep.error(first.at.path, UNKNOWN_DESTINATION, f"unknown destination '{name}'",
+                           hint, key=first.key)
+            return
+        lines = [self.rep.mark(r.at.path, key=r.key).line for r in refs]
+        shown = ", ".join(str(n) for n in lines[:STALE_LINES_SHOWN])
+        if len(lines) > STALE_LINES_SHOWN:
+            shown += ", ..."
+        where = f"in the expect of the cases at lines {shown}"
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        if close:
+            hint = (f"did you rename it to '{close[0]}'? then rename it too {where}, or remove "
+                    "it there")
+        elif known:
+            hint = (f"the destinations are {', '.join(sorted(known))}: rename '{name}' to one "
+                    f"of them {where}, or remove it there")
+        else:
+            hint = f"no destinations are defined: remove '{name}' {where}"
+        self.rep.error(
+            first.at.path, UNKNOWN_DESTINATION,
+            f"{len(refs)} test cases in {file} expect destination '{name}', which the rules do "
+            "not define: the tests are stale",
+            hint,
+            key=first.key,
+        )

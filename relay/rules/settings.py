@@ -108,7 +108,8 @@ def _store_url(r: Reader, at: At, default: str, *, spool: bool) -> str:
         return default
     if text.startswith(("redis://", "rediss://", "unix://")) and len(text.split("://")[1]):
         return text
-    if spool and text.startswith("sqlite:///") and text[len("sqlite:///"):].strip("/"):
+    if (spool and text.startswith("sqlite:///") and text[len("sqlite:///"):].strip("/")
+            and not text.endswith("/")):  # a file, not a directory
         return text
     if not spool and text == "memory":
         return text

@@ -45,11 +45,18 @@ except AttributeError:  # pragma: no cover
 
 @dataclass
 class RawRules:
-    """The merged raw tree, its marks, and which values came from the environment."""
+    """The merged raw tree, its marks, and which values came from the environment.
+
+    ``variables`` names the ``${VAR}`` references of each substituted value, in order;
+    ``defaulted`` holds the paths where at least one of them was unset and its
+    ``:-default`` written in the file was used.
+    """
 
     tree: dict[str, Any] = field(default_factory=dict)
     reporter: Reporter = field(default_factory=Reporter)
     secret_paths: set[Path] = field(default_factory=set)
+    variables: dict[Path, tuple[str, ...]] = field(default_factory=dict)
+    defaulted: set[Path] = field(default_factory=set)
     files: list[str] = field(default_factory=list)
     digest: str = ""
 
@@ -109,6 +116,7 @@ class _Converter:
             if name in self.env and self.env[name] != "":
                 return self.env[name]
             if default is not None:
+                self.raw.defaulted.add(path)
                 return default
             self.rep.error(
                 path,
@@ -119,6 +127,7 @@ class _Converter:
             return ""
 
         self.raw.secret_paths.add(path)
+        self.raw.variables[path] = tuple(m.group(1) for m in _VAR.finditer(text))
         return _VAR.sub(repl, text)
 
 

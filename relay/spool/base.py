@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
+
+
+def iso_utc(seconds: float) -> str:
+    """Unix seconds as ISO-8601 UTC, to the millisecond: ``2026-11-28T12:00:00.250Z``."""
+    moment = datetime.fromtimestamp(seconds, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +55,14 @@ class DeadLetter:
     response: str  # the vendor's answer, trimmed
 
     def summary(self) -> dict[str, Any]:
-        """What ``relay dlq list`` and ``GET /dlq`` show (never the payload)."""
+        """What ``relay dlq list`` and ``GET /dlq`` show (never the payload); ``failed_at``
+        is Unix seconds, ``failed_at_iso`` the same time in ISO-8601 UTC."""
         return {
             "id": self.id,
             "destination": self.destination,
             "event_id": self.event_id,
             "failed_at": self.failed_at,
+            "failed_at_iso": iso_utc(self.failed_at),
             "attempts": self.attempts,
             "status": self.status,
             "response": self.response,
@@ -85,6 +94,10 @@ class Spool(Protocol):
     async def dlq_list(
         self, destination: str | None = None, limit: int = 100
     ) -> list[DeadLetter]: ...
+    async def dlq_count(self, destination: str | None = None) -> tuple[int, int]:
+        """(how many dead letters, the newest one's id or 0), for ``destination`` or all."""
+
     async def dlq_replay(self, destination: str | None = None) -> int: ...
-    async def dlq_purge(self, destination: str | None = None) -> int: ...
+    async def dlq_purge(self, destination: str | None = None, through: int | None = None) -> int:
+        """Delete dead letters (with ``through``, only those whose id is at most that)."""
     async def quarantine_list(self, limit: int = 100) -> list[dict[str, Any]]: ...

@@ -1,10 +1,14 @@
 """``open_spool(url)``: the spool named by ``relay.spool`` in the rules.
 
-``sqlite:///var/spool.db`` is the relative path ``var/spool.db`` (from the working directory);
-``sqlite:////srv/relay/spool.db`` is the absolute path ``/srv/relay/spool.db``.
+``sqlite:///var/spool.db`` is the relative path ``var/spool.db``;
+``sqlite:////srv/relay/spool.db`` is the absolute path ``/srv/relay/spool.db``. The rules'
+relative paths resolve under the var directory (``relay.rules.varpath``): ``place_url``
+rewrites a URL so, and ``open_spool`` takes the path it is given.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from relay.spool.base import Spool
 from relay.spool.sqlite import SqliteSpool
@@ -22,6 +26,19 @@ def sqlite_path(url: str) -> str:
     if not path or path.endswith("/"):
         raise ValueError("the sqlite spool URL names no file (like sqlite:///var/spool.db)")
     return path
+
+
+def place_url(url: str, resolve: Callable[[str], str]) -> str:
+    """``url`` with its file path passed through ``resolve`` (sqlite URLs; others as they are).
+
+    >>> place_url("sqlite:///var/spool.db", lambda p: "/srv/relay/spool.db")
+    'sqlite:////srv/relay/spool.db'
+    """
+    try:
+        path = sqlite_path(url)
+    except ValueError:  # not a sqlite URL, or a bad one: open_spool says what is wrong
+        return url
+    return SQLITE_PREFIX + resolve(path)
 
 
 def open_spool(url: str) -> Spool:

@@ -55,3 +55,10 @@ async def test_write_failure_is_retryable(tmp_path: Path) -> None:
     settings = file.FileSettings(str(tmp_path / "blocker" / "events.jsonl"))
     with pytest.raises(Retryable, match="blocker"):
         await file.write([{"event": "a"}], settings)
+
+
+def test_place_resolves_the_path_and_keeps_the_rest() -> None:
+    settings = file.FileSettings("var/events.jsonl", fsync=True)
+    placed = file.place(settings, lambda p: "/srv/relay/" + p.removeprefix("var/"))
+    assert placed == file.FileSettings("/srv/relay/events.jsonl", fsync=True)
+    assert file.DESTINATION.place is file.place

@@ -35,8 +35,8 @@ FIXED_ENV: dict[str, str] = {
     "RELAY_LOG_LEVEL": "INFO",
 }
 # Variables of the caller's environment that would change what the relay does.
-_DROPPED_ENV = ("RELAY_STATE", "RELAY_SPOOL", "RELAY_RULES", "RELAY_RULES_DIR", "RELAY_VAR_DIR",
-                "RELAY_ADMIN_PORT", "SEGMENT_WRITE_KEY")
+_DROPPED_ENV = ("RELAY_STATE", "RELAY_SPOOL", "RELAY_RULES", "RELAY_RULES_DIR", "RELAY_VAR",
+                "RELAY_VAR_DIR", "RELAY_ADMIN_PORT", "RELAY_PUBLIC", "SEGMENT_WRITE_KEY")
 _PROXY_ENV = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 
 
@@ -62,10 +62,10 @@ def relay_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def run_cli(args: Sequence[str], *, cwd: Path, env: Mapping[str, str] | None = None,
             timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
-    """``python -m relay ARGS`` in ``cwd``; output captured as text."""
+    """``python -m relay ARGS`` in ``cwd``; output captured as text, no terminal on stdin."""
     return subprocess.run(
         [sys.executable, "-m", "relay", *args], cwd=cwd, env=relay_env(env),
-        capture_output=True, text=True, timeout=timeout, check=False,
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, check=False,
     )
 
 

@@ -53,3 +53,17 @@ def test_relay_test_fails_on_a_wrong_expectation(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stdout + done.stderr
     assert "FAIL e2e: a US page view is suppressed" in done.stdout, done.stdout
     assert "archive: expected suppressed, got delivered" in done.stdout, done.stdout
+
+
+def test_relay_check_strict_fails_on_the_shipped_example_secret(tmp_path: Path) -> None:
+    unset = {"BACKEND_SIGNING_SECRET": ""}
+    done = run_cli(["check", "--rules", str(SHIPPED_RULES)], cwd=tmp_path, env=unset)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert " R301 sources.backend.auth.hmac: " in done.stdout, done.stdout  # a warning
+    done = run_cli(["check", "--strict", "--rules", str(SHIPPED_RULES)], cwd=tmp_path, env=unset)
+    assert done.returncode == 1, done.stdout + done.stderr
+    [line] = [ln for ln in done.stderr.splitlines() if " R301 " in ln]
+    assert re.match(r"^\S*sources\.yaml:\d+:\d+: R301 sources\.backend\.auth\.hmac: ", line), line
+    assert "set BACKEND_SIGNING_SECRET to" in line, line
+    done = run_cli(["check", "--strict", "--rules", str(SHIPPED_RULES)], cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr  # with the variable set: clean

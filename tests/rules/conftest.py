@@ -14,7 +14,7 @@ purposes:
   analytics: {default: {"*": granted}}
 sources:
   browser: {type: browser}
-  backend: {type: webhook, auth: {bearer: tok}}
+  backend: {type: webhook, auth: {bearer: rules-test-bearer-token}}
 events:
   page_view: {}
 pipelines:

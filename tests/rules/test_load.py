@@ -13,7 +13,7 @@ from relay.rules.model import BearerAuth
 from relay.rules.source import read_rules_dir
 
 CASES = Path(__file__).resolve().parent / "cases"
-ENV = {"RELAY_SECRET": "cookie-secret", "BACKEND_TOKEN": "backend-token"}
+ENV = {"RELAY_SECRET": "cookie-secret", "BACKEND_TOKEN": "env-test-backend-token"}
 
 
 def test_variables_and_their_defaults() -> None:
@@ -22,7 +22,7 @@ def test_variables_and_their_defaults() -> None:
     assert rules.relay.cookie.secrets == ("cookie-secret",)  # ${OLD_COOKIE_SECRET:-} is none
     assert rules.relay.spool == "sqlite:///var/spool.db"
     assert rules.relay.admin.token is None
-    assert rules.sources["backend"].auth == BearerAuth(("backend-token",))
+    assert rules.sources["backend"].auth == BearerAuth(("env-test-backend-token",))
     assert rules.destinations["archive"].settings.path == "var/events.jsonl"
     assert ("relay", "cookie", "secret", 1) in rules.secret_paths
     assert ("relay", "prefix") in rules.secret_paths
@@ -39,7 +39,7 @@ def test_variables_set() -> None:
     assert rules.relay.cookie.secrets == ("old-secret", "cookie-secret")  # newest last
     assert rules.relay.spool == "redis://:pw@redis:6379/0"
     assert rules.relay.admin.token == "admin-token"
-    assert rules.sources["backend"].auth == BearerAuth(("backend-token", "next-token"))
+    assert rules.sources["backend"].auth == BearerAuth(("env-test-backend-token", "next-token"))
     assert rules.destinations["archive"].settings.path == "/data/events.jsonl"
 
 

@@ -36,8 +36,8 @@ def codes(diagnostics: list[Diagnostic]) -> list[tuple[str, str]]:
 
 SPEC_ENV = {
     "RELAY_SECRET": "cookie-secret",
-    "BACKEND_SIGNING_SECRET": "backend-secret",
-    "SEGMENT_WRITE_KEY": "write-key",
+    "BACKEND_SIGNING_SECRET": "spec-backend-signing-secret",
+    "SEGMENT_WRITE_KEY": "spec-segment-write-key",
 }
 
 
@@ -62,8 +62,8 @@ def test_the_spec_example_parses() -> None:
     assert rules.purposes["ads"].description == "Advertising attribution"
 
     assert rules.sources["browser"].type == "browser"
-    assert rules.sources["backend"].auth == HmacAuth(("backend-secret",), 300.0)
-    assert rules.sources["apps"].write_keys == ("write-key",)
+    assert rules.sources["backend"].auth == HmacAuth(("spec-backend-signing-secret",), 300.0)
+    assert rules.sources["apps"].write_keys == ("spec-segment-write-key",)
 
     purchase = rules.events.contracts["purchase"]
     assert (purchase.version, purchase.authority, purchase.confirm_window) == (2, "backend", 1800.0)
@@ -130,8 +130,9 @@ def test_the_base_of_these_tests_is_valid(check: Check) -> None:
                                           ("R101", "destinations.d.typ")]),
     ("relay: {limits: {depth: deep}}\n", [("R102", "relay.limits.depth")]),
     ("relay: {admin: {port: 70000}}\n", [("R104", "relay.admin.port")]),
+    ("relay: {spool: 'sqlite:///var/'}\n", [("R212", "relay.spool")]),
     ("relay: {cookie: {same_site: loose}}\n", [("R105", "relay.cookie.same_site")]),
-    ("sources:\n  s: {type: webhook, auth: {hmac: k, tolerance: soon}}\n",
+    ("sources:\n  s: {type: webhook, auth: {hmac: long-enough-hmac-key, tolerance: soon}}\n",
      [("R106", "sources.s.auth.tolerance")]),
     ("events:\n  e: {properties: {f: {type: string, pattern: '('}}}\n",
      [("R107", "events.e.properties.f.pattern")]),
@@ -168,11 +169,11 @@ def test_the_base_of_these_tests_is_valid(check: Check) -> None:
     ("sources:\n  s: {type: webhook}\n", [("R225", "sources.s")]),
     ("sources:\n  s: {type: segment}\n", [("R226", "sources.s")]),
     ("sources:\n  s: {type: webhook, auth: {hmac: a, bearer: b}}\n", [("R227", "sources.s.auth")]),
-    ("sources:\n  s: {type: webhook, auth: {bearer: b, tolerance: 5m}}\n",
+    ("sources:\n  s: {type: webhook, auth: {bearer: long-enough-token, tolerance: 5m}}\n",
      [("R227", "sources.s.auth.tolerance")]),
-    ("sources:\n  s: {type: segment, write_keys: [k], auth: {bearer: b}}\n",
+    ("sources:\n  s: {type: segment, write_keys: [long-enough-write-key], auth: {bearer: b}}\n",
      [("R228", "sources.s.auth")]),
-    ("sources:\n  s: {type: webhook, auth: {bearer: b}, write_keys: [k]}\n",
+    ("sources:\n  s: {type: webhook, auth: {bearer: long-enough-token}, write_keys: [k]}\n",
      [("R228", "sources.s.write_keys")]),
     ("sources:\n  s: {type: webhook, auth: {hmac: '${EMPTY:-}'}}\n",
      [("R229", "sources.s.auth.hmac")]),
@@ -333,17 +334,20 @@ def test_without_a_purposes_section_there_are_none(check: Check) -> None:
     assert rules.destinations["a"].purpose is None
 
 
+OLD, NEW = "old-secret-0123456789", "new-secret-0123456789"
+
+
 def test_sources_auth_variants(check: Check) -> None:
     rules, diagnostics = check(
         "sources:\n"
-        "  h: {type: webhook, auth: {hmac: [old, new], tolerance: 2m}}\n"
-        "  b: {type: webhook, auth: {bearer: tok}}\n"
-        "  s: {type: segment, write_keys: [k1, k2]}\n"
+        f"  h: {{type: webhook, auth: {{hmac: [{OLD}, {NEW}], tolerance: 2m}}}}\n"
+        f"  b: {{type: webhook, auth: {{bearer: {NEW}}}}}\n"
+        f"  s: {{type: segment, write_keys: [{OLD}, {NEW}]}}\n"
     )
     assert diagnostics == [] and rules is not None
-    assert rules.sources["h"].auth == HmacAuth(("old", "new"), 120.0)
-    assert rules.sources["b"].auth == BearerAuth(("tok",))
-    assert rules.sources["s"].write_keys == ("k1", "k2")
+    assert rules.sources["h"].auth == HmacAuth((OLD, NEW), 120.0)
+    assert rules.sources["b"].auth == BearerAuth((NEW,))
+    assert rules.sources["s"].write_keys == (OLD, NEW)
 
 
 def test_contract_fields(check: Check) -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.spool.factory import open_spool
+from relay.spool.factory import open_spool, place_url
 from relay.spool.sqlite import SqliteSpool
 
 
@@ -23,3 +23,13 @@ def test_bad_urls(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message) as info:
         open_spool(url)
     assert "hunter2" not in str(info.value)
+
+
+def test_place_url_resolves_the_file_path_only() -> None:
+    def resolve(path: str) -> str:
+        return "/srv/relay/" + path.rsplit("/", 1)[-1] if not path.startswith("/") else path
+
+    assert place_url("sqlite:///var/spool.db", resolve) == "sqlite:////srv/relay/spool.db"
+    assert place_url("sqlite:////abs/spool.db", resolve) == "sqlite:////abs/spool.db"
+    assert place_url("redis://localhost:6379/0", resolve) == "redis://localhost:6379/0"
+    assert place_url("sqlite:///", resolve) == "sqlite:///"  # open_spool says what is wrong

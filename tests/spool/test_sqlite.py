@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from relay.errors import SpoolUnavailable
-from relay.spool.base import Quarantined, Row
+from relay.spool.base import DeadLetter, Quarantined, Row, iso_utc
 from relay.spool.sqlite import RESPONSE_BYTES, SqliteSpool
 
 
@@ -82,6 +82,8 @@ async def test_rows_survive_close_and_reopen(tmp_path: Path, clock: FakeClock) -
         quarantined = await again.quarantine_list()
         assert [(q["source"], q["event"], q["error"]) for q in quarantined] == [
             ("browser", "oops", "no contract")]
+        assert quarantined[0]["received_at_iso"] == iso_utc(quarantined[0]["received_at"])
+        assert quarantined[0]["received_at_iso"].endswith("Z")
     finally:
         await again.close()
 
@@ -277,3 +279,31 @@ async def test_depths_do_no_io(spool: SqliteSpool) -> None:
     await spool.put(rows(2))
     await spool.close()
     assert spool.depths() == ({"ga4": 2}, {})  # still answers from memory
+
+
+async def test_dlq_count_and_purge_through_what_was_counted(
+        spool: SqliteSpool, clock: FakeClock) -> None:
+    """``relay dlq purge`` counts, asks, then purges only what it counted: a copy that
+    fails while the user reads the question is kept."""
+    assert await spool.dlq_count() == (0, 0)
+    await spool.put(rows(2, "ga4") + rows(1, "meta"))
+    await spool.dead(await spool.claim("ga4", 10, 30), 400, "no", attempts=1)
+    await spool.dead(await spool.claim("meta", 10, 30), 400, "no", attempts=1)
+    count, last = await spool.dlq_count()
+    assert count == 3
+    assert (await spool.dlq_count("ga4"))[0] == 2 and (await spool.dlq_count("x")) == (0, 0)
+    await spool.put(rows(1, "ga4", start=10))
+    await spool.dead(await spool.claim("ga4", 10, 30), 500, "later", attempts=3)  # meanwhile
+    assert await spool.dlq_purge("ga4", through=last) == 2
+    assert await spool.dlq_purge(through=last) == 1  # meta's
+    [kept] = await spool.dlq_list()
+    assert kept.response == "later" and kept.id > last
+    assert spool.depths()[1] == {"ga4": 1, "meta": 0}
+
+
+def test_summaries_carry_iso_times_next_to_the_numbers() -> None:
+    letter = DeadLetter(7, "ga4", "e1", b"{}", 0.0, 1795867200.25, 3, 400, "no")
+    summary = letter.summary()
+    assert summary["failed_at"] == 1795867200.25
+    assert summary["failed_at_iso"] == "2026-11-28T12:00:00.250Z"
+    assert "payload" not in summary

@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from relay.errors import SpoolUnavailable
-from relay.spool.base import Claimed, DeadLetter, Quarantined, Row
+from relay.spool.base import Claimed, DeadLetter, Quarantined, Row, iso_utc
 from relay.spool.sqlite.committer import Committer, Work
 from relay.spool.sqlite.depths import Delta, Depths
 from relay.spool.sqlite.schema import CLAIMED, DEAD, IDS, trim
@@ -291,11 +291,29 @@ class SqliteSpool:
         result: int = await self._submit(work)
         return result
 
-    async def dlq_purge(self, destination: str | None = None) -> int:
+    async def dlq_count(self, destination: str | None = None) -> tuple[int, int]:
         where, args = where_clause(destination)
 
+        def work(conn: sqlite3.Connection, delta: Delta) -> tuple[int, int]:
+            query = f"SELECT COUNT(*), MAX(id) FROM dead{where}"
+            count, last = conn.execute(query, args).fetchone()
+            return int(count), int(last or 0)
+
+        result: tuple[int, int] = await self._submit(work, write=False)
+        return result
+
+    async def dlq_purge(self, destination: str | None = None, through: int | None = None) -> int:
+        """Delete dead letters; with ``through``, only those up to that id (what the user
+        confirmed, not what failed since)."""
+        where, args = where_clause(destination)
+        params: tuple[str | int, ...] = args
+        if through is not None:
+            where += (" AND" if where else " WHERE") + " id <= ?"
+            params = (*args, through)
+
         def work(conn: sqlite3.Connection, delta: Delta) -> int:
-            gone = conn.execute(f"DELETE FROM dead{where} RETURNING destination", args).fetchall()
+            gone = conn.execute(f"DELETE FROM dead{where} RETURNING destination",
+                                params).fetchall()
             delta.dlq.subtract(dest for (dest,) in gone)
             return len(gone)
 
@@ -317,6 +335,7 @@ class SqliteSpool:
                     "error": error,
                     "payload": bytes(payload).decode(errors="replace"),
                     "received_at": received,
+                    "received_at_iso": iso_utc(received),
                 }
                 for i, source, event, error, payload, received in rows
             ]
