@@ -257,6 +257,22 @@ def _short_string(value: Any, key: str, max_chars: int) -> str:
     return value
 
 
+def _event_id(value: Any) -> str:
+    """``raw["event_id"]`` (not None) as a dedup key that can also travel as an HTTP header
+    (the webhook destination's ``Idempotency-Key``): printable (no tab, newline or other
+    control character, no Unicode separator but the space) and without whitespace at either
+    end. Refused, not trimmed: ``" x1"`` and ``"x1"`` are different keys to the client."""
+    event_id = _short_string(value, "event_id", EVENT_ID_MAX)
+    if not event_id.isprintable():
+        raise _Invalid(
+            "event_id", "may contain only printable characters (no tab, newline or other "
+            "control character)"
+        )
+    if event_id[0].isspace() or event_id[-1].isspace():
+        raise _Invalid("event_id", "must not start or end with whitespace")
+    return event_id
+
+
 def _event_name(name: Any) -> str:
     """``name`` if it is a valid event name. A valid name passes the pattern (which also
     bounds its length) and is not all spaces; anything else goes through the checks one by
@@ -285,7 +301,7 @@ def _normalize(
     out: Event = {"event": _event_name(get("event"))}
     event_id = get("event_id")
     if event_id is not None:
-        out["event_id"] = _short_string(event_id, "event_id", EVENT_ID_MAX)
+        out["event_id"] = _event_id(event_id)
 
     raw_time = get("time")
     if raw_time is None:

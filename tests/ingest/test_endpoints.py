@@ -223,3 +223,21 @@ async def test_read_body_trusts_a_declared_length_over_the_limit() -> None:
 async def test_read_body_raises_on_disconnect() -> None:
     with pytest.raises(ClientDisconnect):
         await read_body(receiver({"type": "http.disconnect"}), None, 10)
+
+
+async def test_an_event_id_with_a_space_at_either_end_is_a_clear_400(
+    client: httpx.AsyncClient,
+) -> None:
+    """The exact request that stalled the webhook destination: its id cannot be a header."""
+    r = await client.post(
+        "/e",
+        content=b'{"event":"page_view","event_id":" x1"}',
+        headers={"content-type": "application/json", "cf-ipcountry": "US"},
+    )
+    assert r.status_code == 400, r.text
+    assert r.json() == {
+        "accepted": 0,
+        "duplicates": 0,
+        "rejected": [{"index": 0, "error": "event_id: must not start or end with whitespace"}],
+        "error": "event_id: must not start or end with whitespace",
+    }
