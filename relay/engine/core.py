@@ -28,7 +28,7 @@ from relay.engine.match import matches
 from relay.engine.results import Batch, Copy, EventStatus, Meta, Result
 from relay.engine.waiting import CONSENT_EVENT, ConsentWaits
 from relay.observe.log import digest, hop
-from relay.observe.mask import mask_event, mask_value
+from relay.observe.mask import mask_event
 from relay.observe.metrics import Metrics
 from relay.paths import MISSING
 from relay.paths import get as get_path
@@ -72,13 +72,15 @@ class Engine(ConsentWaits):
         grow the label set (or put text of their own into it)."""
         return name if name in self.rules.events.contracts else OTHER_EVENT
 
-    def _reject(self, index: int, meta: Meta, error: str, reason: str, name: str | None) -> Result:
+    def _reject(
+        self, index: int, meta: Meta, error: str, reason: str, name: str | None, logged: str
+    ) -> Result:
+        """A rejected event: ``error`` goes to the client, ``logged`` (the same in the relay's
+        and the rules' words only: no event name, key or value the client chose) to the hop
+        line, which names the event only when the rules do."""
         self.metrics.events_rejected.labels(meta.source.name, reason).inc()
-        # The log line names only known events, and masks what the client wrote into the error.
         known = name if name is not None and name in self.rules.events.contracts else None
-        hop(
-            "rejected", source=meta.source.name, event=known, reason=reason, error=mask_value(error)
-        )
+        hop("rejected", source=meta.source.name, event=known, reason=reason, error=logged)
         return Result(index, "rejected", event=name, error=error)
 
     async def _one(self, index: int, raw: Any, meta: Meta, batch: Batch) -> Result:
@@ -94,15 +96,13 @@ class Engine(ConsentWaits):
         )
         if isinstance(ev, envelope.EnvelopeError):
             name = raw.get("event") if isinstance(raw, dict) else None
-            return self._reject(
-                index, meta, str(ev), "envelope", name if isinstance(name, str) else None
-            )
+            name = name if isinstance(name, str) else None
+            return self._reject(index, meta, str(ev), "envelope", name, ev.logged)
         notes: list[str] = []
         if "event_id" not in ev:
             if trusted:
-                return self._reject(
-                    index, meta, "event_id: required for backend events", "envelope", ev["event"]
-                )
+                error = "event_id: required for backend events"
+                return self._reject(index, meta, error, "envelope", ev["event"], error)
             ev["event_id"] = new_id("evt_")
         self._enrich(ev, meta, notes)
         if source.type == "browser" and not meta.gpc and _says_gpc(raw):
@@ -120,7 +120,8 @@ class Engine(ConsentWaits):
         checked = contracts.check(ev, rules.events)
         name, eid = ev["event"], ev["event_id"]
         if checked.kind == "rejected":
-            return self._reject(index, meta, checked.error or "contract", "contract", name)
+            error, logged = checked.error or "contract", checked.logged or "contract"
+            return self._reject(index, meta, error, "contract", name, logged)
         ev = checked.event
         self.metrics.events_received.labels(source.name, self._label(name)).inc()
         hop(

@@ -68,13 +68,23 @@ _MILLIS: Final = tuple(f".{milli:03d}Z" for milli in range(1000))
 
 @dataclass(frozen=True, slots=True)
 class EnvelopeError:
-    """Why a payload is not a valid envelope: ``properties.value: required``."""
+    """Why a payload is not a valid envelope: ``properties.value: required``.
+
+    ``message`` is always the relay's own words; ``field`` may hold keys the client chose
+    (``consent.<key>``, ``properties.<key>.<key>``), so ``logged`` names only its envelope key.
+    """
 
     field: str
     message: str
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}" if self.field else self.message
+
+    @property
+    def logged(self) -> str:
+        """The error for a log line: ``properties: longer than 2048 characters``."""
+        top = self.field.partition(".")[0].partition("[")[0]
+        return f"{top}: {self.message}" if top else self.message
 
 
 class _Invalid(Exception):
