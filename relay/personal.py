@@ -2,7 +2,8 @@
 ``ip``, ``hash``) and the masking of what people look at (``relay.observe.mask``).
 
 - emails, phone numbers and card numbers (Luhn) inside free text: ``redact_text``;
-- IP addresses cut to their network: ``truncate`` (v4 /24, v6 /48);
+- IP addresses cut to their network: ``truncate`` (v4 /24, v6 /48), and found inside text:
+  ``ip_addresses``;
 - identifiers in their canonical form before hashing (``normalize_identifier``), and values
   that already are SHA-256 hex (``HEX64``).
 
@@ -32,7 +33,14 @@ MIN_TEXT = 6  # shorter strings are not looked at: no email, phone or card fits 
 V6_PREFIX = 48
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_V4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+_V4_TEXT = rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}"
+_V4 = re.compile(_V4_TEXT)
+# An address inside text, not glued to a word, a longer dotted number or another address.
+# IPv6 candidates (two colons or more) are checked by ``ipaddress``: "19:20:17" is not one.
+_IP_IN_TEXT = re.compile(
+    rf"(?<![\w.:]){_V4_TEXT}(?!\w|\.[0-9])"
+    rf"|(?<![\w.:])(?:[0-9A-Fa-f]{{0,4}}:){{2,7}}(?:{_V4_TEXT}|[0-9A-Fa-f]{{1,4}})?(?![\w:.])"
+)
 
 
 def is_phone_field(name: str) -> bool:
@@ -114,6 +122,21 @@ def _truncate_v6(ip: str) -> str | None:
     if mapped is not None:
         return _truncate_v4(str(mapped))
     return str(ipaddress.IPv6Network((addr, V6_PREFIX), strict=False).network_address)
+
+
+def ip_addresses(text: str) -> list[tuple[int, int, str]]:
+    """The IP addresses inside ``text``: (start, end, truncated form) of each, in order.
+
+    ``ip_addresses("from 203.0.113.77 at 19:20:17")`` -> ``[(5, 17, "203.0.113.0")]``.
+    """
+    if "." not in text and ":" not in text:
+        return []
+    found = []
+    for m in _IP_IN_TEXT.finditer(text):
+        short = truncate(m.group())
+        if short is not None:
+            found.append((m.start(), m.end(), short))
+    return found
 
 
 def truncate(ip: str) -> str | None:

@@ -6,6 +6,7 @@ can be tested) and the expectations are checked against the last step's decision
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import orjson
 from relay.engine import Engine
 from relay.engine.identity import client_ip
 from relay.engine.results import Meta, Result
+from relay.observe.mask import Masker
 from relay.observe.metrics import Metrics
 from relay.paths import MISSING
 from relay.paths import get as get_path
@@ -79,7 +81,8 @@ def outcomes(rules: Rules, result: Result) -> dict[str, tuple[str, str, Any]]:
 
 async def run_case(rules: Rules, case: RuleTest) -> CaseResult:
     state = MemoryState(rules.relay.dedup_max_keys, rules.relay.dedup_window)
-    engine = Engine(rules, state, Metrics())
+    # Nothing a case masks is kept or compared between runs: any key will do.
+    engine = Engine(rules, state, Metrics(), Masker(os.urandom(32)))
     result: Result | None = None
     for given in case.given:
         batch = await engine.process([given.event], _meta(rules, given))

@@ -28,7 +28,7 @@ from relay.engine.match import matches
 from relay.engine.results import Batch, Copy, EventStatus, Meta, Result
 from relay.engine.waiting import CONSENT_EVENT, ConsentWaits
 from relay.observe.log import digest, hop
-from relay.observe.mask import mask_event
+from relay.observe.mask import Masker
 from relay.observe.metrics import Metrics
 from relay.paths import MISSING
 from relay.paths import get as get_path
@@ -42,10 +42,13 @@ OTHER_EVENT = "*"
 
 
 class Engine(ConsentWaits):
-    def __init__(self, rules: Rules, state: State, metrics: Metrics) -> None:
+    """``masker`` masks the copies of quarantined events (``relay.observe.mask``)."""
+
+    def __init__(self, rules: Rules, state: State, metrics: Metrics, masker: Masker) -> None:
         self.rules = rules
         self.state = state
         self.metrics = metrics
+        self.masker = masker
         self._browser_name = next(
             (s.name for s in rules.sources.values() if s.type == "browser"), None
         )
@@ -134,9 +137,7 @@ class Engine(ConsentWaits):
             cid=digest(ev["correlation_id"]) if "correlation_id" in ev else None,
         )
         if checked.kind == "quarantine":
-            batch.quarantined.append(
-                Quarantined(source.name, name, checked.error or "", _quarantine_copy(ev))
-            )
+            batch.quarantined.append(self._quarantine_copy(source.name, name, checked.error, ev))
             self.metrics.events_quarantined.labels(source.name).inc()
             hop("quarantined", event_id=eid, source=source.name, event=name)
             return Result(index, "quarantined", eid, name, checked.error, notes=notes)
@@ -311,6 +312,16 @@ class Engine(ConsentWaits):
             result.copies.append(copy)
             batch.rows.append(Row(copy.destination, eid, orjson.dumps(copy.sent)))
 
+    def _quarantine_copy(
+        self, source: str, name: str, error: str | None, ev: Event
+    ) -> Quarantined:
+        """Quarantined events are kept for review in the debug view's masked form: their
+        shape and names, never a raw IP, user agent, identifier or correlation id. The name and
+        the error are the client's text, masked as such."""
+        text = self.masker.text
+        payload = orjson.dumps(self.masker.event(ev))
+        return Quarantined(source, text(name), text(error or ""), payload)
+
     async def expire(self) -> None:
         """Count what ran out of time: held browser copies never confirmed, and copies that
         waited for a consent choice that never came (suppressed)."""
@@ -324,12 +335,6 @@ class Engine(ConsentWaits):
 def _says_gpc(raw: Any) -> bool:
     ctx = raw.get("context") if isinstance(raw, dict) else None
     return isinstance(ctx, dict) and ctx.get("gpc") is True
-
-
-def _quarantine_copy(ev: Event) -> bytes:
-    """Quarantined events are kept for review in the debug view's masked form: their shape
-    and names, never a raw IP, user agent, identifier or correlation id."""
-    return orjson.dumps(mask_event(ev))
 
 
 def now_ms() -> int:

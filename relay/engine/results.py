@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from relay.observe.log import digest
-from relay.observe.mask import mask_event
+from relay.observe.mask import Masker
 from relay.rules.model import Outcome, Source
 from relay.spool.base import Quarantined, Row
 from relay.types import Event
@@ -74,27 +74,29 @@ class Batch:
         return {row.destination for row in self.rows}
 
 
-def debug_entries(batch: Batch) -> list[dict[str, Any]]:
+def debug_entries(batch: Batch, masker: Masker) -> list[dict[str, Any]]:
     """What the debug view shows of a batch: per event its status and each destination's
-    decision, with what would be sent masked (``relay.observe.mask``)."""
+    decision, with what would be sent masked (``relay.observe.mask``). The event's name, the
+    error and the notes may quote the client (a rejected name, a key): masked as free text."""
+    text = masker.text
     entries = []
     for result in batch.results:
         copies = [
             {
                 "destination": c.destination,
                 "outcome": c.outcome,
-                "detail": c.detail,
-                "sent": mask_event(c.sent) if c.sent else None,
+                "detail": text(c.detail),
+                "sent": masker.event(c.sent) if c.sent else None,
             }
             for c in result.copies
         ]
         entries.append(
             {
                 "event_id": result.event_id,
-                "event": result.event,
+                "event": text(result.event) if result.event is not None else None,
                 "status": result.status,
-                "error": result.error,
-                "notes": result.notes,
+                "error": text(result.error) if result.error is not None else None,
+                "notes": [text(n) for n in result.notes],
                 "copies": copies,
                 "cid": digest(result.cid) if result.cid else None,
             }

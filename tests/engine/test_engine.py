@@ -13,17 +13,20 @@ import pytest
 from relay.engine import Engine
 from relay.engine.results import Meta
 from relay.observe.log import HOPS
+from relay.observe.mask import Masker
 from relay.observe.metrics import Metrics
 from relay.registry import load_rules
 from relay.state.memory import MemoryState
 from tests.conftest import SHIPPED_RULES
+
+MASKER = Masker(b"test-masking-key-0123456789")
 
 
 def _engine() -> tuple[Engine, MemoryState, Metrics]:
     rules = load_rules(SHIPPED_RULES, {})
     state = MemoryState(1000, 3600)
     metrics = Metrics()
-    return Engine(rules, state, metrics), state, metrics
+    return Engine(rules, state, metrics, MASKER), state, metrics
 
 
 def _browser(engine: Engine, cid: str = "cid-1", country: str = "DE") -> Meta:
@@ -96,7 +99,7 @@ async def test_a_partial_choice_keeps_the_other_purpose_waiting(rules_dir: Path)
         "destinations:\n  ads_log: {type: log, purpose: ads, events: [page_view]}\n"
     )
     rules = load_rules(rules_dir, {})
-    engine = Engine(rules, MemoryState(1000, 3600), Metrics())
+    engine = Engine(rules, MemoryState(1000, 3600), Metrics(), MASKER)
     meta = _browser(engine)
     first = await engine.process([{"event": "page_view", "event_id": "p1"}], meta)
     assert {c.destination: c.outcome for c in first.results[0].copies} == {
@@ -148,7 +151,7 @@ def _strict_engine(tmp_path: Path) -> Engine:
         "    properties: {plan: {type: string, enum: [free, pro]}}\n"
         "    additional_properties: reject\n"
     )
-    return Engine(load_rules(rules_dir, {}), MemoryState(1000, 3600), Metrics())
+    return Engine(load_rules(rules_dir, {}), MemoryState(1000, 3600), Metrics(), MASKER)
 
 
 @pytest.fixture
