@@ -131,7 +131,7 @@ class Engine(ConsentWaits):
             "received",
             event_id=eid,
             source=source.name,
-            event=name,
+            event=self._named(name),
             schema=ev.get("schema"),
             consent=ev.get("consent"),
             cid=digest(ev["correlation_id"]) if "correlation_id" in ev else None,
@@ -139,7 +139,7 @@ class Engine(ConsentWaits):
         if checked.kind == "quarantine":
             batch.quarantined.append(self._quarantine_copy(source.name, name, checked.error, ev))
             self.metrics.events_quarantined.labels(source.name).inc()
-            hop("quarantined", event_id=eid, source=source.name, event=name)
+            hop("quarantined", event_id=eid, source=source.name, event=self._named(name))
             return Result(index, "quarantined", eid, name, checked.error, notes=notes)
 
         contract = checked.contract
@@ -294,7 +294,9 @@ class Engine(ConsentWaits):
             if copy.sent is None:
                 result.copies.append(copy)
                 self.metrics.events_dropped.labels(copy.destination).inc()
-                hop("dropped", event_id=eid, event=name, destination=copy.destination)
+                hop(
+                    "dropped", event_id=eid, event=self._named(name), destination=copy.destination
+                )
         ready = [c for c in copies if c.sent is not None]
         if not ready:
             return
@@ -306,7 +308,12 @@ class Engine(ConsentWaits):
                     Copy(copy.destination, "duplicate", "seen within dedup_window")
                 )
                 self.metrics.events_duplicate.labels(copy.destination).inc()
-                hop("duplicate", event_id=eid, event=name, destination=copy.destination)
+                hop(
+                    "duplicate",
+                    event_id=eid,
+                    event=self._named(name),
+                    destination=copy.destination,
+                )
                 continue
             batch.marked.append(key)
             result.copies.append(copy)

@@ -21,6 +21,7 @@ import orjson
 from relay.engine.consent import decide
 from relay.engine.results import Batch, Copy, Result
 from relay.observe.log import digest, hop
+from relay.observe.mask import Masker
 from relay.observe.metrics import Metrics
 from relay.rules.model import Destination, Rules
 from relay.state import State
@@ -34,6 +35,12 @@ class ConsentWaits:
     rules: Rules
     state: State
     metrics: Metrics
+    masker: Masker
+
+    def _named(self, name: str) -> str:
+        """An event name for a hop line: a contract's as it is; any other is the client's
+        text, masked (``relay.observe.mask``) as the debug view shows it."""
+        return name if name in self.rules.events.contracts else self.masker.text(name)
 
     # Engine steps this flow reuses (defined in relay.engine.Engine).
     def _prepare(self, own: Event, dest: Destination, granted: frozenset[str]) -> Copy:
@@ -47,7 +54,12 @@ class ConsentWaits:
     def _suppressed(self, eid: str, name: str, dest: str, purpose: str, reason: str) -> None:
         self.metrics.consent_suppressed.labels(dest, purpose).inc()
         hop(
-            "suppressed", event_id=eid, event=name, destination=dest, purpose=purpose, reason=reason
+            "suppressed",
+            event_id=eid,
+            event=self._named(name),
+            destination=dest,
+            purpose=purpose,
+            reason=reason,
         )
 
     async def _pend(
@@ -78,7 +90,7 @@ class ConsentWaits:
             hop(
                 "held",
                 event_id=eid,
-                event=name,
+                event=self._named(name),
                 reason="pending consent",
                 destinations=sorted(pending),
             )
@@ -176,4 +188,6 @@ class ConsentWaits:
             await self._spool_copies(eid, name, ready, out, batch)
             released = sum(1 for c in ready if c.sent is not None)
             notes.append(f"consent released {released} waiting copy(ies) of {name}")
-            hop("released", event_id=eid, event=name, reason="consent", copies=released)
+            hop(
+                "released", event_id=eid, event=self._named(name), reason="consent", copies=released
+            )

@@ -22,7 +22,8 @@ Field by field:
 - ``user.*``: a tag, named by the field: ``[email #f379a7fd]``. Emails and phone numbers are
   tagged in their normalized form (``Ann@Example.com `` and ``ann@example.com`` match); a value
   that already is SHA-256 hex (a pipeline hashed it) is shown as it is;
-- ``context.user_agent`` and ``anonymous_id``: a tag;
+- ``context.user_agent`` (and any field named ``user_agent``, ``userAgent`` or ``ua``) and
+  ``anonymous_id``: a tag;
 - ``correlation_id``: its digest, the one the debug view's ``?cid=`` filter takes;
 - ``event_id``: as sent (it is how an event is followed from arrival to delivery);
 - a URL (a string that starts with a scheme): scheme, host and port as they are, user info
@@ -65,6 +66,7 @@ KEY_BYTES = 16  # at least: a shorter key would make tags guessable
 _CONTEXT = b"relay.observe.mask.v1"
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 _URL_PARTS = re.compile(r"[/?#]")
+_USER_AGENT_NAMES = frozenset({"useragent", "ua"})  # user_agent, userAgent, ua, UA
 
 
 class Masker:
@@ -160,15 +162,17 @@ class Masker:
         if isinstance(value, str):
             return self.url(value) if _SCHEME.match(value) else self.text(value)
         if isinstance(value, dict):
-            return {
-                self.text(str(k)): self.identifier(k, v)
-                if _is_contact(str(k), v)
-                else self.value(v)
-                for k, v in value.items()
-            }
+            return {self.text(str(k)): self._field(str(k), v) for k, v in value.items()}
         if isinstance(value, list):
             return [self.value(v) for v in value]
         return value
+
+    def _field(self, name: str, value: Any) -> Any:
+        if isinstance(value, str) and name.replace("_", "").lower() in _USER_AGENT_NAMES:
+            return f"[user agent {self.tag(value)}]"
+        if _is_contact(name, value):
+            return self.identifier(name, value)
+        return self.value(value)
 
     # -- events -----------------------------------------------------------------------
 
@@ -187,7 +191,7 @@ class Masker:
             elif key == "context" and isinstance(value, dict):
                 out[key] = self._context(value)
             else:
-                out[self.text(key)] = self.value(value)
+                out[self.text(key)] = self._field(key, value)
         return out
 
     def _user(self, value: Any, name: str = "user") -> Any:
@@ -202,10 +206,8 @@ class Masker:
         for key, value in context.items():
             if key == "ip" and isinstance(value, str):
                 out[key] = self.ip(value)
-            elif key == "user_agent" and isinstance(value, str):
-                out[key] = f"[user agent {self.tag(value)}]"
             else:
-                out[self.text(key)] = self.value(value)
+                out[self.text(key)] = self._field(key, value)
         return out
 
 

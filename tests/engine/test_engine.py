@@ -204,3 +204,21 @@ async def test_a_rejected_event_is_logged_without_text_the_client_chose(
     assert [h.get("event") for h in rejected] == [None, None, "strict", "strict", "strict"]
     text = "\n".join(hop_lines)
     assert [s for s in HOSTILE if s in text] == []
+
+
+async def test_an_event_without_a_contract_is_logged_with_its_name_masked(
+    tmp_path: Path, hop_lines: list[str]
+) -> None:
+    rules_dir = tmp_path / "rules"
+    shutil.copytree(SHIPPED_RULES, rules_dir)
+    events = rules_dir / "events.yaml"
+    events.write_text(events.read_text().replace('"*": reject', '"*": quarantine'))
+    engine = Engine(load_rules(rules_dir, {}), MemoryState(1000, 3600), Metrics(), MASKER)
+    meta = Meta(engine.rules.sources["backend"], 1_795_000_000_000)
+    name = "call 5550104477 from 203.0.113.77 HOSTILE-mark"
+    batch = await engine.process([{"event": name, "event_id": "q1"}], meta)
+    assert batch.results[0].status == "quarantined"
+    logged = {h["hop"]: h["event"] for h in map(orjson.loads, hop_lines)}
+    masked = f"call [phone] from 203.0.113.0 {MASKER.tag('203.0.113.77')} HOSTILE-mark"
+    assert logged == {"received": masked, "quarantined": masked}
+    assert "5550104477" not in "".join(hop_lines) and "203.0.113.77" not in "".join(hop_lines)

@@ -153,3 +153,10 @@ def test_fields_named_for_an_email_or_a_phone_are_identifiers_wherever_they_are(
                    "mobile": f"[mobile {MASKER.tag('5550104477')}]",
                    "phone": f"[phone {MASKER.tag('5550104477')}]",
                    "email_opt_in": True, "emails_sent": 3}
+
+
+def test_fields_named_for_a_user_agent_are_tagged_wherever_they_are() -> None:
+    tag = MASKER.tag(UA)
+    assert MASKER.value({"userAgent": UA, "ua": UA, "browser": {"user_agent": UA}}) == {
+        "userAgent": f"[user agent {tag}]", "ua": f"[user agent {tag}]",
+        "browser": {"user_agent": f"[user agent {tag}]"}}
