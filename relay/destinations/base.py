@@ -94,6 +94,19 @@ def parse_http_url(at: At) -> str | None:
     return text
 
 
+def header_problem(name: str, value: str) -> str | None:
+    """Why HTTP cannot carry the header ``name: value`` as httpx sends it (ASCII, h11's
+    rules), or None. For settings (``relay check``): the value is never quoted."""
+    if not name.isascii() or not _HEADER_NAME.fullmatch(name.encode()):
+        return "a header name may contain only letters, digits and !#$%&'*+-.^_`|~"
+    if not value.isascii():
+        return "a header value may contain only ASCII characters"
+    if not _HEADER_VALUE.fullmatch(value.encode()):
+        return ("a header value may not start or end with whitespace, nor hold a NUL, CR, LF "
+                "or another character HTTP cannot carry")
+    return None
+
+
 def unsendable(request: httpx.Request) -> str | None:
     """Why HTTP cannot carry ``request``'s headers (None when it can), checked before sending:
     the transport would refuse it on every attempt. The value is never quoted (an event id,
