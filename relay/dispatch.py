@@ -12,8 +12,13 @@ sends it, and then acks it, schedules a retry or dead-letters it:
   ``max(Retry-After, rng() * min(max_backoff, base_backoff * 2**(n-1)))`` (full jitter); when
   ``n`` reaches ``retry.attempts`` or the copy is older than ``retry.max_age`` it is
   dead-lettered instead;
-- permanent (other 4xx, ``Permanent``, a request that cannot be built): dead-lettered at once
-  with the vendor's status and answer.
+- permanent (other 4xx, ``Permanent``): dead-lettered at once with the vendor's status and
+  answer.
+
+A copy whose request cannot be built (``build_request`` raises, or a header value it made is
+one HTTP cannot carry: ``unsendable``) is dead-lettered alone with the reason, before anything
+is sent; the other copies of its batch go in one request without it. No vendor was asked, so
+it is neither a retry nor an attempt the breaker counts.
 
 The breaker counts consecutive failed attempts (retry verdicts only: a 4xx is the vendor
 answering). After ``breaker_failures`` of them it opens for ``breaker_cooldown`` seconds: the
@@ -35,6 +40,7 @@ import httpx
 import orjson
 
 from relay.destinations import DESTINATIONS
+from relay.destinations.base import unsendable
 from relay.errors import Permanent, Retryable
 from relay.observe.log import hop
 from relay.observe.metrics import Metrics
@@ -81,15 +87,23 @@ def _build(
     build_request: Callable[[Sequence[Event], Any], httpx.Request],
     events: Sequence[Event],
     settings: Any,
-) -> httpx.Request:
-    """``build_request``, where any failure but ``Retryable`` means the events cannot be
-    mapped to the vendor's format: retrying would not help, so it is ``Permanent``."""
+) -> httpx.Request | Verdict:
+    """``build_request``, checked. ``Retryable`` is a retry verdict (the destination cannot
+    build the request yet: a failed attempt). Any other failure, and a request whose headers
+    HTTP cannot carry, mean the events cannot be mapped to the vendor's format: retrying
+    would not help, so it raises ``Permanent``."""
     try:
-        return build_request(events, settings)
-    except (Retryable, Permanent):
+        request = build_request(events, settings)
+    except Retryable as exc:
+        return Verdict("retry", exc.detail, exc.status, exc.retry_after)
+    except Permanent:
         raise
     except Exception as exc:
         raise Permanent(f"cannot build the request: {type(exc).__name__}: {exc}") from exc
+    why = unsendable(request)
+    if why is not None:
+        raise Permanent(f"cannot build the request: {why}")
+    return request
 
 
 class Breaker:
@@ -318,8 +332,18 @@ class Dispatcher:
                 await self._dead(lane, [row], Verdict("permanent", "undecodable payload"), None)
         if not rows:
             return
+        request: httpx.Request | None = None
+        outcome: tuple[Verdict, int | None] | None = None
+        if lane.definition.write is None:
+            built, rows, events = await self._request(lane, rows, events)
+            if built is None:
+                return
+            if isinstance(built, Verdict):
+                outcome = built, built.status
+            else:
+                request = built
         started = time.perf_counter()
-        verdict, status = await self._attempt(lane, events)
+        verdict, status = outcome or await self._attempt(lane, events, request)
         latency = time.perf_counter() - started
         self.metrics.delivery_latency.labels(lane.name).observe(latency)
         self._record(lane, verdict)
@@ -342,8 +366,51 @@ class Dispatcher:
         else:
             await self._dead(lane, rows, verdict, status)
 
-    async def _attempt(self, lane: _Lane, events: list[Event]) -> tuple[Verdict, int | None]:
-        """One delivery attempt, never raising: its verdict and the HTTP status if any."""
+    async def _request(
+        self, lane: _Lane, rows: list[Claimed], events: list[Event]
+    ) -> tuple[httpx.Request | Verdict | None, list[Claimed], list[Event]]:
+        """The request for the batch (or the retry verdict of a destination that cannot build
+        it yet), and the rows and events it is for; None when nothing is left to send. When
+        the request cannot be built, each event is tried alone: those that cannot be built
+        are dead-lettered with the reason (``_unbuildable``), the others go together."""
+        build, settings = lane.definition.build_request, lane.destination.settings
+        assert build is not None and lane.definition.classify is not None
+        try:
+            return _build(build, events, settings), rows, events
+        except Permanent as exc:
+            failed = exc
+        if len(rows) > 1:
+            good: list[tuple[Claimed, Event]] = []
+            for row, event in zip(rows, events, strict=True):
+                try:
+                    _build(build, [event], settings)
+                except Permanent as exc:
+                    await self._unbuildable(lane, [row], exc)
+                else:
+                    good.append((row, event))
+            rows, events = [r for r, _ in good], [e for _, e in good]
+            if not rows:
+                return None, [], []
+            try:
+                return _build(build, events, settings), rows, events
+            except Permanent as exc:  # each one alone, but not all together
+                failed = exc
+        await self._unbuildable(lane, rows, failed)
+        return None, [], []
+
+    async def _unbuildable(self, lane: _Lane, rows: list[Claimed], exc: Permanent) -> None:
+        """Dead-letter copies whose request cannot be built: nothing was sent, so the breaker
+        does not hear of it, and there is no retry."""
+        verdict = Verdict("permanent", exc.detail, exc.status)
+        if self.on_attempt is not None:
+            self.on_attempt(lane.name, [r.event_id for r in rows], verdict, None)
+        await self._dead(lane, rows, verdict, None, reason="unbuildable")
+
+    async def _attempt(
+        self, lane: _Lane, events: list[Event], request: httpx.Request | None
+    ) -> tuple[Verdict, int | None]:
+        """One delivery attempt (``request``, or the destination's ``write`` of ``events``),
+        never raising: its verdict and the HTTP status if any."""
         definition, settings = lane.definition, lane.destination.settings
         timeout = lane.destination.timeout
         try:
@@ -351,8 +418,7 @@ class Dispatcher:
                 if definition.write is not None:
                     await definition.write(events, settings)
                     return OK, None
-                assert definition.build_request is not None and definition.classify is not None
-                request = _build(definition.build_request, events, settings)
+                assert request is not None and definition.classify is not None
                 request.extensions["timeout"] = httpx.Timeout(timeout).as_dict()
                 response = await self.client.send(request)
             return definition.classify(response), response.status_code
@@ -413,13 +479,18 @@ class Dispatcher:
             await self._dead(lane, exhausted, verdict, status)
 
     async def _dead(
-        self, lane: _Lane, rows: list[Claimed], verdict: Verdict, status: int | None
+        self,
+        lane: _Lane,
+        rows: list[Claimed],
+        verdict: Verdict,
+        status: int | None,
+        reason: str | None = None,
     ) -> None:
         by_attempt: dict[int, list[Claimed]] = {}
         for row in rows:
             by_attempt.setdefault(row.attempts + 1, []).append(row)
         status = verdict.status or status
-        reason = "exhausted" if verdict.kind == "retry" else "permanent"
+        reason = reason or ("exhausted" if verdict.kind == "retry" else "permanent")
         for attempt, group in by_attempt.items():
             await self.spool.dead(group, status, verdict.detail, attempt)
             self.metrics.deliveries.labels(lane.name, "dead_lettered").inc(len(group))

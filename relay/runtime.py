@@ -29,6 +29,7 @@ from relay.engine.identity import CookieSigner
 from relay.engine.results import Batch, debug_entries, debug_entry
 from relay.observe.debug import DebugFeed
 from relay.observe.log import LOG
+from relay.observe.mask import Masker
 from relay.observe.metrics import Metrics
 from relay.registry import check_rules, load_rules, place
 from relay.rules.model import Rules, Source
@@ -95,11 +96,11 @@ class Runtime:
         self.env = env
         self.transport = transport
         self.metrics = Metrics()
-        self.debug = DebugFeed()
         # Raises RulesError: a bad start fails loudly. Local paths resolve under var_dir.
         rules = place(load_rules(self.rules_dir, env), self.var_dir)
         for d in rules.policy:  # relay serve has said so already; an embedding app has not
             LOG.warning("rules: not fit for production: %s", d.render())
+        self.debug = DebugFeed(Masker.from_secrets(self._secrets(rules)))
         self._apply(rules, state=None)
         self.spool: Spool = open_spool(rules.relay.spool)
         self.metrics.track_depths(lambda: self.spool.depths())
@@ -114,16 +115,22 @@ class Runtime:
 
     # -- rules ------------------------------------------------------------------------
 
+    def _secrets(self, rules: Rules) -> list[str]:
+        return list(rules.relay.cookie.secrets) or [load_or_create_secret(self.var_dir)]
+
     def _apply(self, rules: Rules, state: State | None) -> None:
         relay = rules.relay
-        secrets_ = list(relay.cookie.secrets) or [load_or_create_secret(self.var_dir)]
+        secrets_ = self._secrets(rules)
         self.signer = CookieSigner(relay.cookie, secrets_)
+        # What people look at is masked with tags keyed by the cookie secrets (as the
+        # sealing of shared state is), so a tag cannot be reversed by hashing guesses.
+        self.masker = self.debug.masker = Masker.from_secrets(secrets_)
         if state is None:
             state = open_state(
                 relay.state, relay.dedup_max_keys, relay.dedup_window, Sealer(secrets_)
             )
         self.state = state
-        self.engine = Engine(rules, state, self.metrics)
+        self.engine = Engine(rules, state, self.metrics, self.masker)
         self.limiter = RateLimiter(relay.rate_limit.per_second, relay.rate_limit.burst)
         self._browser = next((s for s in rules.sources.values() if s.type == "browser"), None)
         self._write_keys = {
@@ -255,7 +262,7 @@ class Runtime:
         for consent ended is shown in the debug view."""
         expired = await self.engine.expire()
         if expired and self.debug.listening:
-            self.debug.publish([debug_entry(r) for r in expired])
+            self.debug.publish([debug_entry(r, self.masker) for r in expired])
 
     # -- helpers for the handlers -----------------------------------------------------
 
@@ -284,4 +291,4 @@ class Runtime:
 
     def debug_feed(self, batch: Batch) -> None:
         if self.debug.listening:
-            self.debug.publish(debug_entries(batch))
+            self.debug.publish(debug_entries(batch, self.masker))

@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from relay.destinations.base import http_classify
+from relay.destinations.base import http_classify, unsendable
 from relay.destinations.file import FileSettings
 from relay.destinations.webhook import WebhookSettings
 from relay.dispatch import Breaker, Dispatcher, backoff
@@ -460,3 +460,95 @@ async def test_an_unmappable_event_is_dead_lettered(spool: SqliteSpool, vt: Virt
     [letter] = await spool.dlq_list()
     assert letter.response == "cannot build the request: KeyError: 'user'"
     assert (letter.status, letter.attempts) == (None, 1)
+
+
+def _picky(fail_on: str) -> dict[str, DestinationDef]:
+    """A batching destination type whose request cannot be built for the event ``fail_on``."""
+
+    def build(events: Sequence[Event], settings: Any) -> httpx.Request:
+        if any(e["event_id"] == fail_on for e in events):
+            raise ValueError("no mapping for this event")
+        return httpx.Request("POST", "https://picky.example/in", json={"batch": list(events)})
+
+    return {"picky": DestinationDef(parse_settings=lambda at: None, max_batch=10,
+                                    build_request=build, classify=http_classify)}
+
+
+async def test_an_unbuildable_copy_is_dead_lettered_alone_and_its_batch_goes(
+    spool: SqliteSpool, vt: VirtualTime, hops: list[dict[str, Any]]
+) -> None:
+    sent: list[list[str]] = []
+
+    def vendor(request: httpx.Request) -> httpx.Response:
+        sent.append([e["event_id"] for e in orjson.loads(request.content)["batch"]])
+        return httpx.Response(200)
+
+    # One failure would open this breaker: a build failure must not count as one.
+    dest = Destination(name="picky", type="picky", purpose=None, concurrency=1,
+                       breaker_failures=1, breaker_cooldown=3600)
+    metrics = Metrics()
+    seen: list[tuple[list[str], str]] = []
+    async with httpx.AsyncClient(transport=httpx.MockTransport(vendor)) as client:
+        dispatcher = Dispatcher(spool, {"picky": dest}, client, metrics, clock=vt,
+                                sleep=vt.sleep, registry=_picky("e2"),
+                                on_attempt=lambda d, ids, v, s: seen.append((ids, v.kind)))
+        dispatcher.start()
+        try:
+            await spool.put(events(5, "picky"))
+            dispatcher.notify("picky")
+            await until(lambda: len(sent) == 1 and spool.depths()[1] == {"picky": 1})
+            await spool.put(events(2, "picky", prefix="later"))  # the destination still sends
+            dispatcher.notify("picky")
+            await until(lambda: len(sent) == 2)
+        finally:
+            await dispatcher.stop()
+    assert sent == [["e0", "e1", "e3", "e4"], ["later0", "later1"]]
+    [letter] = await spool.dlq_list()
+    assert letter.event_id == "e2"
+    assert letter.response == "cannot build the request: ValueError: no mapping for this event"
+    assert (letter.status, letter.attempts) == (None, 1)
+    assert sample(metrics, "relay_circuit_open", destination="picky") == 0
+    assert sample(metrics, "relay_deliveries_total", destination="picky", outcome="retried") == 0
+    assert [h for h in hops if h["hop"] == "retried"] == []
+    [dead] = [h for h in hops if h["hop"] == "dead-lettered"]
+    assert (dead["event_id"], dead["reason"]) == ("e2", "unbuildable")
+    assert (["e2"], "permanent") in seen  # the debug view hears why
+
+
+async def test_a_header_http_cannot_carry_is_a_permanent_failure_of_that_copy(
+    make_rig: Callable[..., Awaitable[Rig]], hops: list[dict[str, Any]]
+) -> None:
+    """The webhook puts the event id in ``Idempotency-Key``. An id with a space at either end
+    (accepted before the envelope refused them) makes a request HTTP cannot send: each is
+    dead-lettered at once, never retried, never a strike, and the events behind it go."""
+    rig = await make_rig(hook(concurrency=1, breaker_failures=1, breaker_cooldown=3600))
+    bad = [Row("hook", eid, orjson.dumps({"event": "page_view", "event_id": eid}))
+           for eid in (" x1", "x2 ", " x3 ")]
+    await rig.put([*bad, *events(3)])
+    await until(lambda: rig.vendors["hook"].delivered == ["e0", "e1", "e2"])
+    await until(lambda: rig.spool.depths()[1].get("hook") == 3)
+    letters = await rig.spool.dlq_list()
+    assert sorted(d.event_id for d in letters) == sorted(r.event_id for r in bad)
+    for letter in letters:
+        assert letter.response.startswith("cannot build the request: header Idempotency-Key: ")
+        assert letter.event_id not in letter.response
+    assert len(rig.vendors["hook"].requests) == 3  # nothing was sent for the bad ones
+    assert outcomes(rig, "retried") == 0
+    assert sample(rig.metrics, "relay_circuit_open", destination="hook") == 0
+
+
+@pytest.mark.parametrize("value", [
+    b"x1", b" x1", b"x1 ", b"x 1", b"x\t1", b"\tx", b"x\r\n1", b"x\n", b"x\x00", b"x\x0b1",
+    b"x\x0c1", b"x\x011", b"x\x7f", b"x\xe9", b"", b"a  b", b"x\x1c", b"x\x85",
+])
+def test_unsendable_refuses_exactly_what_h11_refuses(value: bytes) -> None:
+    import h11
+
+    request = httpx.Request("POST", "https://v.example/", headers=[(b"Idempotency-Key", value)])
+    try:
+        h11.Request(method="POST", target="/", headers=[(b"Host", b"v"), (b"X", value)])
+    except h11.LocalProtocolError:
+        h11_ok = False
+    else:
+        h11_ok = True
+    assert (unsendable(request) is None) == h11_ok, value

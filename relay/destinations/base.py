@@ -1,9 +1,11 @@
-"""Helpers shared by destination modules: the default HTTP verdict, ``Retry-After``, and
-settings parsing for URLs. (The HMAC signature scheme is ``relay.signature``.)"""
+"""Helpers shared by destination modules: the default HTTP verdict, ``Retry-After``, settings
+parsing for URLs, and whether HTTP can carry a built request's headers (``unsendable``).
+(The HMAC signature scheme is ``relay.signature``.)"""
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
@@ -15,6 +17,9 @@ from relay.types import OK, Verdict
 
 DETAIL_BODY_CHARS = 500  # how much of a vendor's answer a verdict keeps
 RETRY_STATUSES = frozenset({408, 429})  # plus every 5xx
+# What HTTP/1.1 lets a header carry, as h11 (httpx's HTTP/1.1) checks it before sending.
+_HEADER_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_HEADER_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -87,3 +92,34 @@ def parse_http_url(at: At) -> str | None:
                  "like https://hooks.example/relay")
         return None
     return text
+
+
+def header_problem(name: str, value: str) -> str | None:
+    """Why HTTP cannot carry the header ``name: value`` as httpx sends it (ASCII, h11's
+    rules), or None. For settings (``relay check``): the value is never quoted."""
+    if not name.isascii() or not _HEADER_NAME.fullmatch(name.encode()):
+        return "a header name may contain only letters, digits and !#$%&'*+-.^_`|~"
+    if not value.isascii():
+        return "a header value may contain only ASCII characters"
+    if not _HEADER_VALUE.fullmatch(value.encode()):
+        return ("a header value may not start or end with whitespace, nor hold a NUL, CR, LF "
+                "or another character HTTP cannot carry")
+    return None
+
+
+def unsendable(request: httpx.Request) -> str | None:
+    """Why HTTP cannot carry ``request``'s headers (None when it can), checked before sending:
+    the transport would refuse it on every attempt. The value is never quoted (an event id,
+    a token), only the header's name.
+
+    ``Idempotency-Key: " x1"`` -> ``"header Idempotency-Key: ..."`` (leading whitespace).
+    """
+    for name, value in request.headers.raw:
+        if not _HEADER_NAME.fullmatch(name):
+            return "a header name HTTP cannot carry"
+        if not _HEADER_VALUE.fullmatch(value):
+            return (
+                f"header {name.decode('ascii')}: the value starts or ends with whitespace, or "
+                "holds a NUL, CR, LF or another character HTTP cannot carry"
+            )
+    return None

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import httpx
 import orjson
 
-from relay.destinations.base import http_classify, parse_http_url
+from relay.destinations.base import header_problem, http_classify, parse_http_url
 from relay.rules.fields import BAD_VALUE, At
 from relay.signature import SIGNATURE_HEADER, sign
 from relay.types import DestinationDef, Event
@@ -51,8 +51,13 @@ def parse_settings(at: At) -> WebhookSettings | None:
     if h.present:
         for name, value in (h.mapping() or {}).items():
             text = value.string(allow_empty=True)
+            problem = header_problem(name, text) if text is not None else None
             if name.lower() in RESERVED_HEADERS:
                 value.error(BAD_VALUE, f"header '{name}' is set by the relay")
+            elif problem is not None:
+                # Every request would be refused before it is sent, so every copy would be
+                # dead-lettered: say so now. The value is not echoed (tokens).
+                value.error(BAD_VALUE, problem)
             elif text is not None:
                 headers[name] = text
     secret = at.get("secret").string()

@@ -40,9 +40,10 @@ class ContractResult:
 
     kind: ContractKind
     event: Event
-    error: str | None = None
+    error: str | None = None  # for the client and the debug view
     contract: Contract | None = None
     dropped: tuple[str, ...] = ()
+    logged: str | None = None  # ``error`` in names from the rules only, for the hop line
 
 
 def _num(x: float) -> str:
@@ -110,7 +111,9 @@ def check(event: Event, events: Events) -> ContractResult:
         if events.fallback == "accept":
             return ContractResult("ok", event)
         kind: ContractKind = "rejected" if events.fallback == "reject" else "quarantine"
-        return ContractResult(kind, event, f"event: no contract for '{name}'")
+        return ContractResult(
+            kind, event, f"event: no contract for '{name}'", logged="event: no contract"
+        )
 
     raw_props = event.get("properties")
     props: dict[str, Any] = raw_props if isinstance(raw_props, dict) else {}
@@ -126,10 +129,16 @@ def check(event: Event, events: Events) -> ContractResult:
     extra: list[str] = []
     if contract.additional_properties != "keep":
         extra = [key for key in props if key not in contract.properties]
-        if contract.additional_properties == "reject":
+    if errors or (extra and contract.additional_properties == "reject"):
+        # The contract's own property names are the rules'; the extra ones are the client's,
+        # so the hop line counts them instead of naming them.
+        logged = errors.copy()
+        if extra and contract.additional_properties == "reject":
             errors.extend(f"properties.{key}: not in the contract" for key in extra)
-    if errors:
-        return ContractResult("rejected", event, "; ".join(errors), contract)
+            logged.append(f"properties: {len(extra)} not in the contract")
+        return ContractResult(
+            "rejected", event, "; ".join(errors), contract, logged="; ".join(logged)
+        )
 
     out = event
     if "schema" not in event:

@@ -35,7 +35,7 @@ from relay.engine.waiting import (
     reads_consent,
 )
 from relay.observe.log import digest, hop
-from relay.observe.mask import mask_event, mask_value
+from relay.observe.mask import Masker
 from relay.observe.metrics import Metrics
 from relay.paths import MISSING
 from relay.paths import get as get_path
@@ -49,10 +49,13 @@ OTHER_EVENT = "*"
 
 
 class Engine(ConsentWaits):
-    def __init__(self, rules: Rules, state: State, metrics: Metrics) -> None:
+    """``masker`` masks the copies of quarantined events (``relay.observe.mask``)."""
+
+    def __init__(self, rules: Rules, state: State, metrics: Metrics, masker: Masker) -> None:
         self.rules = rules
         self.state = state
         self.metrics = metrics
+        self.masker = masker
         self._browser_name = next(
             (s.name for s in rules.sources.values() if s.type == "browser"), None
         )
@@ -88,13 +91,15 @@ class Engine(ConsentWaits):
         grow the label set (or put text of their own into it)."""
         return name if name in self.rules.events.contracts else OTHER_EVENT
 
-    def _reject(self, index: int, meta: Meta, error: str, reason: str, name: str | None) -> Result:
+    def _reject(
+        self, index: int, meta: Meta, error: str, reason: str, name: str | None, logged: str
+    ) -> Result:
+        """A rejected event: ``error`` goes to the client, ``logged`` (the same in the relay's
+        and the rules' words only: no event name, key or value the client chose) to the hop
+        line, which names the event only when the rules do."""
         self.metrics.events_rejected.labels(meta.source.name, reason).inc()
-        # The log line names only known events, and masks what the client wrote into the error.
         known = name if name is not None and name in self.rules.events.contracts else None
-        hop(
-            "rejected", source=meta.source.name, event=known, reason=reason, error=mask_value(error)
-        )
+        hop("rejected", source=meta.source.name, event=known, reason=reason, error=logged)
         return Result(index, "rejected", event=name, error=error)
 
     async def _one(self, index: int, raw: Any, meta: Meta, batch: Batch) -> Result:
@@ -110,15 +115,13 @@ class Engine(ConsentWaits):
         )
         if isinstance(ev, envelope.EnvelopeError):
             name = raw.get("event") if isinstance(raw, dict) else None
-            return self._reject(
-                index, meta, str(ev), "envelope", name if isinstance(name, str) else None
-            )
+            name = name if isinstance(name, str) else None
+            return self._reject(index, meta, str(ev), "envelope", name, ev.logged)
         notes: list[str] = []
         if "event_id" not in ev:
             if trusted:
-                return self._reject(
-                    index, meta, "event_id: required for backend events", "envelope", ev["event"]
-                )
+                error = "event_id: required for backend events"
+                return self._reject(index, meta, error, "envelope", ev["event"], error)
             ev["event_id"] = new_id("evt_")
         self._enrich(ev, meta, notes)
         if source.type == "browser" and not meta.gpc and _says_gpc(raw):
@@ -140,24 +143,23 @@ class Engine(ConsentWaits):
         checked = contracts.check(ev, rules.events)
         name, eid = ev["event"], ev["event_id"]
         if checked.kind == "rejected":
-            return self._reject(index, meta, checked.error or "contract", "contract", name)
+            error, logged = checked.error or "contract", checked.logged or "contract"
+            return self._reject(index, meta, error, "contract", name, logged)
         ev = checked.event
         self.metrics.events_received.labels(source.name, self._label(name)).inc()
         hop(
             "received",
             event_id=eid,
             source=source.name,
-            event=name,
+            event=self._named(name),
             schema=ev.get("schema"),
             consent=ev.get("consent"),
             cid=digest(ev["correlation_id"]) if "correlation_id" in ev else None,
         )
         if checked.kind == "quarantine":
-            batch.quarantined.append(
-                Quarantined(source.name, name, checked.error or "", _quarantine_copy(ev))
-            )
+            batch.quarantined.append(self._quarantine_copy(source.name, name, checked.error, ev))
             self.metrics.events_quarantined.labels(source.name).inc()
-            hop("quarantined", event_id=eid, source=source.name, event=name)
+            hop("quarantined", event_id=eid, source=source.name, event=self._named(name))
             return Result(index, "quarantined", eid, name, checked.error, notes=notes)
 
         contract = checked.contract
@@ -327,7 +329,9 @@ class Engine(ConsentWaits):
             if copy.sent is None:
                 result.copies.append(copy)
                 self.metrics.events_dropped.labels(copy.destination).inc()
-                hop("dropped", event_id=eid, event=name, destination=copy.destination)
+                hop(
+                    "dropped", event_id=eid, event=self._named(name), destination=copy.destination
+                )
         ready = [c for c in copies if c.sent is not None]
         if not ready:
             return
@@ -339,11 +343,26 @@ class Engine(ConsentWaits):
                     Copy(copy.destination, "duplicate", "seen within dedup_window")
                 )
                 self.metrics.events_duplicate.labels(copy.destination).inc()
-                hop("duplicate", event_id=eid, event=name, destination=copy.destination)
+                hop(
+                    "duplicate",
+                    event_id=eid,
+                    event=self._named(name),
+                    destination=copy.destination,
+                )
                 continue
             batch.marked.append(key)
             result.copies.append(copy)
             batch.rows.append(Row(copy.destination, eid, orjson.dumps(copy.sent)))
+
+    def _quarantine_copy(
+        self, source: str, name: str, error: str | None, ev: Event
+    ) -> Quarantined:
+        """Quarantined events are kept for review in the debug view's masked form: their
+        shape and names, never a raw IP, user agent, identifier or correlation id. The name and
+        the error are the client's text, masked as such."""
+        text = self.masker.text
+        payload = orjson.dumps(self.masker.event(ev))
+        return Quarantined(source, text(name), text(error or ""), payload)
 
     async def expire(self) -> list[Result]:
         """Count what ran out of time: held browser copies never confirmed, and events that
@@ -359,12 +378,6 @@ class Engine(ConsentWaits):
 def _says_gpc(raw: Any) -> bool:
     ctx = raw.get("context") if isinstance(raw, dict) else None
     return isinstance(ctx, dict) and ctx.get("gpc") is True
-
-
-def _quarantine_copy(ev: Event) -> bytes:
-    """Quarantined events are kept for review in the debug view's masked form: their shape
-    and names, never a raw IP, user agent, identifier or correlation id."""
-    return orjson.dumps(mask_event(ev))
 
 
 def now_ms() -> int:

@@ -68,13 +68,23 @@ _MILLIS: Final = tuple(f".{milli:03d}Z" for milli in range(1000))
 
 @dataclass(frozen=True, slots=True)
 class EnvelopeError:
-    """Why a payload is not a valid envelope: ``properties.value: required``."""
+    """Why a payload is not a valid envelope: ``properties.value: required``.
+
+    ``message`` is always the relay's own words; ``field`` may hold keys the client chose
+    (``consent.<key>``, ``properties.<key>.<key>``), so ``logged`` names only its envelope key.
+    """
 
     field: str
     message: str
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}" if self.field else self.message
+
+    @property
+    def logged(self) -> str:
+        """The error for a log line: ``properties: longer than 2048 characters``."""
+        top = self.field.partition(".")[0].partition("[")[0]
+        return f"{top}: {self.message}" if top else self.message
 
 
 class _Invalid(Exception):
@@ -257,6 +267,22 @@ def _short_string(value: Any, key: str, max_chars: int) -> str:
     return value
 
 
+def _event_id(value: Any) -> str:
+    """``raw["event_id"]`` (not None) as a dedup key that can also travel as an HTTP header
+    (the webhook destination's ``Idempotency-Key``): printable (no tab, newline or other
+    control character, no Unicode separator but the space) and without whitespace at either
+    end. Refused, not trimmed: ``" x1"`` and ``"x1"`` are different keys to the client."""
+    event_id = _short_string(value, "event_id", EVENT_ID_MAX)
+    if not event_id.isprintable():
+        raise _Invalid(
+            "event_id", "may contain only printable characters (no tab, newline or other "
+            "control character)"
+        )
+    if event_id[0].isspace() or event_id[-1].isspace():
+        raise _Invalid("event_id", "must not start or end with whitespace")
+    return event_id
+
+
 def _event_name(name: Any) -> str:
     """``name`` if it is a valid event name. A valid name passes the pattern (which also
     bounds its length) and is not all spaces; anything else goes through the checks one by
@@ -285,7 +311,7 @@ def _normalize(
     out: Event = {"event": _event_name(get("event"))}
     event_id = get("event_id")
     if event_id is not None:
-        out["event_id"] = _short_string(event_id, "event_id", EVENT_ID_MAX)
+        out["event_id"] = _event_id(event_id)
 
     raw_time = get("time")
     if raw_time is None:

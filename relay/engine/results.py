@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from relay.observe.log import digest
-from relay.observe.mask import mask_event
+from relay.observe.mask import Masker
 from relay.rules.model import Outcome, Source
 from relay.spool.base import Quarantined, Row
 from relay.state.base import Pending
@@ -96,32 +96,34 @@ class Batch:
         return {row.destination for row in self.rows}
 
 
-def debug_entry(result: Result) -> dict[str, Any]:
+def debug_entry(result: Result, masker: Masker) -> dict[str, Any]:
     """What the debug view shows of one event: its status and each destination's decision
     (the purpose of a held or suppressed copy), with what would be sent masked
-    (``relay.observe.mask``)."""
+    (``relay.observe.mask``). The event's name, the error and the notes may quote the client
+    (a rejected name, a key): masked as free text."""
+    text = masker.text
     copies = [
         {
             "destination": c.destination,
             "outcome": c.outcome,
             "purpose": c.purpose,
-            "detail": c.detail,
-            "sent": mask_event(c.sent) if c.sent else None,
+            "detail": text(c.detail),
+            "sent": masker.event(c.sent) if c.sent else None,
         }
         for c in result.copies
     ]
     return {
         "event_id": result.event_id,
-        "event": result.event,
+        "event": text(result.event) if result.event is not None else None,
         "status": result.status,
-        "error": result.error,
-        "notes": result.notes,
+        "error": text(result.error) if result.error is not None else None,
+        "notes": [text(n) for n in result.notes],
         "copies": copies,
         "cid": digest(result.cid) if result.cid else None,
     }
 
 
-def debug_entries(batch: Batch) -> list[dict[str, Any]]:
+def debug_entries(batch: Batch, masker: Masker) -> list[dict[str, Any]]:
     """The debug view's entries for a batch: its events, then each event a consent choice
     in it released (status ``released``) or found expired (``expired``), as its own entry."""
-    return [debug_entry(r) for r in batch.results] + [debug_entry(r) for r in batch.releases]
+    return [debug_entry(r, masker) for r in (*batch.results, *batch.releases)]

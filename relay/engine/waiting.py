@@ -27,6 +27,7 @@ from relay.engine.consent import decide
 from relay.engine.match import matches
 from relay.engine.results import Batch, Copy, Result
 from relay.observe.log import digest, hop
+from relay.observe.mask import Masker
 from relay.observe.metrics import Metrics
 from relay.rules.model import Destination, Matcher, Rules
 from relay.state import Pending, State
@@ -76,6 +77,12 @@ class ConsentWaits:
     rules: Rules
     state: State
     metrics: Metrics
+    masker: Masker
+
+    def _named(self, name: str) -> str:
+        """An event name for a hop line: a contract's as it is; any other is the client's
+        text, masked (``relay.observe.mask``) as the debug view shows it."""
+        return name if name in self.rules.events.contracts else self.masker.text(name)
 
     # Engine steps this flow reuses (defined in relay.engine.Engine).
     async def _emit(
@@ -91,7 +98,12 @@ class ConsentWaits:
     def _suppressed(self, eid: str, name: str, dest: str, purpose: str, reason: str) -> None:
         self.metrics.consent_suppressed.labels(dest, purpose).inc()
         hop(
-            "suppressed", event_id=eid, event=name, destination=dest, purpose=purpose, reason=reason
+            "suppressed",
+            event_id=eid,
+            event=self._named(name),
+            destination=dest,
+            purpose=purpose,
+            reason=reason,
         )
 
     async def _pend(self, ev: Event, cid: str, given: Any, waits: dict[str, Copy]) -> None:
@@ -110,8 +122,8 @@ class ConsentWaits:
         item = Pending(cid, eid, name, purposes, orjson.dumps(stored), time.time() + window)
         if await self.state.pend(item, window):
             for dest, purpose in purposes.items():
-                hop("held", event_id=eid, event=name, destination=dest, purpose=purpose,
-                    reason=PENDING)
+                hop("held", event_id=eid, event=self._named(name), destination=dest,
+                    purpose=purpose, reason=PENDING)
             return
         for dest, copy in waits.items():
             self._suppressed(eid, name, dest, purposes[dest], FULL)
@@ -130,7 +142,7 @@ class ConsentWaits:
         for dest, purpose in item.waits.items():
             self._suppressed(item.event_id, item.event, dest, purpose, EXPIRED)
             result.copies.append(Copy(dest, "suppressed", f"{purpose}: {EXPIRED}", purpose=purpose))
-        hop("expired", event_id=item.event_id, event=item.event, reason=EXPIRED)
+        hop("expired", event_id=item.event_id, event=self._named(item.event), reason=EXPIRED)
         return result
 
     async def _consent_memory(self, ev: Event, cid: str) -> Memory:
@@ -186,8 +198,8 @@ class ConsentWaits:
             released = sum(1 for c in out.copies if c.outcome == "delivered")
             notes.append(f"consent released {released} waiting copy(ies) of {item.event}")
             for dest in ready:
-                hop("released", event_id=item.event_id, event=item.event, destination=dest,
-                    purpose=item.waits[dest], reason="consent")
+                hop("released", event_id=item.event_id, event=self._named(item.event),
+                    destination=dest, purpose=item.waits[dest], reason="consent")
 
     async def _route_released(
         self, item: Pending, remembered: Mapping[str, str], now: float, out: Result, batch: Batch

@@ -10,7 +10,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from relay.observe.mask import mask_value
+from relay.observe.mask import Masker
 
 if TYPE_CHECKING:
     from relay.types import Verdict
@@ -31,7 +31,11 @@ class _Viewer:
 
 
 class DebugFeed:
-    def __init__(self) -> None:
+    """``masker`` masks the vendors' answers; the runtime replaces it when a rules reload
+    changes the cookie secrets."""
+
+    def __init__(self, masker: Masker) -> None:
+        self.masker = masker
         self._viewers: list[_Viewer] = []
 
     @property
@@ -57,7 +61,7 @@ class DebugFeed:
             "delivery": destination,
             "outcome": verdict.kind,
             "status": status,
-            "detail": mask_value(verdict.detail[:200]),
+            "detail": self.masker.text(verdict.detail[:200]),
         }
         for viewer in self._viewers:
             mine = [e for e in event_ids if viewer.want is None or e in viewer.seen]

@@ -15,18 +15,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from relay.paths import split
+from relay.personal import HEX64, is_phone_field, normalize_identifier
 from relay.pipeline.fields import parse_paths
 from relay.rules.fields import At
 from relay.types import Event, StepContext
-
-HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-PHONE_NAMES = frozenset({"tel", "mobile", "msisdn"})
-_NOT_DIGIT = re.compile(r"[^0-9]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,21 +34,9 @@ def parse(at: At) -> HashOptions:
     return HashOptions(parse_paths(at))
 
 
-def is_phone_field(name: str) -> bool:
-    name = name.lower()
-    return "phone" in name or name in PHONE_NAMES
-
-
 def normalize(name: str, value: str) -> str:
     """The canonical form of ``value`` for the field ``name`` (its last path segment)."""
-    return _normalize(value, is_phone_field(name))
-
-
-def _normalize(value: str, phone: bool) -> str:
-    text = value.strip()
-    if phone:
-        return ("+" if text.startswith("+") else "") + _NOT_DIGIT.sub("", text)
-    return text.lower()
+    return normalize_identifier(value, is_phone_field(name))
 
 
 def sha256_hex(text: str) -> str:
@@ -90,7 +74,7 @@ def apply(event: Event, options: HashOptions, ctx: StepContext) -> Event:
         text = _as_text(value)
         if text is not None and len(text) == 64 and HEX64.fullmatch(text):
             continue  # already hashed
-        normalized = _normalize(text, phone) if text is not None else ""
+        normalized = normalize_identifier(text, phone) if text is not None else ""
         if not normalized:
             del parent[name]
             ctx.count("hash", 1, f"removed {path} (nothing to hash)")

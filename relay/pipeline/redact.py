@@ -24,28 +24,17 @@ from typing import Any, Literal, cast
 
 import orjson
 
+from relay.personal import HEX64, MIN_DIGITS, MIN_TEXT, may_hold_personal_data, redact_text
 from relay.pipeline.fields import parse_choice
-from relay.pipeline.hash import HEX64
 from relay.rules.fields import At
 from relay.types import Event, StepContext
 
 RedactMode = Literal["free_text"]
 REDACT_MODES: tuple[RedactMode, ...] = ("free_text",)
 REDACTED_PAGE_FIELDS = ("title", "url", "referrer", "search", "path")
-EMAIL_MASK, PHONE_MASK, CARD_MASK = "[email]", "[phone]", "[card]"
-
-_EMAIL = r"[A-Za-z0-9._%+\-]+(?:@|%40)[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
-# A digit run with optional separators, not glued to a word, a decimal point or a dash.
-_NUMBER = r"(?<![\w.\-+])\+?\(?[0-9][0-9 \-.()]{7,}[0-9](?![\w])"
-_EMAIL_RE = re.compile(_EMAIL)
-_NUMBER_RE = re.compile(_NUMBER)
 # The core of ``_NUMBER`` without its lookarounds, searched in the JSON of a whole subtree.
 _NUMBER_RUN = re.compile(r"[0-9][0-9 \-.()]{7,}[0-9]")
-_DATE = re.compile(r"[0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,2}|[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{4}")
-_NOT_DIGIT = re.compile(r"[^0-9]")
 _DIGITS = b"0123456789"
-MIN_DIGITS = 9  # fewer digits than this in a string: no phone or card number can be in it
-MIN_TEXT = 6  # shorter strings are not looked at: no email, phone or card fits in them
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,55 +44,6 @@ class RedactOptions:
 
 def parse(at: At) -> RedactOptions:
     return RedactOptions(cast(RedactMode, parse_choice(at, REDACT_MODES, "free_text")))
-
-
-def luhn(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-def digit_count(text: str) -> int:
-    """How many ASCII digits ``text`` holds, counted on its UTF-8 bytes: deleting bytes is one
-    C loop, while ``str.translate`` looks every character up in a dict (several times slower).
-    Other characters encode to bytes >= 0x80, so the count is the same."""
-    raw = text.encode("utf-8", "surrogatepass")
-    return len(raw) - len(raw.translate(None, _DIGITS))
-
-
-def may_hold_personal_data(text: str) -> bool:
-    """False when ``redact_text`` certainly finds nothing: every email has ``@`` or ``%40``,
-    every phone or card number at least ``MIN_DIGITS`` digits."""
-    return "@" in text or "%40" in text or digit_count(text) >= MIN_DIGITS
-
-
-def redact_text(text: str) -> tuple[str, dict[str, int]]:
-    """``text`` with emails, card and phone numbers masked, and how many of each."""
-    found: dict[str, int] = {}
-    if "@" in text or "%40" in text:
-        text, n = _EMAIL_RE.subn(EMAIL_MASK, text)
-        if n:
-            found["email"] = n
-    if digit_count(text) < MIN_DIGITS:
-        return text, found  # the common case: skip the number scan
-    digits_only = text.isdigit()
-
-    def mask(m: re.Match[str]) -> str:
-        chunk = m.group()
-        digits = _NOT_DIGIT.sub("", chunk)
-        if 13 <= len(digits) <= 19 and luhn(digits):
-            found["card"] = found.get("card", 0) + 1
-            return CARD_MASK
-        if 9 <= len(digits) <= 15 and not digits_only and not _DATE.match(chunk.lstrip("+(")):
-            found["phone"] = found.get("phone", 0) + 1
-            return PHONE_MASK
-        return chunk
-
-    return _NUMBER_RE.sub(mask, text), found
 
 
 def plain_json(tree: dict[str, Any] | list[Any]) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 import user_agents
 
-from relay.pipeline.ip import truncate
+from relay.personal import truncate
 from relay.pipeline.url import filter_query
 from relay.proxy.target import query_filter
 from relay.rules.model import ProxyRoute

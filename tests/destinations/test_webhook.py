@@ -45,6 +45,24 @@ def test_parse_settings_reports_mistakes() -> None:
         "R103 destinations.d.settings: missing required key 'url'"]
 
 
+def test_a_header_http_cannot_carry_is_reported_without_its_value() -> None:
+    _, errors = parse(webhook.parse_settings, {
+        "url": "https://hooks.example/relay",
+        "headers": {"X-Token": "tok-secret ", "X-Multi": "a\nb", "X-Accent": "café",
+                    "Bad Name": "v", "X-Fine": "inner space ok"}})
+    assert errors == [
+        "R104 destinations.d.settings.headers.X-Token: a header value may not start or end "
+        "with whitespace, nor hold a NUL, CR, LF or another character HTTP cannot carry",
+        "R104 destinations.d.settings.headers.X-Multi: a header value may not start or end "
+        "with whitespace, nor hold a NUL, CR, LF or another character HTTP cannot carry",
+        "R104 destinations.d.settings.headers.X-Accent: a header value may contain only ASCII "
+        "characters",
+        "R104 destinations.d.settings.headers.Bad Name: a header name may contain only "
+        "letters, digits and !#$%&'*+-.^_`|~",
+    ]
+    assert not any("tok-secret" in e for e in errors)
+
+
 def test_single_event_request() -> None:
     request = webhook.build_request(EVENTS[:1], settings(headers={"X-Tenant": "shop"}), NOW)
     assert request.method == "POST" and str(request.url) == "https://hooks.example/relay"

@@ -2,7 +2,8 @@
 
 Events carry a raw IP (X-Forwarded-For, trusted_hops 1), an email, a phone number, a user
 agent and cookie values. None of them may appear in the relay's log, /metrics, the SQLite
-spool (the database file AND its WAL), the /debug stream, /dlq or ``relay dlq list``. The
+spool (the database file AND its WAL), the /debug stream, /quarantine, /dlq or
+``relay dlq list``. The
 shipped ``minimize`` pipeline also keeps the raw IP, email, phone and user agent out of what
 destinations receive (the archive file and the stand-in vendors). A copy suppressed by
 consent never touches the spool.
@@ -11,12 +12,14 @@ consent never touches the spool.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
+from typing import Any
 
 from .conftest import MakeRelay, MakeVendor
 from .relayproc import BACKEND_SECRET, RELAY_SECRET, RelayProcess
-from .rulesdir import webhook
+from .rulesdir import edit, webhook
 from .wire import DebugStream, archived, client, new_event_id, post_backend, wait_until
 
 RAW_IP = "203.0.113.77"
@@ -36,7 +39,7 @@ PENDING_MARKER = "pending-consent-marker-81d3"
 PERSONAL = {
     "raw IP": [RAW_IP, SPOOFED_IP, BACKEND_IP, "8a2e:370:7334", "4c1d:8a2e"],
     "email": [EMAIL, EMAIL.lower(), "privacy.probe", "privacy.probe%2be2e"],
-    "phone": [PHONE, "010-4477", "5550104477", "555) 010"],
+    "phone": [PHONE, "010-4477", "5550104477", "555) 010", "555 010 4477"],
     "user agent": [UA, "PrivacyProbe"],
 }
 
@@ -52,6 +55,25 @@ def _spool_bytes(relay: RelayProcess) -> bytes:
     return b"".join(p.read_bytes() for p in files if p.exists())
 
 
+def _quarantine_unknown_events(relay: RelayProcess) -> None:
+    def change(data: dict[str, Any]) -> None:
+        data["events"]["*"] = "quarantine"
+
+    edit(relay.rules_dir / "events.yaml", change)
+
+
+def _unknown_event(name: str) -> dict[str, Any]:
+    """An event with no contract, carrying every kind of personal data a client can send."""
+    return {
+        "event": name, "event_id": new_event_id("quar"),
+        "user": {"id": "u-privacy", "email": EMAIL, "phone": PHONE},
+        "context": {"page": {"url": f"https://shop.example/?email={EMAIL}&phone=5550104477",
+                             "title": f"Hi {EMAIL}"}},
+        "properties": {"note": f"call {PHONE} or mail {EMAIL}", "seen_from": RAW_IP,
+                       "mobile": "5550104477", "userAgent": UA},
+    }
+
+
 def test_no_personal_data_in_logs_metrics_spool_debug_or_dlq(
         relays: MakeRelay, vendors: MakeVendor) -> None:
     rejecting = vendors(name="rejecting")  # 400: the copies go to the dead-letter store
@@ -62,7 +84,10 @@ def test_no_personal_data_in_logs_metrics_spool_debug_or_dlq(
     relay = relays(
         relay={"client_ip": {"header": "X-Forwarded-For", "trusted_hops": 1}},
         destinations={"rejecting": webhook(rejecting), "down": webhook(down, retry=slow_retry)},
+        start=False,
     )
+    _quarantine_unknown_events(relay)
+    relay.start()
     with client() as http, DebugStream(relay) as debug:
         r = http.post(relay.url("/e"), json={"event": "page_view", "event_id": new_event_id()},
                       headers={"CF-IPCountry": "US"})
@@ -113,6 +138,10 @@ def test_no_personal_data_in_logs_metrics_spool_debug_or_dlq(
                                              "properties": {"marker": PENDING_MARKER}},
                       headers={"CF-IPCountry": "DE"})
         assert r.status_code == 202, r.text
+        # No contract: quarantined, with all of it in the payload and the name.
+        unknown = _unknown_event(f"call 555 010 4477 from {RAW_IP}")
+        r = http.post(relay.url("/e"), json=unknown, headers=headers)
+        assert r.status_code == 202 and r.json().get("quarantined") == 1, r.text
 
         def settled() -> bool:
             letters = http.get(relay.admin_url("/dlq")).json()
@@ -123,6 +152,8 @@ def test_no_personal_data_in_logs_metrics_spool_debug_or_dlq(
         wait_until(settled, 20, "the copies archived, dead-lettered and retried")
         time.sleep(0.5)  # let the debug stream and the log catch up
         metrics_text = http.get(relay.admin_url("/metrics")).text
+        quarantine = http.get(relay.admin_url("/quarantine"))
+        assert quarantine.status_code == 200 and len(quarantine.json()) == 1, quarantine.text
         dlq_text = http.get(relay.admin_url("/dlq")).text
         rules_text = http.get(relay.admin_url("/rules")).text
     dlq_cli = relay.cli("dlq", "list")
@@ -137,6 +168,7 @@ def test_no_personal_data_in_logs_metrics_spool_debug_or_dlq(
         "relay stderr log": (relay.log_text().encode(), {**never, **secrets}),
         "/metrics": (metrics_text.encode(), {**never, **secrets}),
         "/debug/stream": (debug.raw, {**never, **secrets}),
+        "/quarantine": (quarantine.content, {**never, **secrets}),
         "/dlq": (dlq_text.encode(), {**never, **secrets}),
         "relay dlq list": ((dlq_cli.stdout + dlq_cli.stderr).encode(), {**never, **secrets}),
         "/rules": (rules_text.encode(), secrets),
@@ -157,3 +189,51 @@ def test_no_personal_data_in_logs_metrics_spool_debug_or_dlq(
     assert not leaks, f"personal data found: {json.dumps(leaks, indent=1)}"
     assert _spool_bytes(relay), "no spool file to search"
     assert rejecting.problems == [] and down.problems == []
+
+
+ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+MASKED_IP = re.compile(r"^(\d+\.\d+\.\d+\.0) (#[0-9a-f]{8})$")
+
+
+def test_the_debug_view_shows_real_times_and_tells_addresses_apart(relays: MakeRelay) -> None:
+    """Masked by meaning: the event's own time and the URL's host and port are shown as
+    they are, and each address is its network plus a keyed tag of its own."""
+    relay = relays(relay={"client_ip": {"header": "X-Forwarded-For", "trusted_hops": 1}},
+                   start=False)
+    _quarantine_unknown_events(relay)
+    relay.start()
+    when = "2026-11-28T19:20:17.188Z"
+    with client() as http, DebugStream(relay) as debug:
+        for ip in ("203.0.113.77", "198.51.100.23"):
+            r = http.post(relay.url("/e"), json={
+                "event": "page_view", "event_id": new_event_id(), "time": when,
+                "context": {"page": {"url": "http://127.0.0.1:8080/p?utm_source=news"}}},
+                headers={"X-Forwarded-For": ip, "CF-IPCountry": "US", "User-Agent": UA})
+            assert r.status_code == 202, r.text
+            http.cookies.clear()
+        for ip in ("203.0.113.77", "203.0.113.78"):  # one network, two visitors
+            r = http.post(relay.url("/e"), json={"event": "newsletter_signup", "time": when},
+                          headers={"X-Forwarded-For": ip, "CF-IPCountry": "US"})
+            assert r.status_code == 202 and r.json().get("quarantined") == 1, r.text
+            http.cookies.clear()
+        wait_until(lambda: len(debug.entries()) >= 4, 10, "four events in the debug stream")
+        quarantine = http.get(relay.admin_url("/quarantine")).json()
+    views = [e for e in debug.entries() if e.get("event") == "page_view"]
+    assert len(views) == 2, debug.text[:2000]
+    sent = [v["copies"][0]["sent"] for v in views]
+    for view, copy in zip(views, sent, strict=True):
+        assert copy["time"] == when
+        assert ISO_MS.match(copy["received_at"]), copy["received_at"]
+        assert copy["context"]["page"]["url"] == "http://127.0.0.1:8080/p"
+        assert copy["correlation_id"] == view["cid"]  # what ?cid= takes
+    ips = [MASKED_IP.match(c["context"]["ip"]) for c in sent]
+    assert all(ips), [c["context"]["ip"] for c in sent]
+    assert [m.group(1) for m in ips if m] == ["203.0.113.0", "198.51.100.0"]
+    assert len({m.group(2) for m in ips if m}) == 2  # not one tag for every address
+    # Quarantine keeps the event as it arrived: both visitors of 203.0.113.0/24 stay apart.
+    assert len(quarantine) == 2, quarantine
+    held = [MASKED_IP.match(q["payload"]["context"]["ip"]) for q in quarantine]
+    assert all(held), quarantine
+    assert {m.group(1) for m in held if m} == {"203.0.113.0"}
+    assert len({m.group(2) for m in held if m}) == 2
+    assert all(q["payload"]["time"] == when for q in quarantine)

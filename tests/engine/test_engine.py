@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
+
+import orjson
+import pytest
 
 from relay.engine import Engine
 from relay.engine.results import Meta
+from relay.observe.log import HOPS
+from relay.observe.mask import Masker
 from relay.observe.metrics import Metrics
 from relay.registry import load_rules
 from relay.state.memory import MemoryState
 from tests.conftest import SHIPPED_RULES
+
+MASKER = Masker(b"test-masking-key-0123456789")
 
 
 def _engine() -> tuple[Engine, MemoryState, Metrics]:
     rules = load_rules(SHIPPED_RULES, {})
     state = MemoryState(1000, 3600)
     metrics = Metrics()
-    return Engine(rules, state, metrics), state, metrics
+    return Engine(rules, state, metrics, MASKER), state, metrics
 
 
 def _browser(engine: Engine, cid: str = "cid-1", country: str = "DE") -> Meta:
@@ -89,7 +99,7 @@ async def test_a_partial_choice_keeps_the_other_purpose_waiting(rules_dir: Path)
         "destinations:\n  ads_log: {type: log, purpose: ads, events: [page_view]}\n"
     )
     rules = load_rules(rules_dir, {})
-    engine = Engine(rules, MemoryState(1000, 3600), Metrics())
+    engine = Engine(rules, MemoryState(1000, 3600), Metrics(), MASKER)
     meta = _browser(engine)
     first = await engine.process([{"event": "page_view", "event_id": "p1"}], meta)
     assert {c.destination: c.outcome for c in first.results[0].copies} == {
@@ -130,3 +140,88 @@ async def test_the_page_may_turn_gpc_on_but_never_off() -> None:
         [{"event": "page_view", "event_id": "g2", "context": {"gpc": False}}], meta
     )
     assert b'"gpc":true' in off.rows[0].payload
+
+
+HOSTILE = ["5550104477", "203.0.113.77", "ann@example.com", "Ann", "HOSTILE-mark"]
+
+
+def _strict_engine(tmp_path: Path) -> Engine:
+    rules_dir = tmp_path / "rules"
+    shutil.copytree(SHIPPED_RULES, rules_dir)
+    (rules_dir / "zz-strict.yaml").write_text(
+        "events:\n"
+        "  strict:\n"
+        "    properties: {plan: {type: string, enum: [free, pro]}}\n"
+        "    additional_properties: reject\n"
+    )
+    return Engine(load_rules(rules_dir, {}), MemoryState(1000, 3600), Metrics(), MASKER)
+
+
+@pytest.fixture
+def hop_lines() -> Iterator[list[str]]:
+    lines: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    handler, level = Capture(), HOPS.level
+    HOPS.addHandler(handler)
+    HOPS.setLevel(logging.INFO)
+    yield lines
+    HOPS.removeHandler(handler)
+    HOPS.setLevel(level)
+
+
+async def test_a_rejected_event_is_logged_without_text_the_client_chose(
+    tmp_path: Path, hop_lines: list[str]
+) -> None:
+    """Hostile names, keys and values: the hop line says what was wrong in the relay's and
+    the rules' words only, while the client's answer still says exactly what to fix."""
+    engine = _strict_engine(tmp_path)
+    meta = Meta(engine.rules.sources["backend"], 1_795_000_000_000)
+    cases: list[tuple[dict[str, object], str, str]] = [
+        ({"event": "call 5550104477 or 203.0.113.77 HOSTILE-mark", "event_id": "r1"},
+         "event: no contract for 'call 5550104477 or 203.0.113.77 HOSTILE-mark'",
+         "event: no contract"),
+        ({"event": "ann@example.com", "event_id": "r2"},
+         "event: may contain only letters, digits, spaces and _ . : / -",
+         "event: may contain only letters, digits, spaces and _ . : / -"),
+        ({"event": "strict", "event_id": "r3",
+          "properties": {"plan": "Ann", "ann@example.com": 1, "HOSTILE-mark": 2}},
+         "properties.plan: must be one of: free, pro; properties.ann@example.com: not in the "
+         "contract; properties.HOSTILE-mark: not in the contract",
+         "properties.plan: must be one of: free, pro; properties: 2 not in the contract"),
+        ({"event": "strict", "event_id": "r4", "consent": {"ann@example.com": "maybe"}},
+         "consent.ann@example.com: expected 'granted', 'denied' or a boolean",
+         "consent: expected 'granted', 'denied' or a boolean"),
+        ({"event": "strict", "event_id": "r5",
+          "properties": {"HOSTILE-mark": {"ann@example.com": "x" * 3000}}},
+         "properties.HOSTILE-mark.ann@example.com: longer than 2048 characters",
+         "properties: longer than 2048 characters"),
+    ]
+    batch = await engine.process([raw for raw, _, _ in cases], meta)
+    assert [r.error for r in batch.results] == [answer for _, answer, _ in cases]
+    rejected = [orjson.loads(line) for line in hop_lines if '"rejected"' in line]
+    assert [h["error"] for h in rejected] == [logged for _, _, logged in cases]
+    assert [h.get("event") for h in rejected] == [None, None, "strict", "strict", "strict"]
+    text = "\n".join(hop_lines)
+    assert [s for s in HOSTILE if s in text] == []
+
+
+async def test_an_event_without_a_contract_is_logged_with_its_name_masked(
+    tmp_path: Path, hop_lines: list[str]
+) -> None:
+    rules_dir = tmp_path / "rules"
+    shutil.copytree(SHIPPED_RULES, rules_dir)
+    events = rules_dir / "events.yaml"
+    events.write_text(events.read_text().replace('"*": reject', '"*": quarantine'))
+    engine = Engine(load_rules(rules_dir, {}), MemoryState(1000, 3600), Metrics(), MASKER)
+    meta = Meta(engine.rules.sources["backend"], 1_795_000_000_000)
+    name = "call 5550104477 from 203.0.113.77 HOSTILE-mark"
+    batch = await engine.process([{"event": name, "event_id": "q1"}], meta)
+    assert batch.results[0].status == "quarantined"
+    logged = {h["hop"]: h["event"] for h in map(orjson.loads, hop_lines)}
+    masked = f"call [phone] from 203.0.113.0 {MASKER.tag('203.0.113.77')} HOSTILE-mark"
+    assert logged == {"received": masked, "quarantined": masked}
+    assert "5550104477" not in "".join(hop_lines) and "203.0.113.77" not in "".join(hop_lines)

@@ -99,6 +99,18 @@ def test_returns_a_new_event_and_never_mutates_the_input() -> None:
         ({"event": "e", "event_id": ""}, "event_id: must not be empty"),
         ({"event": "e", "event_id": "x" * 129}, "event_id: longer than 128 characters"),
         ({"event": "e", "event_id": ["a"]}, "event_id: expected a string, got an array"),
+        # An id the webhook destination's Idempotency-Key header could never carry.
+        ({"event": "e", "event_id": " x1"}, "event_id: must not start or end with whitespace"),
+        ({"event": "e", "event_id": "x1 "}, "event_id: must not start or end with whitespace"),
+        ({"event": "e", "event_id": "\u3000x1"},
+         "event_id: may contain only printable characters (no tab, newline or other control "
+         "character)"),
+        *(
+            ({"event": "e", "event_id": f"x{c}1"},
+             "event_id: may contain only printable characters (no tab, newline or other "
+             "control character)")
+            for c in ("\t", "\n", "\r", "\x00", "\x01", "\x7f", "\x85", "\u2028", "\u200b")
+        ),
         (
             {"event": "e", "time": "yesterday"},
             "time: expected an ISO-8601 time or epoch milliseconds",
@@ -138,6 +150,11 @@ def test_error_renders_field_and_message() -> None:
 )
 def test_event_names(name: str) -> None:
     assert norm({"event": name})["event"] == name
+
+
+def test_event_ids_with_inner_spaces_and_letters_of_any_script_are_kept() -> None:
+    for eid in ("order 42", "commande-é-1", "注文-7", "a:b/c.d_e"):
+        assert norm({"event": "e", "event_id": eid})["event_id"] == eid
 
 
 def test_integer_event_id_becomes_a_string() -> None:

@@ -18,6 +18,7 @@ import pytest
 from relay.demo.context import RULES_DIR
 from relay.engine import Engine
 from relay.engine.results import Batch, Meta
+from relay.observe.mask import Masker
 from relay.observe.metrics import Metrics
 from relay.registry import load_rules
 from relay.rules.model import Rules
@@ -32,6 +33,7 @@ LANDING = f"http://127.0.0.1:8080/?utm_source=newsletter&gclid={GCLID}"
 ALL = {"analytics": "granted", "ads": "granted"}
 ANALYTICS_ONLY = {"analytics": "granted", "ads": "denied"}
 RECEIVED_MS = 1_795_000_000_000
+MASKER = Masker(b"test-masking-key-0123456789")
 
 MakeState = Callable[[], State]
 
@@ -96,7 +98,7 @@ async def _choose(engine: Engine, consent: dict[str, str], cid: str = "cid-1") -
 
 async def test_ads_granted_after_the_landing_page_view_keeps_its_click_id(
         make_state: MakeState) -> None:
-    engine = Engine(_rules(), make_state(), Metrics())
+    engine = Engine(_rules(), make_state(), Metrics(), MASKER)
     first = await engine.process([_landing("pv-1")], _meta(engine))
     assert first.rows == []  # nothing spooled before the choice
     assert {c.destination: (c.outcome, c.purpose) for c in first.results[0].copies} == {
@@ -117,7 +119,7 @@ async def test_ads_granted_after_the_landing_page_view_keeps_its_click_id(
 
 
 async def test_ads_denied_after_it_drops_the_click_id(make_state: MakeState) -> None:
-    engine = Engine(_rules(), make_state(), Metrics())
+    engine = Engine(_rules(), make_state(), Metrics(), MASKER)
     await engine.process([_landing("pv-1")], _meta(engine))
     update = await _choose(engine, ANALYTICS_ONLY)
     sent = _sent(update)
@@ -138,7 +140,7 @@ async def test_released_copy_equals_the_copy_of_the_same_event_after_the_choice(
     """One browser: the landing page view before its choice (released by it), then the same
     page view again after the choice. Apart from ``event_id``, each destination gets the
     same copy."""
-    engine = Engine(_rules(), make_state(), Metrics())
+    engine = Engine(_rules(), make_state(), Metrics(), MASKER)
     extra = {"consent": own_consent} if own_consent else {}
     await engine.process([_landing("before", **extra)], _meta(engine))
     released = _sent(await _choose(engine, choice))
@@ -152,7 +154,7 @@ async def test_released_copy_equals_the_copy_of_the_same_event_after_the_choice(
 
 async def test_a_partial_choice_routes_what_it_decides_and_keeps_the_rest_waiting(
         make_state: MakeState) -> None:
-    engine = Engine(_rules(), make_state(), Metrics())
+    engine = Engine(_rules(), make_state(), Metrics(), MASKER)
     await engine.process([_landing("pv-1")], _meta(engine))
     first = await _choose(engine, {"analytics": "granted"})
     assert sorted(_sent(first)) == ["analytics_vendor", "archive"]
@@ -183,7 +185,7 @@ async def test_when_reading_consent_is_decided_with_the_choice(
 """
     rules = _rules(extra, tmp_path)
     for choice, outcome in ((ALL, "delivered"), (ANALYTICS_ONLY, "dropped")):
-        engine = Engine(rules, make_state(), Metrics())
+        engine = Engine(rules, make_state(), Metrics(), MASKER)
         first = await engine.process([_landing("pv-1")], _meta(engine))
         got = {c.destination: c.outcome for c in first.results[0].copies}
         # A ``when`` that does not read consent is decided at once; one that does waits.
@@ -197,7 +199,7 @@ async def test_when_reading_consent_is_decided_with_the_choice(
 
 async def test_the_event_waits_once_before_any_pipeline(tmp_path: Path) -> None:
     state = MemoryState(1000, 3600)
-    engine = Engine(_rules(), state, Metrics())
+    engine = Engine(_rules(), state, Metrics(), MASKER)
     await engine.process([_landing("pv-1")], _meta(engine))
     [(_, item)] = state._pending["cid-1"]
     assert dict(item.waits) == {"analytics_vendor": "analytics", "ads_vendor": "ads",
@@ -215,7 +217,7 @@ async def test_the_event_waits_once_before_any_pipeline(tmp_path: Path) -> None:
 async def test_a_failed_commit_puts_the_released_copies_back(make_state: MakeState) -> None:
     """The client hears 503 and retries its choice: the copies are released again."""
     state = make_state()
-    engine = Engine(_rules(), state, Metrics())
+    engine = Engine(_rules(), state, Metrics(), MASKER)
     await engine.process([_landing("pv-1")], _meta(engine))
     failed = await _choose(engine, ANALYTICS_ONLY)
     assert sorted(_sent(failed)) == ["analytics_vendor", "archive"]
@@ -244,7 +246,7 @@ async def test_a_full_store_fails_closed(monkeypatch: pytest.MonkeyPatch) -> Non
 
 async def test_expiry_is_an_entry_of_its_own() -> None:
     state = MemoryState(1000, 3600)
-    engine = Engine(_rules(), state, Metrics())
+    engine = Engine(_rules(), state, Metrics(), MASKER)
     await engine.process([_landing("pv-1")], _meta(engine))
     state.clock = lambda: 10.0**12  # far past the window
     [expired] = await engine.expire()

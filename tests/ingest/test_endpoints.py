@@ -275,3 +275,21 @@ async def test_a_choice_whose_commit_failed_releases_again_on_retry(
     assert [orjson.loads(line)["event_id"] for line in out.read_text().splitlines()] == [
         "pv-wait"
     ]
+
+
+async def test_an_event_id_with_a_space_at_either_end_is_a_clear_400(
+    client: httpx.AsyncClient,
+) -> None:
+    """The exact request that stalled the webhook destination: its id cannot be a header."""
+    r = await client.post(
+        "/e",
+        content=b'{"event":"page_view","event_id":" x1"}',
+        headers={"content-type": "application/json", "cf-ipcountry": "US"},
+    )
+    assert r.status_code == 400, r.text
+    assert r.json() == {
+        "accepted": 0,
+        "duplicates": 0,
+        "rejected": [{"index": 0, "error": "event_id: must not start or end with whitespace"}],
+        "error": "event_id: must not start or end with whitespace",
+    }

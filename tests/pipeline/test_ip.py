@@ -86,9 +86,3 @@ def test_no_ip_no_change() -> None:
         "context": {},
     }
     assert ctx.counts == {}
-
-
-def test_module_helper() -> None:
-    assert ip.truncate("192.0.2.1") == "192.0.2.0"
-    assert ip.truncate("2001:db8::1") == "2001:db8::"
-    assert ip.truncate("x:y") is None

@@ -24,36 +24,6 @@ def test_parse() -> None:
     assert "did you mean 'free_text'?" in errors[0]
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("mail ann@example.com now", "mail [email] now"),
-        ("https://a.example/?e=ann%40example.com", "https://a.example/?e=[email]"),
-        ("call +1 555 010 0000", "call [phone]"),
-        ("call (555) 010-0000.", "call [phone]."),
-        ("tel 06 12 34 56 78", "tel [phone]"),
-        ("card 4111 1111 1111 1111 ok", "card [card] ok"),
-        ("card 4111-1111-1111-1111", "card [card]"),
-        ("4111111111111111", "[card]"),
-        # not personal data: kept
-        ("order ORD-123456789", "order ORD-123456789"),
-        ("1234567890", "1234567890"),  # a bare digit string is an id
-        ("on 2026-11-28 12:00:00", "on 2026-11-28 12:00:00"),
-        ("price 1.234.567,89", "price 1.234.567,89"),
-        ("call 555 0100", "call 555 0100"),  # too short
-        ("num 4111 1111 1111 1112", "num 4111 1111 1111 1112"),  # fails Luhn, too long for a phone
-    ],
-)
-def test_redact_text(text: str, expected: str) -> None:
-    assert redact.redact_text(text)[0] == expected
-
-
-def test_luhn() -> None:
-    assert redact.luhn("4111111111111111")
-    assert redact.luhn("79927398713")
-    assert not redact.luhn("79927398710")
-
-
 def test_apply_scope_and_counts() -> None:
     event: dict[str, Any] = {
         "event": "contact ann@example.com",  # never touched
@@ -157,9 +127,3 @@ def test_apply_walks_what_plain_json_cannot_clear() -> None:
         "redacted 1 email in user.note",
         "redacted 1 email in context.campaign.content",
     ]
-
-
-def test_digit_count() -> None:
-    assert redact.digit_count("a1b2c3") == 3
-    assert redact.digit_count("é 12 ١٢") == 2  # ASCII digits only, as the patterns match
-    assert redact.digit_count("\ud800 123") == 3  # a lone surrogate does not raise

@@ -1,0 +1,81 @@
+"""``Endpoint``: every ingest endpoint reads its body, and treats a client that goes away, one
+way. A client that disconnects mid-body gets no answer, and nothing is logged as an error.
+
+The same requests against a real ``relay serve`` are in tests/e2e/test_e2e_disconnect.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from starlette.applications import Starlette
+
+from relay.app import create_app
+from relay.runtime import Runtime
+from tests.conftest import receiver
+
+WRITE_KEY = "test-segment-write-key"
+BODY = orjson.dumps({"event": "page_view", "event_id": "d-1", "type": "track",
+                     "messageId": "d-1", "properties": {"pad": "x" * 100}})
+HEADERS: dict[str, list[tuple[bytes, bytes]]] = {
+    "/e": [(b"cf-ipcountry", b"US")],
+    "/hook/backend": [(b"x-relay-signature", b"t=1,v1=00")],
+    "/v1/track": [(b"authorization", b"Basic " + base64.b64encode(WRITE_KEY.encode() + b":"))],
+}
+
+
+@pytest.fixture
+async def app(rules_dir: Path, env: dict[str, str], tmp_path: Path) -> Any:
+    (rules_dir / "zz-segment.yaml").write_text(
+        f"sources:\n  apps: {{type: segment, write_keys: [{WRITE_KEY}]}}\n"
+    )
+    relay_app = create_app(rules_dir, var_dir=tmp_path / "var", env=env)
+    yield relay_app
+    runtime: Runtime = relay_app.state.relay
+    await runtime.stop()
+
+
+def _scope(path: str, length: int | None) -> dict[str, Any]:
+    headers = [(b"content-type", b"application/json"), (b"host", b"127.0.0.1"), *HEADERS[path]]
+    if length is not None:
+        headers.append((b"content-length", str(length).encode()))
+    return {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(),
+            "root_path": "", "query_string": b"", "headers": headers,
+            "client": ("203.0.113.7", 5000), "server": ("127.0.0.1", 8000),
+            "scheme": "http", "http_version": "1.1"}
+
+
+async def _call(app: Starlette, scope: dict[str, Any], *messages: dict[str, Any]) -> list[Any]:
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await app(scope, receiver(*messages), send)
+    return sent
+
+
+@pytest.mark.parametrize("path", list(HEADERS))
+@pytest.mark.parametrize("length", [len(BODY), None], ids=["content-length", "chunked"])
+async def test_a_client_that_leaves_mid_body_gets_no_answer_and_no_error_is_logged(
+    app: Starlette, path: str, length: int | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    half = {"type": "http.request", "body": BODY[: len(BODY) // 2], "more_body": True}
+    with caplog.at_level(logging.INFO, logger="relay"):
+        sent = await _call(app, _scope(path, length), half, {"type": "http.disconnect"})
+    assert sent == []
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert "ClientDisconnect" not in caplog.text and "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("path", list(HEADERS))
+async def test_the_relay_keeps_serving_after_a_disconnect(app: Starlette, path: str) -> None:
+    await _call(app, _scope(path, None), {"type": "http.disconnect"})
+    whole = {"type": "http.request", "body": b'{"event":"page_view"}', "more_body": False}
+    sent = await _call(app, _scope("/e", None), whole)
+    assert sent[0]["status"] == 202, sent
