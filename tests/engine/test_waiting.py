@@ -235,7 +235,7 @@ async def test_a_full_store_fails_closed(monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(memory, "MAX_PENDING", 0)
     metrics = Metrics()
-    engine = Engine(_rules(), MemoryState(1000, 3600), metrics)
+    engine = Engine(_rules(), MemoryState(1000, 3600), metrics, MASKER)
     batch = await engine.process([_landing("pv-1")], _meta(engine))
     assert {c.outcome for c in batch.results[0].copies} == {"suppressed"}
     assert batch.rows == [] and batch.held == 0
