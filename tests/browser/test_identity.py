@@ -16,7 +16,7 @@ MAX_AGE = 30 * 60  # the shipped rules: relay.cookie.max_age 30m
 
 def test_cookie_attributes_as_the_browser_stores_them(
         stack: MakeStack, chromium: Browser) -> None:
-    s = stack(events={"signup": {}})
+    s = stack()  # signup has a contract in the shipped rules
     url = s.site.add("cookie.html", page_html())
     ctx = s.context(chromium)
     page = ctx.new_page()

@@ -29,8 +29,10 @@ from .wire import (
 APPLY_WITHIN = 5.0  # seconds; the relay polls the rules directory every second
 
 
-def _signup(http: httpx.Client, relay: RelayProcess) -> httpx.Response:
-    return post_browser(http, relay, {"event": "signup", "event_id": new_event_id("signup")})
+def _newsletter(http: httpx.Client, relay: RelayProcess) -> httpx.Response:
+    return post_browser(
+        http, relay, {"event": "newsletter", "event_id": new_event_id("newsletter")}
+    )
 
 
 def _accepted(r: httpx.Response) -> bool:
@@ -48,8 +50,8 @@ def _reloads(http: httpx.Client, relay: RelayProcess, result: str) -> float:
     return metric(scrape(http, relay), "relay_rules_reloads_total", result=result)
 
 
-def _add_signup(tree: dict[str, Any]) -> None:
-    tree["events"]["signup"] = {}
+def _add_newsletter(tree: dict[str, Any]) -> None:
+    tree["events"]["newsletter"] = {}
 
 
 def test_an_edit_applies_and_a_broken_edit_keeps_the_old_rules(relays: MakeRelay) -> None:
@@ -57,16 +59,16 @@ def test_an_edit_applies_and_a_broken_edit_keeps_the_old_rules(relays: MakeRelay
     events_file = relay.rules_dir / "events.yaml"
     dests_file = relay.rules_dir / "destinations.yaml"
     with client() as http:
-        r = _signup(http, relay)
-        assert r.status_code == 400 and "signup" in r.text, r.text  # no contract yet
+        r = _newsletter(http, relay)
+        assert r.status_code == 400 and "newsletter" in r.text, r.text  # no contract yet
         v0 = _version(http, relay)
         ok0, err0 = _reloads(http, relay, "ok"), _reloads(http, relay, "error")
 
         time.sleep(1.1)  # a new mtime even on coarse file systems
         t0 = time.monotonic()
-        edit(events_file, _add_signup)
-        wait_until(lambda: _accepted(_signup(http, relay)), APPLY_WITHIN * 2,
-                   "the signup contract to apply", interval=0.2)
+        edit(events_file, _add_newsletter)
+        wait_until(lambda: _accepted(_newsletter(http, relay)), APPLY_WITHIN * 2,
+                   "the newsletter contract to apply", interval=0.2)
         took = time.monotonic() - t0
         assert took <= APPLY_WITHIN, f"the edit took {took:.1f}s to apply"
         v1 = _version(http, relay)
@@ -95,7 +97,7 @@ def test_an_edit_applies_and_a_broken_edit_keeps_the_old_rules(relays: MakeRelay
         # The running rules are still the last good ones.
         assert _version(http, relay) == v1
         assert _reloads(http, relay, "ok") == ok0 + 1
-        assert _accepted(_signup(http, relay))
+        assert _accepted(_newsletter(http, relay))
         eid = new_event_id("still")
         assert _accepted(post_browser(http, relay, page_view(eid)))
         wait_until(lambda: any(e["event_id"] == eid for e in archived(relay)), 10,
@@ -115,15 +117,15 @@ def test_sighup_reloads(relays: MakeRelay) -> None:
     relay = relays()
     events_file = relay.rules_dir / "events.yaml"
     with client() as http:
-        assert not _accepted(_signup(http, relay))
+        assert not _accepted(_newsletter(http, relay))
         ok0 = _reloads(http, relay, "ok")
         # Change the file but keep its mtime, so only SIGHUP can make the relay look.
         before = os.stat(events_file)
-        edit(events_file, _add_signup)
+        edit(events_file, _add_newsletter)
         os.utime(events_file, ns=(before.st_atime_ns, before.st_mtime_ns))
         relay.signal(signal.SIGHUP)
-        wait_until(lambda: _accepted(_signup(http, relay)), APPLY_WITHIN,
-                   "the signup contract to apply after SIGHUP", interval=0.2)
+        wait_until(lambda: _accepted(_newsletter(http, relay)), APPLY_WITHIN,
+                   "the newsletter contract to apply after SIGHUP", interval=0.2)
         wait_until(lambda: _reloads(http, relay, "ok") >= ok0 + 1, 5, "the SIGHUP reload count")
         # Nothing changed at all: SIGHUP still reloads (and counts it).
         ok1 = _reloads(http, relay, "ok")
@@ -135,12 +137,12 @@ def test_sighup_reloads(relays: MakeRelay) -> None:
 
 def test_rules_files_added_and_removed_are_noticed(relays: MakeRelay) -> None:
     relay = relays()
-    extra: Path = relay.rules_dir / "zz-signup.yml"
+    extra: Path = relay.rules_dir / "zz-newsletter.yml"
     with client() as http:
-        assert not _accepted(_signup(http, relay))
-        extra.write_text("events:\n  signup: {}\n")
-        wait_until(lambda: _accepted(_signup(http, relay)), APPLY_WITHIN * 2,
+        assert not _accepted(_newsletter(http, relay))
+        extra.write_text("events:\n  newsletter: {}\n")
+        wait_until(lambda: _accepted(_newsletter(http, relay)), APPLY_WITHIN * 2,
                    "a new rules file to load", interval=0.2)
         extra.unlink()
-        wait_until(lambda: not _accepted(_signup(http, relay)), APPLY_WITHIN * 2,
+        wait_until(lambda: not _accepted(_newsletter(http, relay)), APPLY_WITHIN * 2,
                    "a removed rules file to unload", interval=0.2)
