@@ -83,6 +83,40 @@ def batch_limit(definition: DestinationDef, settings: Any, destination: Destinat
     return max(1, limit)
 
 
+@dataclass(frozen=True, slots=True)
+class Part:
+    """Rows sent in one request, and their indices among the decoded rows of a claim."""
+
+    rows: list[Claimed]
+    indices: list[int]
+
+
+def by_size(rows: list[Claimed], max_bytes: int | None) -> list[Part]:
+    """The claimed rows in order, cut so that each part's payloads (the vendor's items as
+    JSON, one separator each) stay within ``max_bytes``; a row larger than that alone goes
+    in a part of its own (the vendor decides; usually a 4xx, dead-lettered with its answer).
+
+    ``by_size(rows of 40, 40, 40 bytes, 90)`` -> parts of [0, 1] and [2].
+    """
+    if not max_bytes:
+        return [Part(rows, list(range(len(rows))))]
+    parts: list[Part] = []
+    current: list[Claimed] = []
+    indices: list[int] = []
+    size = 0
+    for i, row in enumerate(rows):
+        n = len(row.payload) + 1
+        if current and size + n > max_bytes:
+            parts.append(Part(current, indices))
+            current, indices, size = [], [], 0
+        current.append(row)
+        indices.append(i)
+        size += n
+    if current:
+        parts.append(Part(current, indices))
+    return parts
+
+
 def _build(
     build_request: Callable[[Sequence[Event], Any], httpx.Request],
     events: Sequence[Event],
@@ -330,6 +364,11 @@ class Dispatcher:
                 events.append(event)
             else:
                 await self._dead(lane, [row], Verdict("permanent", "undecodable payload"), None)
+        for part in by_size(rows, lane.definition.max_bytes):
+            await self._send(lane, part, [events[i] for i in part.indices])
+
+    async def _send(self, lane: _Lane, part: Part, events: list[Event]) -> None:
+        rows = part.rows
         if not rows:
             return
         request: httpx.Request | None = None
@@ -349,6 +388,8 @@ class Dispatcher:
         self._record(lane, verdict)
         if self.on_attempt is not None:
             self.on_attempt(lane.name, [r.event_id for r in rows], verdict, status)
+        if verdict.kind == "ok" and verdict.failed:
+            rows = await self._refused(lane, rows, verdict, status)
         if verdict.kind == "ok":
             await self.spool.ack([r.id for r in rows])
             self.metrics.deliveries.labels(lane.name, "delivered").inc(len(rows))
@@ -365,6 +406,17 @@ class Dispatcher:
             await self._retry(lane, rows, verdict, status)
         else:
             await self._dead(lane, rows, verdict, status)
+
+    async def _refused(
+        self, lane: _Lane, rows: list[Claimed], verdict: Verdict, status: int | None
+    ) -> list[Claimed]:
+        """A partial success: dead-letter the items the vendor refused (each with its own
+        reason) and return the rows it took."""
+        refused = dict(verdict.failed)
+        for index, why in sorted(refused.items()):
+            if 0 <= index < len(rows):
+                await self._dead(lane, [rows[index]], Verdict("permanent", why, status), status)
+        return [r for i, r in enumerate(rows) if i not in refused]
 
     async def _request(
         self, lane: _Lane, rows: list[Claimed], events: list[Event]

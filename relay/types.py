@@ -51,21 +51,51 @@ VerdictKind = Literal["ok", "retry", "permanent"]
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """How a delivery attempt ended. ``detail`` keeps the vendor's answer (status and body)."""
+    """How a delivery attempt ended. ``detail`` keeps the vendor's answer (status and body).
+
+    ``failed`` is a partial success (``kind`` ``"ok"``): the vendor took the batch but refused
+    these items, by their index in the batch, each with its own reason (Mixpanel's
+    ``failed_records``). They alone are dead-lettered; the rest count as delivered.
+    """
 
     kind: VerdictKind
     detail: str = ""
     status: int | None = None
     retry_after: float | None = None  # seconds, from the vendor's Retry-After
+    failed: tuple[tuple[int, str], ...] = ()
 
 
 OK = Verdict("ok")
 
 
 @dataclass(frozen=True, slots=True)
+class FieldMap:
+    """One field a vendor destination can send: the event's field ``ours`` (a dotted path
+    after the pipeline; ``event`` is the event's name) becomes ``theirs`` in the vendor's
+    item (a dotted path; ``[]`` marks a list), ``hashed`` when the vendor gets its SHA-256.
+    The datamap is built from these, and tests check that a vendor item holds nothing else.
+    """
+
+    ours: str
+    theirs: str
+    hashed: bool = False
+
+
+Prepare = Callable[[Event, Any, StepContext], "Event | None"]
+
+
+@dataclass(frozen=True, slots=True)
 class DestinationDef:
     """A destination type. HTTP destinations give ``build_request`` + ``classify``; local
     sinks (file, log) give ``write``, which raises ``relay.errors.Retryable`` or ``Permanent``.
+
+    Vendor destinations also give ``prepare``: the event, after the destination's pipeline,
+    mapped to one item of the vendor's own format (its names, its hashing, its consent
+    fields), or None when the vendor cannot take it (the copy is dropped, with the reason in
+    ``ctx.notes``). It runs at ingest, before the copy is spooled, so the spool holds what the
+    vendor receives and never a raw identifier the vendor only gets hashed; ``build_request``
+    then wraps a batch of items. ``fields(settings)`` lists what ``prepare`` can produce.
+    ``max_bytes`` bounds one request's items (their JSON) where the vendor limits the body.
     """
 
     parse_settings: Callable[[At], Any]
@@ -73,6 +103,10 @@ class DestinationDef:
     build_request: Callable[[Sequence[Event], Any], httpx.Request] | None = None
     classify: Callable[[httpx.Response], Verdict] | None = None
     write: Callable[[Sequence[Event], Any], Awaitable[None]] | None = None
+    prepare: Prepare | None = None
+    fields: Callable[[Any], Sequence[FieldMap]] | None = None
+    max_bytes: int | None = None
+    vendor: str = ""  # who receives the data, for the datamap ("Google Analytics 4", ...)
     # Settings naming local files: the settings with each path passed through the function
     # (``relay.registry.place`` resolves them under the var directory).
     place: Callable[[Any, Callable[[str], str]], Any] | None = None

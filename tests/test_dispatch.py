@@ -15,13 +15,13 @@ import pytest
 from relay.destinations.base import http_classify, unsendable
 from relay.destinations.file import FileSettings
 from relay.destinations.webhook import WebhookSettings
-from relay.dispatch import Breaker, Dispatcher, backoff
+from relay.dispatch import Breaker, Dispatcher, backoff, by_size
 from relay.observe.log import HOPS
 from relay.observe.metrics import Metrics
 from relay.rules.model import Destination, Retry
-from relay.spool.base import Row
+from relay.spool.base import Claimed, Row
 from relay.spool.sqlite import SqliteSpool
-from relay.types import DestinationDef, Event
+from relay.types import DestinationDef, Event, Verdict
 
 Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
 
@@ -552,3 +552,80 @@ def test_unsendable_refuses_exactly_what_h11_refuses(value: bytes) -> None:
     else:
         h11_ok = True
     assert (unsendable(request) is None) == h11_ok, value
+
+
+def _vendor_type(max_bytes: int | None = None, refuse: str = "") -> dict[str, DestinationDef]:
+    """A vendor type whose answer may refuse some items by index (a partial success)."""
+
+    def build(events: Sequence[Event], settings: Any) -> httpx.Request:
+        return httpx.Request("POST", "https://bulk.example/in", json={"batch": list(events)})
+
+    def classify(response: httpx.Response) -> Verdict:
+        if response.status_code == 400:
+            body = orjson.loads(response.content)
+            return Verdict("ok", status=400, failed=tuple(
+                (f["index"], f["message"]) for f in body["failed"]))
+        return http_classify(response)
+
+    return {"bulk": DestinationDef(parse_settings=lambda at: None, max_batch=100,
+                                   build_request=build, classify=classify, max_bytes=max_bytes)}
+
+
+def test_by_size_cuts_claims_at_the_vendors_body_limit() -> None:
+    rows = [Claimed(i, "d", f"e{i}", b"x" * 40, 0.0, 0) for i in range(3)]
+    assert [p.indices for p in by_size(rows, 90)] == [[0, 1], [2]]
+    assert [p.indices for p in by_size(rows, None)] == [[0, 1, 2]]
+    assert [p.indices for p in by_size(rows, 10)] == [[0], [1], [2]]  # too big alone: sent
+
+
+async def test_a_partial_success_dead_letters_only_the_refused_items(
+    spool: SqliteSpool, vt: VirtualTime, hops: list[dict[str, Any]]
+) -> None:
+    def vendor(request: httpx.Request) -> httpx.Response:
+        batch = orjson.loads(request.content)["batch"]
+        failed = [{"index": i, "message": "time: too old"}
+                  for i, e in enumerate(batch) if e["event_id"] in ("e1", "e3")]
+        return httpx.Response(400 if failed else 200, json={"failed": failed})
+
+    dest = Destination(name="bulk", type="bulk", purpose=None, concurrency=1)
+    metrics = Metrics()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(vendor)) as client:
+        dispatcher = Dispatcher(spool, {"bulk": dest}, client, metrics, clock=vt,
+                                sleep=vt.sleep, registry=_vendor_type())
+        dispatcher.start()
+        try:
+            await spool.put(events(5, "bulk"))
+            dispatcher.notify("bulk")
+            await until(lambda: spool.depths() == ({"bulk": 0}, {"bulk": 2}))
+        finally:
+            await dispatcher.stop()
+    letters = await spool.dlq_list()
+    assert [(d.event_id, d.response, d.status) for d in letters] == [
+        ("e1", "time: too old", 400), ("e3", "time: too old", 400)]
+    assert sample(metrics, "relay_deliveries_total", destination="bulk", outcome="delivered") == 3
+    delivered = sorted(h["event_id"] for h in hops if h["hop"] == "delivered")
+    assert delivered == ["e0", "e2", "e4"]
+
+
+async def test_a_claim_over_the_body_limit_goes_in_several_requests(
+    spool: SqliteSpool, vt: VirtualTime
+) -> None:
+    sizes: list[int] = []
+
+    def vendor(request: httpx.Request) -> httpx.Response:
+        sizes.append(len(orjson.loads(request.content)["batch"]))
+        return httpx.Response(200, json={"failed": []})
+
+    one = len(events(1, "bulk")[0].payload) + 1
+    dest = Destination(name="bulk", type="bulk", purpose=None, concurrency=1)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(vendor)) as client:
+        dispatcher = Dispatcher(spool, {"bulk": dest}, client, Metrics(), clock=vt,
+                                sleep=vt.sleep, registry=_vendor_type(max_bytes=one * 2))
+        dispatcher.start()
+        try:
+            await spool.put(events(5, "bulk"))
+            dispatcher.notify("bulk")
+            await until(lambda: sum(sizes) == 5)
+        finally:
+            await dispatcher.stop()
+    assert sizes == [2, 2, 1]

@@ -4,6 +4,7 @@ parsing for URLs, and whether HTTP can carry a built request's headers (``unsend
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import time
@@ -123,3 +124,54 @@ def unsendable(request: httpx.Request) -> str | None:
                 "holds a NUL, CR, LF or another character HTTP cannot carry"
             )
     return None
+
+
+# -- shared by the vendor destinations -----------------------------------------------------
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def sha256_hex(text: str) -> str:
+    """The lowercase hex SHA-256 of ``text`` (UTF-8), as every vendor takes hashed values."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def is_sha256_hex(value: object) -> bool:
+    """True for a value already hashed (by a pipeline's ``hash`` step, or by the caller):
+    a vendor mapping passes it on as it is, since it cannot be normalized again."""
+    return isinstance(value, str) and _HEX64.fullmatch(value) is not None
+
+
+def parse_endpoint(at: At, default: str) -> str:
+    """``settings.endpoint``: the scheme, host and optional path prefix that replace the
+    vendor's base URL (an EU host, a self-hosted vendor, a gateway, a test's stand-in),
+    without a trailing ``/``; ``default`` when the key is absent or wrong (the mistake is
+    reported). ``https://eu.example/api/`` -> ``https://eu.example/api``."""
+    if not at.present:
+        return default
+    text = parse_http_url(at)
+    if text is None:
+        return default
+    parts = urlsplit(text)
+    if parts.query or parts.fragment:
+        at.error(BAD_VALUE, "an endpoint is a base URL, without a query or a fragment",
+                 "like https://region1.google-analytics.com")
+        return default
+    return text.rstrip("/")
+
+
+def parse_name_map(at: At, what: str = "event") -> dict[str, str]:
+    """A mapping of the relay's names to the vendor's (``event_names: {purchase: Purchase}``,
+    ``properties: {order_id: transaction_id}``); every key and value a non-empty string."""
+    out: dict[str, str] = {}
+    if not at.present:
+        return out
+    for key, value in (at.mapping() or {}).items():
+        name = value.string()
+        if name is None:
+            continue
+        if not name.strip():
+            value.error(BAD_VALUE, f"the vendor's {what} name is empty")
+            continue
+        out[key] = name
+    return out

@@ -16,12 +16,13 @@ wait for a browser's consent are handled in ``waiting.py``.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from relay import pipeline
+from relay.destinations import DESTINATIONS
 from relay.engine import contracts, envelope
 from relay.engine.consent import decide
 from relay.engine.identity import new_id
@@ -34,7 +35,7 @@ from relay.engine.waiting import (
     ConsentWaits,
     reads_consent,
 )
-from relay.observe.log import digest, hop
+from relay.observe.log import LOG, digest, hop
 from relay.observe.mask import Masker
 from relay.observe.metrics import Metrics
 from relay.paths import MISSING
@@ -43,7 +44,7 @@ from relay.paths import set_ as set_path
 from relay.rules.model import Contract, Destination, Rules, Source
 from relay.spool.base import Quarantined, Row
 from relay.state import State
-from relay.types import Event, StepContext
+from relay.types import DestinationDef, Event, Prepare, StepContext
 
 OTHER_EVENT = "*"
 
@@ -51,11 +52,23 @@ OTHER_EVENT = "*"
 class Engine(ConsentWaits):
     """``masker`` masks the copies of quarantined events (``relay.observe.mask``)."""
 
-    def __init__(self, rules: Rules, state: State, metrics: Metrics, masker: Masker) -> None:
+    def __init__(
+        self,
+        rules: Rules,
+        state: State,
+        metrics: Metrics,
+        masker: Masker,
+        kinds: Mapping[str, DestinationDef] = DESTINATIONS,
+    ) -> None:
         self.rules = rules
         self.state = state
         self.metrics = metrics
         self.masker = masker
+        self._prepares: dict[str, Prepare] = {
+            name: prep
+            for name, dest in rules.destinations.items()
+            if (kind := kinds.get(dest.type)) is not None and (prep := kind.prepare) is not None
+        }
         self._browser_name = next(
             (s.name for s in rules.sources.values() if s.type == "browser"), None
         )
@@ -295,7 +308,8 @@ class Engine(ConsentWaits):
 
     def _prepare(self, own: Event, dest: Destination, granted: frozenset[str]) -> Copy:
         """One destination's copy: ``own`` (an event this copy alone holds, which the steps
-        may change) through the destination's pipeline."""
+        may change) through the destination's pipeline, then, for a vendor destination, in
+        the vendor's format (``DestinationDef.prepare``): what the spool keeps."""
         sent: Event | None = own
         ctx = StepContext(dest.name, granted)
         if dest.pipeline is not None and sent is not None:
@@ -304,6 +318,19 @@ class Engine(ConsentWaits):
             self.metrics.fields_redacted.labels(transform).inc(n)
         if sent is None:
             return Copy(dest.name, "dropped", "dropped by the pipeline")
+        prepare = self._prepares.get(dest.name)
+        if prepare is not None:
+            notes = len(ctx.notes)
+            try:
+                sent = prepare(sent, dest.settings, ctx)
+            except Exception:  # a mapping bug must not cost the other destinations the event
+                LOG.exception("destination %s: cannot map the event to the vendor's format",
+                              dest.name)
+                sent = None
+                ctx.notes.append("the vendor mapping failed (see the relay's log)")
+            if sent is None:
+                why = "; ".join(ctx.notes[notes:]) or "the vendor cannot take this event"
+                return Copy(dest.name, "dropped", why)
         return Copy(dest.name, "delivered", "; ".join(ctx.notes), sent)
 
     async def _emit(

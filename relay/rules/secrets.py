@@ -21,7 +21,8 @@ from relay.rules.model import Rules
 MASK = "***"
 SECRET_KEYS = frozenset({
     "secret", "secrets", "api_secret", "token", "access_token", "hmac", "bearer", "write_keys",
-    "password", "api_key", "private_key", "auth", "authorization",
+    "password", "api_key", "private_key", "auth", "authorization", "token_auth", "write_key",
+    "service_account",
 })
 # Vendor settings name their credentials in many ways: client_secret, pixel_access_token...
 SECRET_SUFFIXES = ("_secret", "_token", "_password", "_api_key", "_private_key")

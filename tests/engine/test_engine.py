@@ -225,3 +225,34 @@ async def test_an_event_without_a_contract_is_logged_with_its_name_masked(
     masked = f"call [phone] from 203.0.113.0 {MASKER.tag('203.0.113.77')} HOSTILE-mark"
     assert logged == {"received": masked, "quarantined": masked}
     assert "5550104477" not in "".join(hop_lines) and "203.0.113.77" not in "".join(hop_lines)
+
+
+async def test_a_vendor_mapping_runs_before_the_spool_and_may_refuse() -> None:
+    """``DestinationDef.prepare``: the spool row is the vendor's item; None drops the copy
+    with the reason; a mapping that raises costs only its own copy."""
+    from relay.destinations import DESTINATIONS
+    from relay.types import DestinationDef, Event, StepContext
+
+    def prepare(event: Event, settings: object, ctx: StepContext) -> Event | None:
+        if event["event"] == "signup":
+            raise RuntimeError("a bug in the mapping")
+        if "ads" not in ctx.granted:
+            ctx.notes.append("no ads consent: nothing to send")
+            return None
+        return {"name": event["event"].upper(), "id": event["event_id"]}
+
+    kinds = {**DESTINATIONS, "file": DestinationDef(
+        parse_settings=lambda at: None, max_batch=10, prepare=prepare)}
+    rules = load_rules(SHIPPED_RULES, {})
+    engine = Engine(rules, MemoryState(1000, 3600), Metrics(), MASKER, kinds)
+    us = _browser(engine, country="US")
+    batch = await engine.process([{"event": "page_view", "event_id": "v1"}], us)
+    assert [orjson.loads(r.payload) for r in batch.rows] == [{"name": "PAGE_VIEW", "id": "v1"}]
+    batch = await engine.process(
+        [{"event": "page_view", "event_id": "v2", "consent": {"ads": "denied"}}], us)
+    [copy] = batch.results[0].copies
+    assert (copy.outcome, copy.detail) == ("dropped", "no ads consent: nothing to send")
+    assert batch.rows == []
+    batch = await engine.process([{"event": "signup", "event_id": "s1"}], us)
+    assert [c.outcome for c in batch.results[0].copies] == ["dropped"]
+    assert batch.results[0].status == "accepted"
