@@ -15,11 +15,11 @@ from typing import Any
 
 from relay.errors import SpoolUnavailable
 from relay.spool.base import Claimed, DeadLetter, Quarantined, Row, iso_utc
-from relay.spool.sqlite.committer import Committer, Work
-from relay.spool.sqlite.depths import Delta, Depths
-from relay.spool.sqlite.schema import CLAIMED, DEAD, IDS, trim
+from relay.spool.sqlite.depths import RECOUNT_EVERY, Delta, Depths
+from relay.spool.sqlite.schema import CLAIMED, DEAD, IDS, SCHEMA, trim
 from relay.spool.sqlite.schema import ids as id_list
 from relay.spool.sqlite.schema import where as where_clause
+from relay.sqlite import Committer, Work
 
 BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock before giving up
 
@@ -54,7 +54,15 @@ class SqliteSpool:
         self.path = path
         self._clock = clock
         self._depths = Depths()
-        self._committer = Committer(path, busy_timeout, self._depths)
+        self._committer: Committer[Delta] = Committer(
+            path,
+            busy_timeout,
+            SCHEMA,
+            Delta,
+            on_commit=self._depths.apply,
+            maintain=self._depths.recount,
+            maintain_every=RECOUNT_EVERY,
+        )
         # puts of the current event-loop turn: (rows, quarantined, future)
         self._inflight: set[asyncio.Future[None]] = set()
         self._put_buffer: list[

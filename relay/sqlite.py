@@ -1,4 +1,5 @@
-"""One thread owns the SQLite connection and runs every operation from a queue.
+"""One thread owns a SQLite connection and runs every operation from a queue: the writer of
+the spool (``relay.spool.sqlite``) and of the delivery ledger (``relay.ledger``).
 
 It takes everything queued, runs it in ONE transaction (each operation inside its own
 SAVEPOINT, so one failing operation does not undo the others), commits once, and only then
@@ -22,17 +23,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from relay.errors import SpoolUnavailable
-from relay.spool.sqlite.depths import RECOUNT_EVERY, Delta, Depths
-from relay.spool.sqlite.schema import SCHEMA
 
-LOG = logging.getLogger("relay.spool")
+LOG = logging.getLogger("relay.sqlite")
 
 MAX_GROUP = 1000  # operations per transaction
 
-Work = Callable[[sqlite3.Connection, Delta], Any]
+D = TypeVar("D")
+Work = Callable[[sqlite3.Connection, Any], Any]
 
 
 @dataclass(slots=True)
@@ -56,13 +56,27 @@ def _resolve(outcomes: list[Outcome]) -> None:
             future.set_result(result)
 
 
-class Committer:
-    """The connection's thread. ``await start()``, ``await submit(work)``, ``await close()``."""
+class Committer(Generic[D]):
+    """The connection's thread. ``await start()``, ``await submit(work)``, ``await close()``.
+    Failures raise ``SpoolUnavailable`` (the ledger's owner treats it as its own)."""
 
-    def __init__(self, path: str, busy_timeout: float, depths: Depths) -> None:
+    def __init__(
+        self,
+        path: str,
+        busy_timeout: float,
+        schema: str,
+        new_delta: Callable[[], D],
+        on_commit: Callable[[list[D]], None] = lambda deltas: None,
+        maintain: Callable[[sqlite3.Connection], None] = lambda conn: None,
+        maintain_every: float = 60.0,
+    ) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
-        self.depths = depths
+        self.schema = schema
+        self.new_delta = new_delta
+        self.on_commit = on_commit
+        self.maintain = maintain
+        self.maintain_every = maintain_every
         self.commits = 0  # transactions committed: group commit makes this far below the puts
         self._writable = False  # until opened; then: did the last write group commit?
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
@@ -128,8 +142,8 @@ class Committer:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(SCHEMA)
-            self.depths.recount(conn)
+            conn.executescript(self.schema)
+            self.maintain(conn)
         except BaseException:
             conn.close()
             raise
@@ -164,12 +178,12 @@ class Committer:
                     self._run_group(conn, group)
                 if stop:
                     return
-                if time.monotonic() - recounted >= RECOUNT_EVERY:
+                if time.monotonic() - recounted >= self.maintain_every:
                     recounted = time.monotonic()
                     try:
-                        self.depths.recount(conn)
+                        self.maintain(conn)
                     except sqlite3.Error as exc:
-                        LOG.warning("spool %s: recount failed: %s", self.path, exc)
+                        LOG.warning("%s: maintenance failed: %s", self.path, exc)
         finally:
             conn.close()
 
@@ -183,7 +197,7 @@ class Committer:
 
     def _run_group(self, conn: sqlite3.Connection, group: list[_Op]) -> None:
         outcomes: list[tuple[_Op, Any, BaseException | None]] = []
-        pending: list[tuple[_Op, Any, Delta]] = []  # writes that wait for the commit
+        pending: list[tuple[_Op, Any, D]] = []  # writes that wait for the commit
         failure: BaseException | None = None  # once set, no write of this group commits
         began = False
         writes = any(op.write for op in group)
@@ -196,14 +210,14 @@ class Committer:
         for op in group:
             if not op.write:
                 try:
-                    outcomes.append((op, op.work(conn, Delta()), None))
+                    outcomes.append((op, op.work(conn, self.new_delta()), None))
                 except Exception as exc:
                     outcomes.append((op, None, self._map(exc)))
                 continue
             if failure is not None:
                 outcomes.append((op, None, self._unavailable(failure)))
                 continue
-            delta = Delta()
+            delta = self.new_delta()
             try:
                 conn.execute("SAVEPOINT op")
                 result = op.work(conn, delta)
@@ -230,7 +244,7 @@ class Committer:
                         conn.execute("ROLLBACK")
                 outcomes.extend((op, None, self._unavailable(failure)) for op, _, _ in pending)
             else:
-                self.depths.apply([delta for _, _, delta in pending])
+                self.on_commit([delta for _, _, delta in pending])
                 outcomes.extend((op, result, None) for op, result, _ in pending)
         if writes:
             self._writable = (
