@@ -13,8 +13,12 @@ No I/O and no state but caches.
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import ipaddress
 import re
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 PHONE_NAMES = frozenset({"tel", "mobile", "msisdn"})
@@ -144,3 +148,54 @@ def truncate(ip: str) -> str | None:
     if ":" in ip:
         return _truncate_v6(ip)
     return _truncate_v4(ip)
+
+
+_SUBJECT_CONTEXT = b"relay.ledger.subject.v1"
+SUBJECT_HEX = 32
+
+
+class Subjects:
+    """Keyed hashes of a person's identifiers, for the ledger's links (``relay forget`` finds
+    a person's events by them without the ledger knowing who they are).
+
+    The key is derived from each cookie secret (the newest writes, every one is tried when
+    looking up, so a rotation does not orphan older links). ``user.id``, the normalized email
+    and the normalized phone each give one hash:
+
+        >>> s = Subjects(["the-cookie-secret"])
+        >>> s.of({"email": " Ann@Example.com"}) == s.of({"email": "ann@example.com"})
+        True
+    """
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        if not secrets:
+            raise ValueError("subject hashes need at least one secret")
+        self._keys = [hmac.new(s.encode(), _SUBJECT_CONTEXT, hashlib.sha256).digest()
+                      for s in reversed(secrets)]  # the newest first
+
+    @staticmethod
+    def _names(user: Mapping[str, Any]) -> list[str]:
+        names = []
+        uid = user.get("id")
+        if isinstance(uid, str | int) and not isinstance(uid, bool) and str(uid):
+            names.append("id:" + str(uid))
+        for key, phone in (("email", False), ("phone", True)):
+            value = user.get(key)
+            if isinstance(value, str) and value.strip():
+                names.append(f"{key}:{normalize_identifier(value, phone)}")
+        return names
+
+    def _hash(self, key: bytes, name: str) -> str:
+        return hmac.new(key, name.encode(), hashlib.sha256).hexdigest()[:SUBJECT_HEX]
+
+    def of(self, user: Any) -> list[str]:
+        """The hashes an event's ``user`` object is recorded under (newest key)."""
+        if not isinstance(user, Mapping):
+            return []
+        return [self._hash(self._keys[0], n) for n in self._names(user)]
+
+    def lookup(self, user: Mapping[str, Any]) -> list[str]:
+        """Every hash ``user`` may have been recorded under, one per secret."""
+        return [self._hash(k, n) for n in self._names(user) for k in self._keys]

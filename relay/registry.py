@@ -64,5 +64,10 @@ def place(rules: Rules, var_dir: str | os.PathLike[str]) -> Rules:
         if kind is not None and kind.place is not None and dest.settings is not None:
             dest = dataclasses.replace(dest, settings=kind.place(dest.settings, resolve))
         destinations[name] = dest
-    relay = dataclasses.replace(rules.relay, spool=place_url(rules.relay.spool, resolve))
+    ledger = rules.relay.ledger
+    if ledger.url is not None:
+        ledger = dataclasses.replace(ledger, url=place_url(ledger.url, resolve))
+    relay = dataclasses.replace(
+        rules.relay, spool=place_url(rules.relay.spool, resolve), ledger=ledger
+    )
     return dataclasses.replace(rules, relay=relay, destinations=destinations)

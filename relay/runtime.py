@@ -17,7 +17,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 
@@ -27,14 +27,16 @@ from relay.dispatch import Dispatcher
 from relay.engine import Engine
 from relay.engine.identity import CookieSigner
 from relay.engine.results import Batch, debug_entries, debug_entry
+from relay.ledger import SqliteLedger
 from relay.observe.debug import DebugFeed
-from relay.observe.log import LOG
+from relay.observe.log import LOG, listen
 from relay.observe.mask import Masker
 from relay.observe.metrics import Metrics
+from relay.personal import Subjects
 from relay.registry import check_rules, load_rules, place
 from relay.rules.model import Rules, Source
 from relay.spool.base import Spool
-from relay.spool.factory import open_spool
+from relay.spool.factory import open_spool, sqlite_path
 from relay.state import State, open_state
 from relay.state.ratelimit import RateLimiter
 from relay.state.seal import Sealer
@@ -105,6 +107,8 @@ class Runtime:
         self.spool: Spool = open_spool(rules.relay.spool)
         self.metrics.track_depths(lambda: self.spool.depths())
         self.client: httpx.AsyncClient | None = None
+        self.ledger: SqliteLedger | None = None  # opened by start() unless ``ledger: off``
+        self._unlisten: Callable[[], None] = lambda: None
         self.dispatcher: Dispatcher = None  # type: ignore[assignment]  # set by start()
         self._started = False
         self._start_lock = asyncio.Lock()
@@ -130,7 +134,8 @@ class Runtime:
                 relay.state, relay.dedup_max_keys, relay.dedup_window, Sealer(secrets_)
             )
         self.state = state
-        self.engine = Engine(rules, state, self.metrics, self.masker)
+        self.subjects = Subjects(secrets_)
+        self.engine = Engine(rules, state, self.metrics, self.masker, subjects=self.subjects)
         self.limiter = RateLimiter(relay.rate_limit.per_second, relay.rate_limit.burst)
         self._browser = next((s for s in rules.sources.values() if s.type == "browser"), None)
         self._write_keys = {
@@ -202,6 +207,14 @@ class Runtime:
 
     async def start(self) -> None:
         await self.spool.start()
+        ledger = self.rules.relay.ledger
+        if ledger.url is not None:
+            self.ledger = SqliteLedger(
+                sqlite_path(ledger.url), ledger.retention,
+                on_error=lambda: self.metrics.ledger_errors.labels().inc(),
+            )
+            await self.ledger.start()
+            self._unlisten = listen(self.ledger.listener)
         self.client = httpx.AsyncClient(
             transport=self.transport,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
@@ -237,6 +250,9 @@ class Runtime:
         if self.client is not None:
             await self.client.aclose()
         await self.spool.close()
+        self._unlisten()
+        if self.ledger is not None:
+            await self.ledger.close()
         await self.state.close()
 
     async def _watch(self) -> None:

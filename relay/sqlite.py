@@ -32,6 +32,34 @@ LOG = logging.getLogger("relay.sqlite")
 MAX_GROUP = 1000  # operations per transaction
 
 D = TypeVar("D")
+
+SQLITE_PREFIX = "sqlite:///"
+
+
+def sqlite_path(url: str) -> str:
+    """The file path in a ``sqlite:///`` URL; ValueError when there is none."""
+    if not url.startswith(SQLITE_PREFIX):
+        raise ValueError(
+            "a sqlite URL starts with sqlite:/// (sqlite:///var/spool.db is relative,"
+            " sqlite:////abs/spool.db absolute)")
+    path = url[len(SQLITE_PREFIX):]
+    if not path or path.endswith("/"):
+        raise ValueError("the sqlite URL names no file (like sqlite:///var/spool.db)")
+    return path
+
+
+def place_url(url: str, resolve: Callable[[str], str]) -> str:
+    """``url`` with its file path passed through ``resolve`` (sqlite URLs; others as they are).
+
+    >>> place_url("sqlite:///var/spool.db", lambda p: "/srv/relay/spool.db")
+    'sqlite:////srv/relay/spool.db'
+    """
+    try:
+        path = sqlite_path(url)
+    except ValueError:  # not a sqlite URL, or a bad one: open_spool says what is wrong
+        return url
+    return SQLITE_PREFIX + resolve(path)
+
 Work = Callable[[sqlite3.Connection, Any], Any]
 
 

@@ -16,6 +16,7 @@ from relay.cli.common import DEFAULT_RULES, DEFAULT_VAR, log_level
 from relay.cli.dlq import cmd_dlq
 from relay.cli.rules import cmd_check, cmd_test
 from relay.cli.serve import DEFAULT_HOST, DEFAULT_PORT, cmd_serve
+from relay.cli.trace import cmd_trace
 
 DEMO_PORT = 8080
 
@@ -31,7 +32,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 NOT_YET = {
     "datamap": "the record of processing",
-    "trace": "per-event hop tracing",
     "reconcile": "browser/backend/delivered reconciliation",
     "forget": "deletion requests",
     "diff": "shadow mode (what a rules change would change)",
@@ -143,6 +143,16 @@ def parser() -> argparse.ArgumentParser:
                    help="list: at most this many")
     d.add_argument("--yes", action="store_true", help="purge: do not ask")
     d.set_defaults(func=cmd_dlq)
+
+    t = with_dirs(command(
+        "trace", "every hop of one event, from the delivery ledger",
+        "Every hop of one event in time order (received, consent and dedup decisions, held,"
+        "\nreleased, spooled, each delivery attempt), read from the ledger under --var."
+        "\nExit 1 when the ledger does not know the id.",
+    ))
+    t.add_argument("event_id", metavar="EVENT_ID", help="the event's event_id")
+    t.add_argument("--format", choices=["text", "json"], default="text", help="output format")
+    t.set_defaults(func=cmd_trace)
 
     m = command(
         "demo", "a demo shop, stand-in vendors and the debug view on one port",

@@ -27,7 +27,7 @@ from relay.engine import contracts, envelope
 from relay.engine.consent import decide
 from relay.engine.identity import new_id
 from relay.engine.match import matches
-from relay.engine.results import Batch, Copy, EventStatus, Meta, Result
+from relay.engine.results import Audit, Batch, Copy, EventStatus, Meta, Result, field_names
 from relay.engine.waiting import (
     CONSENT_EVENT,
     CONSENT_MEMORY_SECONDS,
@@ -41,6 +41,7 @@ from relay.observe.metrics import Metrics
 from relay.paths import MISSING
 from relay.paths import get as get_path
 from relay.paths import set_ as set_path
+from relay.personal import Subjects
 from relay.rules.model import Contract, Destination, Rules, Source
 from relay.spool.base import Quarantined, Row
 from relay.state import State
@@ -59,8 +60,10 @@ class Engine(ConsentWaits):
         metrics: Metrics,
         masker: Masker,
         kinds: Mapping[str, DestinationDef] = DESTINATIONS,
+        subjects: Subjects | None = None,
     ) -> None:
         self.rules = rules
+        self.subjects = subjects  # the ledger's keyed hashes of a person's ids
         self.state = state
         self.metrics = metrics
         self.masker = masker
@@ -168,6 +171,7 @@ class Engine(ConsentWaits):
             schema=ev.get("schema"),
             consent=ev.get("consent"),
             cid=digest(ev["correlation_id"]) if "correlation_id" in ev else None,
+            _people=self.subjects.of(ev.get("user")) if self.subjects is not None else None,
         )
         if checked.kind == "quarantine":
             batch.quarantined.append(self._quarantine_copy(source.name, name, checked.error, ev))
@@ -343,6 +347,8 @@ class Engine(ConsentWaits):
     ) -> None:
         """Run each destination's pipeline on its own copy, then dedup and add the rows.
         The event is not needed after this, so the last destination takes it as its copy."""
+        consent = {p: "granted" if p in granted else "denied" for p in self.rules.purposes}
+        result.audit = Audit(ev["source"], self._named(ev["event"]), _schema(ev), consent)
         blob = orjson.dumps(ev) if len(candidates) > 1 else b""
         copies = [self._prepare(orjson.loads(blob), dest, granted) for dest in candidates[:-1]]
         if candidates:
@@ -379,7 +385,9 @@ class Engine(ConsentWaits):
                 continue
             batch.marked.append(key)
             result.copies.append(copy)
-            batch.rows.append(Row(copy.destination, eid, orjson.dumps(copy.sent)))
+            batch.rows.append(
+                Row(copy.destination, eid, orjson.dumps(copy.sent), field_names(copy.sent))
+            )
 
     def _quarantine_copy(
         self, source: str, name: str, error: str | None, ev: Event
@@ -400,6 +408,11 @@ class Engine(ConsentWaits):
             self.metrics.held_expired.labels(self._label(name)).inc()
             hop("expired", event=name, reason="unconfirmed by the authoritative source")
         return await self._expire_pending()
+
+
+def _schema(ev: Event) -> int | None:
+    schema = ev.get("schema")
+    return schema if isinstance(schema, int) and not isinstance(schema, bool) else None
 
 
 def _says_gpc(raw: Any) -> bool:

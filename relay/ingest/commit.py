@@ -31,8 +31,19 @@ async def commit(rt: Runtime, batch: Batch) -> Problem | None:
         return Problem(
             503, "spool not writable; nothing was accepted, retry later", {"Retry-After": "5"}
         )
+    audits = {r.event_id: r.audit for r in (*batch.results, *batch.releases) if r.audit}
     for row in batch.rows:
-        hop("spooled", event_id=row.event_id, destination=row.destination)
+        audit = audits.get(row.event_id)
+        hop(
+            "spooled",
+            event_id=row.event_id,
+            destination=row.destination,
+            _source=audit.source if audit else None,
+            _event=audit.event if audit else None,
+            _schema=audit.schema if audit else None,
+            _consent=audit.consent if audit else None,
+            _fields=row.fields,
+        )
         rt.metrics.spooled.labels(row.destination).inc()
     for dest in batch.destinations():
         rt.dispatcher.notify(dest)

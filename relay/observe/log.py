@@ -14,6 +14,7 @@ import hashlib
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
 import orjson
@@ -74,12 +75,33 @@ class _LineWriter:
 _writer: _LineWriter | None = None
 
 
+HopListener = Callable[[str, dict[str, Any], float], None]
+_listeners: list[HopListener] = []
+
+
+def listen(listener: HopListener) -> Callable[[], None]:
+    """Call ``listener(name, fields, unix time)`` for every hop (the delivery ledger); the
+    function returned stops it. Listeners see the private fields too (names starting with
+    ``_``: the ledger's consent snapshot, field names and subject hashes), which the log line
+    never carries."""
+    _listeners.append(listener)
+    return lambda: _listeners.remove(listener) if listener in _listeners else None
+
+
 def hop(name: str, **fields: Any) -> None:
-    if not HOPS.isEnabledFor(logging.INFO):
+    """One hop: to every listener, and as a JSON line to the ``relay.hops`` logger without
+    its private (``_``) and empty fields."""
+    logged = HOPS.isEnabledFor(logging.INFO)
+    if not logged and not _listeners:
         return
-    if None in fields.values():  # most lines have no empty field: skip the filtering copy
-        fields = {k: v for k, v in fields.items() if v is not None}
-    record = {"ts": round(time.time(), 3), "hop": name, **fields}
+    now = time.time()
+    for listener in _listeners:
+        listener(name, fields, now)
+    if not logged:
+        return
+    if None in fields.values() or any(k[0] == "_" for k in fields):
+        fields = {k: v for k, v in fields.items() if v is not None and k[0] != "_"}
+    record = {"ts": round(now, 3), "hop": name, **fields}
     if _writer is not None:
         _writer.write(orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE))
     else:

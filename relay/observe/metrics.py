@@ -234,6 +234,9 @@ class Metrics:
         self.held_expired = counter(
             "relay_held_expired", "Held browser copies that expired unconfirmed", "event"
         )
+        self.ledger_errors = counter(
+            "relay_ledger_errors", "Ledger writes that failed or were dropped (hops not recorded)"
+        )
         self.events_quarantined = counter(
             "relay_events_quarantined", "Events with no contract, kept in quarantine", "source"
         )

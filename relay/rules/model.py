@@ -18,6 +18,8 @@ DEFAULT_COOKIE_MAX_AGE = 30 * 60.0
 DEFAULT_DEDUP_WINDOW = 48 * 3600.0
 DEFAULT_STATE = "memory"
 DEFAULT_SPOOL = "sqlite:///var/spool.db"
+DEFAULT_LEDGER = "sqlite:///var/ledger.db"
+DEFAULT_LEDGER_RETENTION = 30 * 24 * 3600.0
 DEFAULT_ADMIN_HOST = "127.0.0.1"
 DEFAULT_ADMIN_PORT = 9901
 DEFAULT_CONFIRM_WINDOW = 30 * 60.0
@@ -126,6 +128,15 @@ class Admin:
 
 
 @dataclass(frozen=True, slots=True)
+class Ledger:
+    """``relay.ledger``: where the delivery ledger lives (None: ``ledger: off``) and how long
+    it keeps what it recorded."""
+
+    url: str | None = DEFAULT_LEDGER
+    retention: float = DEFAULT_LEDGER_RETENTION
+
+
+@dataclass(frozen=True, slots=True)
 class RelaySettings:
     prefix: str = DEFAULT_PREFIX
     client_ip: ClientIP = field(default_factory=ClientIP)
@@ -135,6 +146,7 @@ class RelaySettings:
     dedup_max_keys: int = DEFAULT_DEDUP_MAX_KEYS
     state: str = DEFAULT_STATE
     spool: str = DEFAULT_SPOOL
+    ledger: Ledger = field(default_factory=Ledger)
     limits: Limits = field(default_factory=Limits)
     admin: Admin = field(default_factory=Admin)
     rate_limit: RateLimit = field(default_factory=RateLimit)

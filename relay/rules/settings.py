@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from relay.rules.codes import (
+    BAD_LEDGER,
     BAD_PREFIX,
     BAD_SPOOL_URL,
     BAD_STATE_URL,
@@ -17,6 +18,7 @@ from relay.rules.model import (
     Admin,
     ClientIP,
     Cookie,
+    Ledger,
     Limits,
     RateLimit,
     RelaySettings,
@@ -25,7 +27,7 @@ from relay.rules.reader import Reader
 
 RELAY_KEYS = (
     "prefix", "client_ip", "country_header", "cookie", "dedup_window", "dedup_max_keys",
-    "state", "spool", "limits", "admin", "rate_limit", "consent_map",
+    "state", "spool", "ledger", "limits", "admin", "rate_limit", "consent_map",
 )
 COOKIE_KEYS = ("name", "max_age", "path", "domain", "same_site", "secure", "secret")
 LIMIT_KEYS = ("body_bytes", "batch_events", "properties", "depth", "string_chars")
@@ -48,6 +50,7 @@ def relay(r: Reader, at: At) -> RelaySettings:
         or d.dedup_max_keys,
         state=_store_url(r, get("state"), d.state, spool=False),
         spool=_store_url(r, get("spool"), d.spool, spool=True),
+        ledger=_ledger(r, get("ledger")),
         limits=_limits(r, get("limits")),
         admin=_admin(r, get("admin")),
         rate_limit=_rate_limit(r, get("rate_limit")),
@@ -121,6 +124,28 @@ def _store_url(r: Reader, at: At, default: str, *, spool: bool) -> str:
         at.error(BAD_STATE_URL, f"'{text}' is not a state store",
                  "use memory or redis://host:6379/0")
     return default
+
+
+def _ledger(r: Reader, at: At) -> Ledger:
+    d = Ledger()
+    if not at.present:
+        return d
+    if at.value is False or at.value == "off":  # YAML reads a bare off as false
+        return Ledger(url=None)
+    if not isinstance(at.value, dict):
+        at.error(BAD_LEDGER, "expected off, or a mapping with url and retention",
+                 "ledger: {url: sqlite:///var/ledger.db, retention: 30d}, or ledger: off")
+        return d
+    if at.mapping(("url", "retention")) is None:
+        return d
+    url = at.get("url").string()
+    if url is not None and not (url.startswith("sqlite:///") and url[len("sqlite:///"):].strip("/")
+                                and not url.endswith("/")):
+        at.get("url").error(BAD_LEDGER, "the ledger is a SQLite file in this release",
+                            "url: sqlite:///var/ledger.db (relative to --var) or "
+                            "sqlite:////abs/path/ledger.db")
+        url = None
+    return Ledger(url=url or d.url, retention=r.positive(at.get("retention"), d.retention))
 
 
 def _limits(r: Reader, at: At) -> Limits:

@@ -8,38 +8,11 @@ rewrites a URL so, and ``open_spool`` takes the path it is given.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from relay.spool.base import Spool
 from relay.spool.sqlite import SqliteSpool
+from relay.sqlite import SQLITE_PREFIX, place_url, sqlite_path
 
-SQLITE_PREFIX = "sqlite:///"
-
-
-def sqlite_path(url: str) -> str:
-    """The file path in a ``sqlite:///`` URL; ValueError when there is none."""
-    if not url.startswith(SQLITE_PREFIX):
-        raise ValueError(
-            "a sqlite spool URL starts with sqlite:/// (sqlite:///var/spool.db is relative,"
-            " sqlite:////abs/spool.db absolute)")
-    path = url[len(SQLITE_PREFIX):]
-    if not path or path.endswith("/"):
-        raise ValueError("the sqlite spool URL names no file (like sqlite:///var/spool.db)")
-    return path
-
-
-def place_url(url: str, resolve: Callable[[str], str]) -> str:
-    """``url`` with its file path passed through ``resolve`` (sqlite URLs; others as they are).
-
-    >>> place_url("sqlite:///var/spool.db", lambda p: "/srv/relay/spool.db")
-    'sqlite:////srv/relay/spool.db'
-    """
-    try:
-        path = sqlite_path(url)
-    except ValueError:  # not a sqlite URL, or a bad one: open_spool says what is wrong
-        return url
-    return SQLITE_PREFIX + resolve(path)
-
+__all__ = ["SQLITE_PREFIX", "open_spool", "place_url", "sqlite_path"]
 
 def open_spool(url: str) -> Spool:
     """The spool for ``url``, not yet started (``await spool.start()``)."""

@@ -23,7 +23,8 @@ class PrometheusMetrics(Metrics):
     our families must render identically to."""
 
     def _counter(self, name: str, doc: str, *labels: str) -> Any:
-        return Counter(name, doc, list(labels), registry=self.registry)
+        metric = Counter(name, doc, list(labels), registry=self.registry)
+        return metric if labels else _Unlabelled(metric)
 
     def _histogram(self, name: str, doc: str, *labels: str) -> Any:
         metric = Histogram(name, doc, list(labels), buckets=LATENCY_BUCKETS, registry=self.registry)
@@ -40,6 +41,7 @@ def _exercise(m: Metrics) -> None:
     m.events_duplicate.labels("ga4").inc()
     m.events_held.labels("purchase").inc()
     m.held_expired.labels("purchase").inc()
+    m.ledger_errors.labels().inc()
     m.events_quarantined.labels("browser").inc()
     m.consent_suppressed.labels("ads", "marketing").inc()
     m.events_dropped.labels("ga4").inc()

@@ -1,0 +1,143 @@
+"""The delivery ledger: hops to rows, the SQLite ledger's writes, reads, links and pruning,
+and what a running relay records (in process, through its real hop stream)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from relay.ledger import SqliteLedger
+from relay.ledger.record import rows
+from relay.observe.log import HOPS, hop, listen
+from relay.personal import Subjects
+from relay.runtime import Runtime
+from tests.conftest import TEST_SECRET
+
+
+def test_a_hop_becomes_a_hop_row_and_a_copy_row() -> None:
+    r = rows("dead-lettered", {"event_id": "e1", "destination": "ga4", "status": 400,
+                               "attempt": 3, "reason": "permanent"}, 10.0)
+    assert (r.hop.hop, r.hop.status, r.hop.attempt) == ("dead_lettered", 400, 3)
+    assert r.copy is not None and (r.copy.outcome, r.copy.attempt) == ("dead_lettered", 3)
+    spooled = rows("spooled", {"event_id": "e1", "destination": "ga4", "_source": "browser",
+                               "_event": "page_view", "_schema": 2, "_fields": ("b", "a"),
+                               "_consent": {"ads": "denied", "analytics": "granted"}}, 1.0)
+    assert spooled.copy is not None
+    assert json.loads(spooled.copy.fields or "") == ["a", "b"]
+    assert json.loads(spooled.copy.consent or "") == {"ads": "denied", "analytics": "granted"}
+    received = rows("received", {"event_id": "e1", "source": "browser", "_people": ["h1"]}, 1.0)
+    assert received.copy is None and received.people == ("h1",)
+    assert rows("replayed", {"destination": "ga4", "count": 3}, 1.0).copy is None
+
+
+async def test_the_ledger_records_traces_links_and_prunes(tmp_path: Path) -> None:
+    now = [1_800_000_000.0]
+    ledger = SqliteLedger(str(tmp_path / "ledger.db"), retention=3600, clock=lambda: now[0])
+    await ledger.start()
+    try:
+        feed = ledger.listener
+        feed("received", {"event_id": "e1", "source": "backend", "event": "purchase",
+                          "_people": ["p1", "p2"]}, now[0])
+        feed("spooled", {"event_id": "e1", "destination": "ga4", "_fields": ["events[].name"],
+                         "_source": "backend", "_event": "purchase",
+                         "_consent": {"analytics": "granted"}}, now[0] + 1)
+        feed("retried", {"event_id": "e1", "destination": "ga4", "status": 503,
+                         "attempt": 1}, now[0] + 2)
+        feed("delivered", {"event_id": "e1", "destination": "ga4", "status": 204,
+                           "attempt": 2}, now[0] + 3)
+        feed("suppressed", {"event_id": "e1", "destination": "meta", "purpose": "ads",
+                            "reason": "default (EU)"}, now[0] + 1)
+        await ledger.drain()
+        trace = await ledger.trace("e1")
+        assert [h["hop"] for h in trace] == ["received", "spooled", "suppressed", "retried",
+                                             "delivered"]
+        assert {h["source"] for h in trace} == {"backend"}
+        assert trace[0]["at"] == "2027-01-15T08:00:00.000Z"
+        assert trace[1]["fields"] == ["events[].name"] and trace[2]["purpose"] == "ads"
+        copies = await ledger.query(
+            "SELECT destination, outcome, attempts, consent FROM copies ORDER BY destination")
+        assert copies == [("ga4", "delivered", 2, '{"analytics":"granted"}'),
+                          ("meta", "suppressed", 0, None)]
+        assert await ledger.events_of(["p2", "nobody"]) == ["e1"]
+        assert await ledger.unlink(["p1", "p2"]) == 2
+        assert await ledger.events_of(["p1"]) == []
+    finally:
+        await ledger.close()
+    now[0] += 7200  # past the retention: pruned when the file opens again
+    again = SqliteLedger(str(tmp_path / "ledger.db"), retention=3600, clock=lambda: now[0])
+    await again.start()
+    try:
+        assert await again.trace("e1") == []
+        assert await again.query("SELECT COUNT(*) FROM copies") == [(0,)]
+    finally:
+        await again.close()
+
+
+def test_private_fields_reach_listeners_and_never_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[dict[str, object]] = []
+    stop = listen(lambda name, fields, at: seen.append(fields))
+    try:
+        with caplog.at_level(logging.INFO, logger=HOPS.name):
+            hop("received", event_id="e1", _people=["secret-hash"])
+    finally:
+        stop()
+    assert seen == [{"event_id": "e1", "_people": ["secret-hash"]}]
+    [line] = [r.getMessage() for r in caplog.records if r.name == HOPS.name]
+    assert "_people" not in line and "secret-hash" not in line and '"event_id":"e1"' in line
+
+
+@pytest.fixture
+def ledger_app(relay_app: Starlette) -> Iterator[Runtime]:
+    yield relay_app.state.relay
+
+
+async def _settle(rt: Runtime, events: str, n: int) -> None:
+    for _ in range(200):
+        if Path(events).exists() and len(Path(events).read_text().splitlines()) >= n:
+            break
+        await asyncio.sleep(0.02)
+    assert rt.ledger is not None
+    await rt.ledger.drain()
+
+
+async def test_a_running_relay_records_its_events(
+    client: httpx.AsyncClient, ledger_app: Runtime, env: dict[str, str]
+) -> None:
+    rt = ledger_app
+    eu = {"cf-ipcountry": "DE"}
+    r = await client.post("/e", json={"event": "page_view", "event_id": "pv1",
+                                      "user": {"email": " Ann@Example.com", "id": "u42"}},
+                          headers={"cf-ipcountry": "US"})
+    assert r.status_code == 202, r.text
+    await client.post("/e", json={"event": "page_view", "event_id": "pv1"},
+                      headers={"cf-ipcountry": "US"})
+    await client.post("/e", json={"event": "page_view", "event_id": "pv2",
+                                  "consent": {"analytics": "denied"}}, headers=eu)
+    await _settle(rt, env["ARCHIVE_PATH"], 1)
+    assert rt.ledger is not None
+    hops = [h["hop"] for h in await rt.ledger.trace("pv1")]
+    assert sorted(hops) == ["delivered", "duplicate", "received", "received", "spooled"]
+    assert hops[:2] == ["received", "spooled"]  # in time order
+    [spooled] = [h for h in await rt.ledger.trace("pv1") if h["hop"] == "spooled"]
+    assert "user.email" in spooled["fields"] and spooled["destination"] == "archive"
+    assert [h["hop"] for h in await rt.ledger.trace("pv2")] == ["received", "suppressed"]
+    consent = await rt.ledger.query(
+        "SELECT consent FROM copies WHERE event_id = 'pv1' AND destination = 'archive'")
+    assert json.loads(consent[0][0]) == {"ads": "granted", "analytics": "granted"}
+    # The person's events are found by the keyed hashes of any of their ids, never by a
+    # value the ledger holds.
+    subjects = Subjects([TEST_SECRET])
+    assert await rt.ledger.events_of(subjects.lookup({"email": "ann@example.com"})) == ["pv1"]
+    assert await rt.ledger.events_of(subjects.lookup({"id": "u42"})) == ["pv1"]
+    dump = b"".join(p.read_bytes() for p in Path(rt.ledger.path).parent.glob("ledger.db*"))
+    for raw in (b"Ann@Example.com", b"ann@example.com", b"u42", b"203.0.113.7"):
+        assert raw not in dump
