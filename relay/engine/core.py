@@ -255,7 +255,9 @@ class Engine(ConsentWaits):
         fields = {
             p: v for p in contract.enrich_from_browser if (v := get_path(ev, p)) is not MISSING
         }
-        await self.state.hold(aliases, {"event": name, "fields": fields}, contract.confirm_window)
+        await self.state.hold(
+            aliases, {"event": name, "event_id": eid, "fields": fields}, contract.confirm_window
+        )
         self.metrics.events_held.labels(self._label(name)).inc()
         hop("held", event_id=eid, event=name, authority=contract.authority)
         notes.append(f"held until {contract.authority} confirms")
@@ -406,7 +408,9 @@ class Engine(ConsentWaits):
         for held in await self.state.expired():
             name = str(held.get("event", "?"))
             self.metrics.held_expired.labels(self._label(name)).inc()
-            hop("expired", event=name, reason="unconfirmed by the authoritative source")
+            eid = held.get("event_id")
+            hop("expired", event_id=eid if isinstance(eid, str) else None,
+                event=self._named(name), reason="unconfirmed by the authoritative source")
         return await self._expire_pending()
 
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-Held = dict[str, Any]  # {"event": name, "fields": {path: value}}
+Held = dict[str, Any]  # {"event": name, "event_id": id, "fields": {path: value}}
 WaitKey = tuple[str, str]  # (destination, purpose): a label pair of relay_consent_pending
 
 
