@@ -10,6 +10,7 @@ Loopback only; every run is bounded by ``--duration``.
 
     python benchmarks/ingest.py                       # 3 rounds x 10 s, bare and relay
     python benchmarks/ingest.py --rounds 1 --duration 3 --configs relay,relay-quiet
+    python benchmarks/ingest.py --configs bare,relay,relay-noledger   # the ledger's cost
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ class Server:
                    str(self.port)]
         else:
             shutil.copytree(REPO / "rules", self.dir / "rules")
+            if config == "relay-noledger":  # the delivery ledger off: what it costs
+                relay_yaml = self.dir / "rules" / "relay.yaml"
+                relay_yaml.write_text(relay_yaml.read_text().replace(
+                    "\nrelay:\n", "\nrelay:\n  ledger: off\n", 1))
             cmd = [sys.executable, "-m", "relay", "serve", "--rules", "rules", "--host",
                    "127.0.0.1", "--port", str(self.port), "--admin-port", str(free_port()),
                    "--workers", "1", "--var", "var"]
@@ -222,7 +227,7 @@ def _archived(runs: list[Run]) -> str:
 
 async def main_async(args: argparse.Namespace) -> None:
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = set(configs) - {"bare", "relay", "relay-quiet"}
+    unknown = set(configs) - {"bare", "relay", "relay-quiet", "relay-noledger"}
     if unknown:
         raise SystemExit(f"unknown configs: {', '.join(sorted(unknown))}")
     runs: list[Run] = []
@@ -249,7 +254,8 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--configs", default="bare,relay",
-                   help="comma-separated: bare, relay, relay-quiet (RELAY_LOG_LEVEL=WARNING)")
+                   help="comma-separated: bare, relay, relay-quiet (RELAY_LOG_LEVEL=WARNING),"
+                   " relay-noledger (relay.ledger: off)")
     p.add_argument("--json", help="append each run as a JSON line to this file")
     asyncio.run(main_async(p.parse_args()))
 

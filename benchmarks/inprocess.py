@@ -84,8 +84,12 @@ def remove(part: str) -> None:
         setattr(Dispatcher, "start", lambda self: None)  # noqa: B010
         setattr(Dispatcher, "stop", stop)  # noqa: B010
         setattr(Dispatcher, "notify", notify)  # noqa: B010
+    elif part == "ledger":
+        from relay.ledger import SqliteLedger
+
+        setattr(SqliteLedger, "listener", lambda self, name, fields, at: None)  # noqa: B010
     else:
-        raise SystemExit(f"--without: unknown part '{part}' (pipeline, hops, delivery)")
+        raise SystemExit(f"--without: unknown part '{part}' (pipeline, hops, delivery, ledger)")
 
 
 faked = [0]

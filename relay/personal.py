@@ -188,7 +188,8 @@ class Subjects:
         return names
 
     def _hash(self, key: bytes, name: str) -> str:
-        return hmac.new(key, name.encode(), hashlib.sha256).hexdigest()[:SUBJECT_HEX]
+        # Keyed BLAKE2b: a MAC in one C call (HMAC-SHA256 costs several times more per id).
+        return hashlib.blake2b(name.encode(), key=key, digest_size=SUBJECT_HEX // 2).hexdigest()
 
     def of(self, user: Any) -> list[str]:
         """The hashes an event's ``user`` object is recorded under (newest key)."""

@@ -27,7 +27,7 @@ from relay.engine import contracts, envelope
 from relay.engine.consent import decide
 from relay.engine.identity import new_id
 from relay.engine.match import matches
-from relay.engine.results import Audit, Batch, Copy, EventStatus, Meta, Result, field_names
+from relay.engine.results import Audit, Batch, Copy, EventStatus, Meta, Result
 from relay.engine.waiting import (
     CONSENT_EVENT,
     CONSENT_MEMORY_SECONDS,
@@ -387,9 +387,7 @@ class Engine(ConsentWaits):
                 continue
             batch.marked.append(key)
             result.copies.append(copy)
-            batch.rows.append(
-                Row(copy.destination, eid, orjson.dumps(copy.sent), field_names(copy.sent))
-            )
+            batch.rows.append(Row(copy.destination, eid, orjson.dumps(copy.sent)))
 
     def _quarantine_copy(
         self, source: str, name: str, error: str | None, ev: Event

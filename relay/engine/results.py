@@ -9,7 +9,6 @@ from typing import Any, Literal
 
 from relay.observe.log import digest
 from relay.observe.mask import Masker
-from relay.personal import may_hold_personal_data
 from relay.rules.model import Outcome, Source
 from relay.spool.base import Quarantined, Row
 from relay.state.base import Pending
@@ -140,30 +139,3 @@ def debug_entries(batch: Batch, masker: Masker) -> list[dict[str, Any]]:
     """The debug view's entries for a batch: its events, then each event a consent choice
     in it released (status ``released``) or found expired (``expired``), as its own entry."""
     return [debug_entry(r, masker) for r in (*batch.results, *batch.releases)]
-
-
-def field_names(item: Any, prefix: str = "") -> tuple[str, ...]:
-    """The dotted names of the leaves of a copy (``[]`` marks a list), never the values, for
-    the ledger; a key that may hold personal data (a client's key could be an email) is
-    named ``[redacted]``.
-
-    >>> field_names({"user": {"em": ["x"]}, "value": 1})
-    ('user.em[]', 'value')
-    """
-    out: list[str] = []
-    _names(item, prefix, out)
-    return tuple(sorted(set(out)))
-
-
-def _names(item: Any, prefix: str, out: list[str]) -> None:
-    if isinstance(item, dict) and item:
-        for key, value in item.items():
-            name = str(key)
-            if may_hold_personal_data(name):
-                name = "[redacted]"
-            _names(value, f"{prefix}.{name}" if prefix else name, out)
-    elif isinstance(item, list) and item:
-        for value in item:
-            _names(value, prefix + "[]", out)
-    elif prefix:
-        out.append(prefix)

@@ -42,7 +42,7 @@ async def commit(rt: Runtime, batch: Batch) -> Problem | None:
             _event=audit.event if audit else None,
             _schema=audit.schema if audit else None,
             _consent=audit.consent if audit else None,
-            _fields=row.fields,
+            _payload=row.payload,
         )
         rt.metrics.spooled.labels(row.destination).inc()
     for dest in batch.destinations():

@@ -1,94 +1,89 @@
-"""Hops to ledger rows (pure): which hops a ledger keeps, and what each says about a copy.
+"""Hops to ledger records (pure): what the ledger keeps of each hop, grouped per event.
 
-    >>> rows("delivered", {"event_id": "e1", "destination": "ga4", "status": 204,
-    ...                    "attempt": 1}, 1764331200.0).copy.outcome
-    'delivered'
+The ledger thread gets hops as they were emitted (name, fields, unix time) and writes, per
+event, ONE row for all of its hops seen in the same flush: the hops a request causes
+(received, the decisions, spooled) arrive together, a delivery later. A row's ``hops`` is a
+JSON list of objects with the columns of the ``hops`` view (``at``, ``hop``, ``source``,
+``event``, ``destination``, ``purpose``, ``status``, ``attempt``, ``reason``, ``fields``,
+plus ``consent`` and ``schema`` on ``spooled``); empty ones are left out.
+
+    >>> record("dead-lettered", {"event_id": "e1", "destination": "ga4", "status": 400}, 1.5)
+    ('e1', {'at': 1.5, 'hop': 'dead_lettered', 'destination': 'ga4', 'status': 400}, ())
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
 from typing import Any
 
 import orjson
 
+from relay.personal import may_hold_personal_data
+
 # The hop names of ``relay trace`` (log lines write "dead-lettered").
 TRACE_NAMES = {"dead-lettered": "dead_lettered"}
-# Hops about one destination's copy, and the outcome each leaves it in.
-COPY_OUTCOMES = frozenset({
-    "suppressed", "held", "duplicate", "dropped", "spooled", "released", "delivered",
-    "retried", "dead_lettered", "replayed",
-})
-DELIVERY = frozenset({"delivered", "retried", "dead_lettered"})
+_PUBLIC = ("source", "event", "destination", "purpose", "reason")
+_NUMBERS = ("status", "attempt")
+
+Record = tuple[str | None, dict[str, Any], tuple[str, ...]]  # event_id, hop, subjects
 
 
-@dataclass(frozen=True, slots=True)
-class HopRow:
-    at: float
-    event_id: str | None
-    hop: str
-    source: str | None
-    event: str | None
-    destination: str | None
-    purpose: str | None
-    status: int | None
-    attempt: int | None
-    reason: str | None
-    fields: str | None  # JSON list of dotted names
-
-
-@dataclass(frozen=True, slots=True)
-class CopyRow:
-    event_id: str
-    destination: str
-    outcome: str
-    at: float
-    source: str | None = None
-    event: str | None = None
-    consent: str | None = None  # JSON {purpose: state}
-    schema: int | None = None
-    fields: str | None = None
-    attempt: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Rows:
-    hop: HopRow
-    copy: CopyRow | None
-    people: tuple[str, ...]
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def rows(name: str, fields: dict[str, Any], at: float) -> Rows:
-    """What the ledger keeps of one hop."""
-    hop = TRACE_NAMES.get(name, name)
-    eid = _text(fields.get("event_id"))
-    dest = _text(fields.get("destination"))
-    sent = fields.get("_fields")
-    names = orjson.dumps(sorted(sent)).decode() if isinstance(sent, list | tuple) else None
-    reason = fields.get("reason")
-    row = HopRow(
-        at, eid, hop, _text(fields.get("source") or fields.get("_source")),
-        _text(fields.get("event") or fields.get("_event")), dest,
-        _text(fields.get("purpose")), _int(fields.get("status")), _int(fields.get("attempt")),
-        str(reason) if reason is not None else None, names,
-    )
-    copy = None
-    if eid is not None and dest is not None and hop in COPY_OUTCOMES:
-        consent = fields.get("_consent")
-        copy = CopyRow(
-            eid, dest, hop, at, row.source, row.event,
-            orjson.dumps(consent, option=orjson.OPT_SORT_KEYS).decode()
-            if isinstance(consent, dict) else None,
-            _int(fields.get("_schema")), names, row.attempt,
-        )
+def record(name: str, fields: dict[str, Any], at: float) -> Record:
+    """What the ledger keeps of one hop: the event it is about, the hop's object, and the
+    keyed subject hashes it links to that event (``received`` hops of identified users)."""
+    hop: dict[str, Any] = {"at": at, "hop": TRACE_NAMES.get(name, name)}
+    for key in _PUBLIC:
+        value = fields.get(key)
+        if value is None:
+            value = fields.get("_" + key)
+        if value is not None:
+            hop[key] = value if isinstance(value, str) else str(value)
+    for key in _NUMBERS:
+        value = fields.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            hop[key] = value
+    payload = fields.get("_payload")  # the spooled copy's JSON: only its field names are kept
+    if isinstance(payload, bytes | bytearray | memoryview):
+        try:
+            hop["fields"] = field_names(orjson.loads(payload))
+        except orjson.JSONDecodeError:
+            hop["fields"] = []
+    for key in ("consent", "schema"):
+        value = fields.get("_" + key)
+        if value is not None:
+            hop[key] = value
+    eid = fields.get("event_id")
     people = fields.get("_people")
     subjects = tuple(p for p in people if isinstance(p, str)) if isinstance(people, list) else ()
-    return Rows(row, copy, subjects if eid is not None else ())
+    return (eid if isinstance(eid, str) else None), hop, subjects
+
+
+def field_names(item: Any) -> list[str]:
+    """The sorted dotted names of the leaves of a copy (``[]`` marks a list), never the
+    values; a key that may hold personal data (a client's key could be an email) is named
+    ``[redacted]``.
+
+    >>> field_names({"user": {"em": ["x"]}, "value": 1})
+    ['user.em[]', 'value']
+    """
+    out: set[str] = set()
+    _names(item, "", out)
+    return sorted(out)
+
+
+@functools.lru_cache(maxsize=4096)
+def _key(name: str) -> str:
+    """A key as the ledger names it (keys repeat from event to event: cached)."""
+    return "[redacted]" if may_hold_personal_data(name) else name
+
+
+def _names(item: Any, prefix: str, out: set[str]) -> None:
+    if isinstance(item, dict) and item:
+        for key, value in item.items():
+            name = _key(key if isinstance(key, str) else str(key))
+            _names(value, f"{prefix}.{name}" if prefix else name, out)
+    elif isinstance(item, list) and item:
+        for value in item:
+            _names(value, prefix + "[]", out)
+    elif prefix:
+        out.add(prefix)

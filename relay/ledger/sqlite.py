@@ -1,10 +1,10 @@
 """``SqliteLedger``: the delivery ledger in a SQLite file (``relay.ledger.url``, by default
 ``var/ledger.db``), written by its own ``relay.sqlite.Committer`` thread.
 
-Writing is off the hot path: ``listener`` (a ``relay.observe.log`` hop listener) only turns
-a hop into rows and appends them to a buffer; the buffer goes to the ledger's thread once per
-event-loop turn as one operation, and the thread's group commit writes many of those in one
-transaction. A ledger that cannot write (disk full) logs it, counts it in
+Writing is off the hot path: ``listener`` (a ``relay.observe.log`` hop listener) only
+appends the hop to a buffer; the buffer goes to the ledger's thread every 50 ms (or 500
+hops) as one operation, where it becomes one row per event (``relay.ledger.record``), and the
+thread's group commit writes many of those in one transaction. A ledger that cannot write (disk full) logs it, counts it in
 ``relay_ledger_errors_total`` and never holds up or fails an event: the spool, not the
 ledger, is what makes an accepted event durable.
 """
@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from relay.ledger.record import Rows, rows
+from relay.ledger.record import record
 from relay.sqlite import Committer
 
 LOG = logging.getLogger("relay.ledger")
@@ -30,39 +30,18 @@ LOG = logging.getLogger("relay.ledger")
 BUSY_TIMEOUT = 5.0
 PRUNE_EVERY = 600.0  # seconds between retention sweeps
 MAX_IN_FLIGHT = 256  # buffered writes waiting for the thread; beyond, hops are dropped (counted)
+FLUSH_EVERY = 0.05  # seconds: hops gather this long before they go to the thread together
+FLUSH_AT = 500  # ... or until this many are buffered (a short pause of the loop each time)
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS hops (
+CREATE TABLE IF NOT EXISTS hop_groups (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
     event_id TEXT,
-    hop TEXT NOT NULL,
-    source TEXT,
-    event TEXT,
-    destination TEXT,
-    purpose TEXT,
-    status INTEGER,
-    attempt INTEGER,
-    reason TEXT,
-    fields TEXT
+    at REAL NOT NULL,
+    hops TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS hops_event ON hops (event_id);
-CREATE INDEX IF NOT EXISTS hops_at ON hops (at);
-CREATE TABLE IF NOT EXISTS copies (
-    event_id TEXT NOT NULL,
-    destination TEXT NOT NULL,
-    source TEXT,
-    event TEXT,
-    consent TEXT,
-    schema INTEGER,
-    fields TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    outcome TEXT NOT NULL,
-    first_at REAL NOT NULL,
-    last_at REAL NOT NULL,
-    PRIMARY KEY (event_id, destination)
-);
-CREATE INDEX IF NOT EXISTS copies_first ON copies (first_at);
+CREATE INDEX IF NOT EXISTS hop_groups_event ON hop_groups (event_id);
+CREATE INDEX IF NOT EXISTS hop_groups_at ON hop_groups (at);
 CREATE TABLE IF NOT EXISTS people (
     subject TEXT NOT NULL,
     event_id TEXT NOT NULL,
@@ -70,26 +49,46 @@ CREATE TABLE IF NOT EXISTS people (
     PRIMARY KEY (subject, event_id)
 );
 CREATE INDEX IF NOT EXISTS people_event ON people (event_id);
+CREATE VIEW IF NOT EXISTS hops AS
+SELECT g.id * 1000 + j.key AS id,
+       json_extract(j.value, '$.at') AS at,
+       g.event_id AS event_id,
+       json_extract(j.value, '$.hop') AS hop,
+       json_extract(j.value, '$.source') AS source,
+       json_extract(j.value, '$.event') AS event,
+       json_extract(j.value, '$.destination') AS destination,
+       json_extract(j.value, '$.purpose') AS purpose,
+       json_extract(j.value, '$.status') AS status,
+       json_extract(j.value, '$.attempt') AS attempt,
+       json_extract(j.value, '$.reason') AS reason,
+       json_extract(j.value, '$.fields') AS fields,
+       json_extract(j.value, '$.consent') AS consent,
+       json_extract(j.value, '$.schema') AS schema
+FROM hop_groups AS g, json_each(g.hops) AS j;
+CREATE VIEW IF NOT EXISTS copies AS
+SELECT h.event_id AS event_id,
+       h.destination AS destination,
+       (SELECT s.source FROM hops AS s WHERE s.event_id = h.event_id AND s.source IS NOT NULL
+        ORDER BY s.at LIMIT 1) AS source,
+       (SELECT s.event FROM hops AS s WHERE s.event_id = h.event_id AND s.event IS NOT NULL
+        ORDER BY s.at LIMIT 1) AS event,
+       MAX(h.consent) AS consent,
+       MAX(h.schema) AS schema,
+       MAX(h.fields) AS fields,
+       COALESCE(MAX(h.attempt), 0) AS attempts,
+       (SELECT o.hop FROM hops AS o WHERE o.event_id = h.event_id
+          AND o.destination = h.destination ORDER BY o.at DESC, o.id DESC LIMIT 1) AS outcome,
+       MIN(h.at) AS first_at,
+       MAX(h.at) AS last_at
+FROM hops AS h
+WHERE h.event_id IS NOT NULL AND h.destination IS NOT NULL
+GROUP BY h.event_id, h.destination;
 """
+# The views read as tables (``hops``: one row per hop; ``copies``: one row per event and
+# destination, its outcome the latest hop's), while the file holds one row per event per
+# flush: a request's hops together, a delivery later. That is what keeps the ledger cheap.
 
-_INSERT_HOP = (
-    "INSERT INTO hops (at, event_id, hop, source, event, destination, purpose, status,"
-    " attempt, reason, fields) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_UPSERT_COPY = """
-INSERT INTO copies (event_id, destination, source, event, consent, schema, fields, attempts,
-                    outcome, first_at, last_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, COALESCE(?, 0), ?, ?, ?)
-ON CONFLICT (event_id, destination) DO UPDATE SET
-    source = COALESCE(copies.source, excluded.source),
-    event = COALESCE(copies.event, excluded.event),
-    consent = COALESCE(excluded.consent, copies.consent),
-    schema = COALESCE(excluded.schema, copies.schema),
-    fields = COALESCE(excluded.fields, copies.fields),
-    attempts = MAX(copies.attempts, excluded.attempts),
-    outcome = excluded.outcome,
-    last_at = MAX(copies.last_at, excluded.last_at)
-"""
+_INSERT_GROUP = "INSERT INTO hop_groups (event_id, at, hops) VALUES (?, ?, ?)"
 _INSERT_PERSON = "INSERT OR IGNORE INTO people (subject, event_id, at) VALUES (?, ?, ?)"
 
 
@@ -98,18 +97,34 @@ def iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def _write(batch: Sequence[Rows], conn: sqlite3.Connection, delta: None) -> None:
-    conn.executemany(_INSERT_HOP, [
-        (h.at, h.event_id, h.hop, h.source, h.event, h.destination, h.purpose, h.status,
-         h.attempt, h.reason, h.fields) for h in (r.hop for r in batch)
-    ])
-    conn.executemany(_UPSERT_COPY, [
-        (c.event_id, c.destination, c.source, c.event, c.consent, c.schema, c.fields,
-         c.attempt, c.outcome, c.at, c.at) for c in (r.copy for r in batch) if c is not None
-    ])
-    conn.executemany(_INSERT_PERSON, [
-        (subject, r.hop.event_id, r.hop.at) for r in batch for subject in r.people
-    ])
+Raw = tuple[str, dict[str, Any], float]  # a hop as emitted: name, fields, unix time
+
+
+Rows = tuple[list[tuple[str | None, float, str]], list[tuple[str, str, float]]]
+
+
+def prepare(batch: Sequence[Raw]) -> Rows:
+    """The rows for a batch of hops: one per event for all of its hops (hops of no event: a
+    row each), and the subject links."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    loose: list[tuple[str | None, float, str]] = []
+    people: list[tuple[str, str, float]] = []
+    for name, fields, at in batch:
+        eid, hop, subjects = record(name, fields, at)
+        if eid is None:
+            loose.append((None, at, orjson.dumps([hop]).decode()))
+            continue
+        groups.setdefault(eid, []).append(hop)
+        people.extend((s, eid, at) for s in subjects)
+    rows = [(eid, hops[0]["at"], orjson.dumps(hops).decode()) for eid, hops in groups.items()]
+    return rows + loose, people
+
+
+def _write(rows: Rows, conn: sqlite3.Connection, delta: None) -> None:
+    groups, people = rows
+    conn.executemany(_INSERT_GROUP, groups)
+    if people:
+        conn.executemany(_INSERT_PERSON, people)
 
 
 class SqliteLedger:
@@ -129,7 +144,7 @@ class SqliteLedger:
             path, BUSY_TIMEOUT, SCHEMA, lambda: None, maintain=self._prune,
             maintain_every=PRUNE_EVERY,
         )
-        self._buffer: list[Rows] = []
+        self._buffer: list[Raw] = []
         self._inflight: set[asyncio.Future[Any]] = set()
 
     async def start(self) -> None:
@@ -143,11 +158,15 @@ class SqliteLedger:
     # -- writing ----------------------------------------------------------------------
 
     def listener(self, name: str, fields: dict[str, Any], at: float) -> None:
-        """The hop listener: the hop's rows go to the buffer, flushed once per loop turn."""
-        if not self._buffer:
+        """The hop listener: the hop as it is goes to the buffer, flushed once per loop turn
+        to the ledger's thread, which turns it into rows (nothing else on the event loop)."""
+        buffer = self._buffer
+        if not buffer:
             with contextlib.suppress(RuntimeError):  # no loop: flushed by the next one
-                asyncio.get_running_loop().call_soon(self._flush)
-        self._buffer.append(rows(name, fields, at))
+                asyncio.get_running_loop().call_later(FLUSH_EVERY, self._flush)
+        buffer.append((name, fields, at))
+        if len(buffer) >= FLUSH_AT:
+            self._flush()
 
     def _flush(self) -> None:
         batch, self._buffer = self._buffer, []
@@ -159,7 +178,8 @@ class SqliteLedger:
             self._on_error()
             return
         try:
-            task = asyncio.ensure_future(self._committer.submit(lambda c, d: _write(batch, c, d)))
+            rows = prepare(batch)  # here, not on the thread: its Python would contend for the GIL
+            task = asyncio.ensure_future(self._committer.submit(lambda c, d: _write(rows, c, d)))
         except RuntimeError:  # no running loop (a CLI run): write nothing rather than block
             return
         self._inflight.add(task)
@@ -184,8 +204,7 @@ class SqliteLedger:
         cutoff = self._clock() - self.retention
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute("DELETE FROM hops WHERE at < ?", (cutoff,))
-            conn.execute("DELETE FROM copies WHERE last_at < ?", (cutoff,))
+            conn.execute("DELETE FROM hop_groups WHERE at < ?", (cutoff,))
             conn.execute("DELETE FROM people WHERE at < ?", (cutoff,))
             conn.execute("COMMIT")
         except BaseException:
@@ -205,7 +224,7 @@ class SqliteLedger:
             found = conn.execute(
                 "SELECT at, hop, source, event, destination, purpose, status, attempt, reason,"
                 " fields FROM hops WHERE event_id = ? ORDER BY at, id", (event_id,)
-            ).fetchall()
+            ).fetchall()  # the index on hop_groups.event_id does the finding
             source = next((r[2] for r in found if r[2]), None)
             event = next((r[3] for r in found if r[3]), None)
             return [
@@ -250,7 +269,8 @@ class SqliteLedger:
         return result
 
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """A read-only SQL query on the ledger's tables (``relay reconcile`` aggregates)."""
+        """A read-only SQL query on the ledger (``relay reconcile`` aggregates); the ``hops``
+        and ``copies`` views read as tables."""
 
         def work(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             return list(conn.execute(sql, tuple(params)))

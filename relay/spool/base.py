@@ -17,14 +17,11 @@ def iso_utc(seconds: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One routed copy: what ``destination`` will receive (the post-pipeline event, JSON).
-    ``fields`` names (never the values) what it holds, for the delivery ledger; the spool
-    does not store it."""
+    """One routed copy: what ``destination`` will receive (the post-pipeline event, JSON)."""
 
     destination: str
     event_id: str
     payload: bytes
-    fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,27 +14,29 @@ import pytest
 from starlette.applications import Starlette
 
 from relay.ledger import SqliteLedger
-from relay.ledger.record import rows
+from relay.ledger.record import record
 from relay.observe.log import HOPS, hop, listen
 from relay.personal import Subjects
 from relay.runtime import Runtime
 from tests.conftest import TEST_SECRET
 
 
-def test_a_hop_becomes_a_hop_row_and_a_copy_row() -> None:
-    r = rows("dead-lettered", {"event_id": "e1", "destination": "ga4", "status": 400,
-                               "attempt": 3, "reason": "permanent"}, 10.0)
-    assert (r.hop.hop, r.hop.status, r.hop.attempt) == ("dead_lettered", 400, 3)
-    assert r.copy is not None and (r.copy.outcome, r.copy.attempt) == ("dead_lettered", 3)
-    spooled = rows("spooled", {"event_id": "e1", "destination": "ga4", "_source": "browser",
-                               "_event": "page_view", "_schema": 2, "_fields": ("b", "a"),
-                               "_consent": {"ads": "denied", "analytics": "granted"}}, 1.0)
-    assert spooled.copy is not None
-    assert json.loads(spooled.copy.fields or "") == ["a", "b"]
-    assert json.loads(spooled.copy.consent or "") == {"ads": "denied", "analytics": "granted"}
-    received = rows("received", {"event_id": "e1", "source": "browser", "_people": ["h1"]}, 1.0)
-    assert received.copy is None and received.people == ("h1",)
-    assert rows("replayed", {"destination": "ga4", "count": 3}, 1.0).copy is None
+def test_a_hop_becomes_what_the_ledger_keeps() -> None:
+    eid, hop_, subjects = record("dead-lettered", {"event_id": "e1", "destination": "ga4",
+                                                   "status": 400, "attempt": 3,
+                                                   "reason": "permanent"}, 10.0)
+    assert (eid, subjects) == ("e1", ())
+    assert hop_ == {"at": 10.0, "hop": "dead_lettered", "destination": "ga4",
+                    "reason": "permanent", "status": 400, "attempt": 3}
+    _, spooled, _ = record("spooled", {
+        "event_id": "e1", "destination": "ga4", "_source": "browser", "_event": "page_view",
+        "_schema": 2, "_payload": b'{"b":1,"a":{"x":[1]},"ann@example.com":2}',
+        "_consent": {"ads": "denied", "analytics": "granted"}}, 1.0)
+    assert spooled["fields"] == ["[redacted]", "a.x[]", "b"]  # names only, none personal
+    assert spooled["consent"] == {"ads": "denied", "analytics": "granted"}
+    assert (spooled["source"], spooled["event"], spooled["schema"]) == ("browser", "page_view", 2)
+    assert record("received", {"event_id": "e1", "_people": ["h1"]}, 1.0)[2] == ("h1",)
+    assert record("replayed", {"destination": "ga4", "count": 3}, 1.0)[0] is None
 
 
 async def test_the_ledger_records_traces_links_and_prunes(tmp_path: Path) -> None:
@@ -45,7 +47,8 @@ async def test_the_ledger_records_traces_links_and_prunes(tmp_path: Path) -> Non
         feed = ledger.listener
         feed("received", {"event_id": "e1", "source": "backend", "event": "purchase",
                           "_people": ["p1", "p2"]}, now[0])
-        feed("spooled", {"event_id": "e1", "destination": "ga4", "_fields": ["events[].name"],
+        feed("spooled", {"event_id": "e1", "destination": "ga4",
+                         "_payload": b'{"events": [{"name": "purchase"}]}',
                          "_source": "backend", "_event": "purchase",
                          "_consent": {"analytics": "granted"}}, now[0] + 1)
         feed("retried", {"event_id": "e1", "destination": "ga4", "status": 503,
