@@ -2,11 +2,12 @@
 ``var/ledger.db``), written by its own ``relay.sqlite.Committer`` thread.
 
 Writing is off the hot path: ``listener`` (a ``relay.observe.log`` hop listener) only
-appends the hop to a buffer; the buffer goes to the ledger's thread every 50 ms (or 500
-hops) as one operation, where it becomes one row per event (``relay.ledger.record``), and the
-thread's group commit writes many of those in one transaction. A ledger that cannot write (disk full) logs it, counts it in
-``relay_ledger_errors_total`` and never holds up or fails an event: the spool, not the
-ledger, is what makes an accepted event durable.
+appends the hop to a buffer. Every 50 ms (or 500 hops) the buffer becomes rows on the event
+loop, one row per event (``relay.ledger.record``; Python on the ledger's thread would contend
+for the GIL and cost more than the work itself), and goes to the ledger's thread as one
+operation; the thread's group commit writes many of those in one transaction. A ledger that
+cannot write (disk full) logs it, counts it in ``relay_ledger_errors_total`` and never holds
+up or fails an event: the spool, not the ledger, is what makes an accepted event durable.
 """
 
 from __future__ import annotations
