@@ -67,7 +67,10 @@ def place(rules: Rules, var_dir: str | os.PathLike[str]) -> Rules:
     ledger = rules.relay.ledger
     if ledger.url is not None:
         ledger = dataclasses.replace(ledger, url=place_url(ledger.url, resolve))
+    sample = rules.relay.sample
+    if sample is not None:
+        sample = dataclasses.replace(sample, path=resolve(sample.path))
     relay = dataclasses.replace(
-        rules.relay, spool=place_url(rules.relay.spool, resolve), ledger=ledger
+        rules.relay, spool=place_url(rules.relay.spool, resolve), ledger=ledger, sample=sample
     )
     return dataclasses.replace(rules, relay=relay, destinations=destinations)

@@ -27,6 +27,7 @@ from relay.dispatch import Dispatcher
 from relay.engine import Engine
 from relay.engine.identity import CookieSigner
 from relay.engine.results import Batch, debug_entries, debug_entry
+from relay.engine.sample import Sampler
 from relay.ledger import SqliteLedger
 from relay.observe.debug import DebugFeed
 from relay.observe.log import LOG, listen
@@ -135,7 +136,10 @@ class Runtime:
             )
         self.state = state
         self.subjects = Subjects(secrets_)
-        self.engine = Engine(rules, state, self.metrics, self.masker, subjects=self.subjects)
+        sample = relay.sample
+        sampler = Sampler(sample.path, sample.rate, sample.max_bytes) if sample else None
+        self.engine = Engine(rules, state, self.metrics, self.masker, subjects=self.subjects,
+                             sampler=sampler)
         self.limiter = RateLimiter(relay.rate_limit.per_second, relay.rate_limit.burst)
         self._browser = next((s for s in rules.sources.values() if s.type == "browser"), None)
         self._write_keys = {

@@ -40,7 +40,7 @@ class CaseResult:
         return not self.failures
 
 
-def _meta(rules: Rules, given: Given) -> Meta:
+def meta_for(rules: Rules, given: Given) -> Meta:
     source = rules.sources[given.source]
     headers = {k.lower(): str(v) for k, v in given.headers.items()}
     relay = rules.relay
@@ -90,7 +90,7 @@ async def run_case(rules: Rules, case: RuleTest) -> CaseResult:
     result: Result | None = None
     released: list[Result] = []
     for given in case.given:
-        batch = await engine.process([given.event], _meta(rules, given))
+        batch = await engine.process([given.event], meta_for(rules, given))
         result, released = batch.results[0], batch.releases
     report = CaseResult(case.name)
     if result is None:

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from relay.cli.common import DEFAULT_RULES, DEFAULT_VAR, log_level
+from relay.cli.diff import cmd_diff
 from relay.cli.dlq import cmd_dlq
 from relay.cli.rules import cmd_check, cmd_test
 from relay.cli.serve import DEFAULT_HOST, DEFAULT_PORT, cmd_serve
@@ -34,7 +35,6 @@ NOT_YET = {
     "datamap": "the record of processing",
     "reconcile": "browser/backend/delivered reconciliation",
     "forget": "deletion requests",
-    "diff": "shadow mode (what a rules change would change)",
 }
 
 
@@ -153,6 +153,22 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("event_id", metavar="EVENT_ID", help="the event's event_id")
     t.add_argument("--format", choices=["text", "json"], default="text", help="output format")
     t.set_defaults(func=cmd_trace)
+
+    f = command(
+        "diff", "what a rules change would change, on recorded events",
+        "Shadow mode: the events of --events (JSON lines, as relay.sample records them, or bare"
+        "\nenvelopes) through the rules of --against and of --rules, in memory, and per event"
+        "\nand destination what changes: the outcome, and the names of the fields sent."
+        "\nExit 0 either way (1 when the rules or the file cannot be read).",
+    )
+    f.add_argument("--rules", metavar="NEW", default=os.environ.get("RELAY_RULES", DEFAULT_RULES),
+                   help="the new rules")
+    f.add_argument("--against", metavar="OLD", default=DEFAULT_RULES,
+                   help="the rules in force")
+    f.add_argument("--events", metavar="FILE", required=True,
+                   help="recorded events, one JSON object a line (default: none, required)")
+    f.add_argument("--format", choices=["text", "json"], default="text", help="output format")
+    f.set_defaults(func=cmd_diff)
 
     m = command(
         "demo", "a demo shop, stand-in vendors and the debug view on one port",

@@ -28,6 +28,7 @@ from relay.engine.consent import decide
 from relay.engine.identity import new_id
 from relay.engine.match import matches
 from relay.engine.results import Audit, Batch, Copy, EventStatus, Meta, Result
+from relay.engine.sample import Sampler
 from relay.engine.waiting import (
     CONSENT_EVENT,
     CONSENT_MEMORY_SECONDS,
@@ -61,9 +62,11 @@ class Engine(ConsentWaits):
         masker: Masker,
         kinds: Mapping[str, DestinationDef] = DESTINATIONS,
         subjects: Subjects | None = None,
+        sampler: Sampler | None = None,
     ) -> None:
         self.rules = rules
         self.subjects = subjects  # the ledger's keyed hashes of a person's ids
+        self.sampler = sampler  # relay.sample: events recorded for relay diff
         self.state = state
         self.metrics = metrics
         self.masker = masker
@@ -179,6 +182,8 @@ class Engine(ConsentWaits):
             hop("quarantined", event_id=eid, source=source.name, event=self._named(name))
             return Result(index, "quarantined", eid, name, checked.error, notes=notes)
 
+        if self.sampler is not None:
+            self.sampler.offer(rules, ev)
         contract = checked.contract
         if contract is not None and contract.authority is not None:
             held = await self._authority(ev, contract, source, notes)

@@ -137,6 +137,15 @@ class Ledger:
 
 
 @dataclass(frozen=True, slots=True)
+class Sample:
+    """``relay.sample``: a minimized sample of incoming events for ``relay diff``."""
+
+    path: str
+    rate: float = 0.01
+    max_bytes: int = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
 class RelaySettings:
     prefix: str = DEFAULT_PREFIX
     client_ip: ClientIP = field(default_factory=ClientIP)
@@ -147,6 +156,7 @@ class RelaySettings:
     state: str = DEFAULT_STATE
     spool: str = DEFAULT_SPOOL
     ledger: Ledger = field(default_factory=Ledger)
+    sample: Sample | None = None  # off unless set
     limits: Limits = field(default_factory=Limits)
     admin: Admin = field(default_factory=Admin)
     rate_limit: RateLimit = field(default_factory=RateLimit)

@@ -22,12 +22,13 @@ from relay.rules.model import (
     Limits,
     RateLimit,
     RelaySettings,
+    Sample,
 )
 from relay.rules.reader import Reader
 
 RELAY_KEYS = (
     "prefix", "client_ip", "country_header", "cookie", "dedup_window", "dedup_max_keys",
-    "state", "spool", "ledger", "limits", "admin", "rate_limit", "consent_map",
+    "state", "spool", "ledger", "sample", "limits", "admin", "rate_limit", "consent_map",
 )
 COOKIE_KEYS = ("name", "max_age", "path", "domain", "same_site", "secure", "secret")
 LIMIT_KEYS = ("body_bytes", "batch_events", "properties", "depth", "string_chars")
@@ -51,6 +52,7 @@ def relay(r: Reader, at: At) -> RelaySettings:
         state=_store_url(r, get("state"), d.state, spool=False),
         spool=_store_url(r, get("spool"), d.spool, spool=True),
         ledger=_ledger(r, get("ledger")),
+        sample=_sample(get("sample")),
         limits=_limits(r, get("limits")),
         admin=_admin(r, get("admin")),
         rate_limit=_rate_limit(r, get("rate_limit")),
@@ -146,6 +148,24 @@ def _ledger(r: Reader, at: At) -> Ledger:
                             "sqlite:////abs/path/ledger.db")
         url = None
     return Ledger(url=url or d.url, retention=r.positive(at.get("retention"), d.retention))
+
+
+def _sample(at: At) -> Sample | None:
+    if not at.present or at.mapping(("path", "rate", "max_bytes"), ("path",)) is None:
+        return None
+    path = at.get("path").string()
+    d = Sample("")
+    rate = d.rate
+    given = at.get("rate")
+    if given.present:
+        value = given.value
+        if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 1:
+            rate = float(value)
+        else:
+            given.error(BAD_VALUE, "the sample rate is a fraction above 0 and at most 1",
+                        "like 0.01 for one event in a hundred")
+    size = at.get("max_bytes").integer(d.max_bytes, minimum=1) or d.max_bytes
+    return Sample(path, rate, size) if path else None
 
 
 def _limits(r: Reader, at: At) -> Limits:
