@@ -235,7 +235,8 @@ def test_request() -> None:
     assert "test_event_code" not in plain
 
 
-def answer(body: Any, status: int = 200, **headers: str) -> httpx.Response:
+def answer(body: Any, status: int = 200,
+           headers: dict[str, str] | None = None) -> httpx.Response:
     return httpx.Response(status, json=body, headers=headers)
 
 
@@ -266,7 +267,7 @@ def test_classify_permission_and_http_401() -> None:
 @pytest.mark.parametrize("code", [40100, 40132, 61000, 50000, 50002, 51012, 60001])
 def test_classify_rate_limits_and_system_errors_retry(code: int) -> None:
     v = tiktok.classify(answer({"code": code, "message": "Too many requests"},
-                               **{"Retry-After": "7"}))
+                               headers={"Retry-After": "7"}))
     assert (v.kind, v.retry_after) == ("retry", 7.0)
 
 
