@@ -464,3 +464,28 @@ def test_settings_parse_through_at_directly() -> None:
     rep = Reporter()
     s = meta_capi.parse_settings(At({"pixel_id": 42, "access_token": "t"}, ("s",), rep))
     assert rep.errors == [] and s is not None and s.pixel_id == "42"
+
+
+def test_tokens_are_masked_in_the_rules_get_rules_and_relay_check_show(tmp_path: Path) -> None:
+    from relay.rules.secrets import masked_tree
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "d.yaml").write_text(
+        "purposes:\n  ads: {default: {'*': granted}}\n"
+        "destinations:\n"
+        "  meta:\n"
+        "    type: meta_capi\n"
+        "    purpose: ads\n"
+        "    events: '*'\n"
+        "    settings: {pixel_id: '123', access_token: written-in-the-file}\n"
+        "  tt:\n"
+        "    type: tiktok\n"
+        "    purpose: ads\n"
+        "    events: '*'\n"
+        "    settings: {pixel_code: C4ABCDEFGHIJKLMNOPQR, access_token: tt-written}\n")
+    tree = masked_tree(load_rules(rules, {}))
+    assert tree["destinations"]["meta"]["settings"] == {"pixel_id": "123",
+                                                        "access_token": "***"}
+    assert tree["destinations"]["tt"]["settings"] == {"pixel_code": "C4ABCDEFGHIJKLMNOPQR",
+                                                      "access_token": "***"}
