@@ -351,6 +351,10 @@ def prepare(event: Event, settings: MetaSettings, ctx: StepContext) -> Event | N
                 "keep the user agent in this destination's pipeline (user_agent: keep) and "
                 "send the page URL, or set settings.action_source")
             return None
+    if not user_data:
+        ctx.notes.append(f"{NAME}: Meta requires at least one customer information parameter "
+                         "(an identifier, the IP address or the user agent); none is left")
+        return None
     custom_data = _custom_data(event, settings, ctx)
     if name == "Purchase" and not ("value" in custom_data and "currency" in custom_data):
         ctx.notes.append(f"{NAME}: Meta requires properties.value and properties.currency "

@@ -240,6 +240,11 @@ def test_a_website_event_without_user_agent_or_url_is_dropped_with_the_reason() 
     # Another action source does not need them.
     item, ctx = prepare(ev, settings(action_source="system_generated"))
     assert item is not None and item["action_source"] == "system_generated"
+    # But Meta needs one customer information parameter, whatever the source.
+    ev["context"] = {}
+    item, ctx = prepare(ev, settings(action_source="system_generated"))
+    assert item is None and ctx.notes[-1].startswith(
+        "meta_capi: Meta requires at least one customer information parameter")
 
 
 def test_events_older_than_seven_days_are_dropped_with_the_reason() -> None:
