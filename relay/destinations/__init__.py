@@ -6,11 +6,13 @@ Each module holds pure ``parse_settings`` / ``build_request`` / ``classify`` fun
 
 from __future__ import annotations
 
-from relay.destinations import file, log, webhook
+from relay.destinations import file, log, meta_capi, tiktok, webhook
 from relay.types import DestinationDef
 
 DESTINATIONS: dict[str, DestinationDef] = {
     "file": file.DESTINATION,
     "log": log.DESTINATION,
+    "meta_capi": meta_capi.DESTINATION,
+    "tiktok": tiktok.DESTINATION,
     "webhook": webhook.DESTINATION,
 }

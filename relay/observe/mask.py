@@ -22,8 +22,11 @@ Field by field:
 - ``user.*``: a tag, named by the field: ``[email #f379a7fd]``. Emails and phone numbers are
   tagged in their normalized form (``Ann@Example.com `` and ``ann@example.com`` match); a value
   that already is SHA-256 hex (a pipeline hashed it) is shown as it is;
-- ``context.user_agent`` (and any field named ``user_agent``, ``userAgent`` or ``ua``) and
-  ``anonymous_id``: a tag;
+- ``context.user_agent`` (and any field named ``user_agent``, ``userAgent``, ``ua`` or ending
+  in ``user_agent``, like Meta's ``client_user_agent``) and ``anonymous_id``: a tag;
+- cookie values: each value of ``context.cookies`` (``_fbc``, ``_fbp``, ``_ttp``) and the fields
+  vendors carry them in (``fbc``, ``fbp``, ``ttp``): ``[cookie #...]``; a field named
+  ``client_ip_address``, ``ip_address`` or ``ip`` anywhere: as ``context.ip``;
 - ``correlation_id``: its digest, the one the debug view's ``?cid=`` filter takes;
 - ``event_id``: as sent (it is how an event is followed from arrival to delivery);
 - a URL (a string that starts with a scheme): scheme, host and port as they are, user info
@@ -67,6 +70,11 @@ _CONTEXT = b"relay.observe.mask.v1"
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 _URL_PARTS = re.compile(r"[/?#]")
 _USER_AGENT_NAMES = frozenset({"useragent", "ua"})  # user_agent, userAgent, ua, UA
+# Vendors' names for the user agent (client_user_agent), the address (client_ip_address)
+# and their cookies (Meta's fbc and fbp, TikTok's ttp), as a vendor item in the debug view
+# carries them; ``context.cookies`` holds cookie values by their names (_fbp, _ttp, ...).
+_COOKIE_NAMES = frozenset({"fbc", "fbp", "ttp"})
+_IP_NAMES = frozenset({"clientipaddress", "ipaddress", "ip"})
 
 
 class Masker:
@@ -168,8 +176,17 @@ class Masker:
         return value
 
     def _field(self, name: str, value: Any) -> Any:
-        if isinstance(value, str) and name.replace("_", "").lower() in _USER_AGENT_NAMES:
+        key = name.replace("_", "").lower()
+        if isinstance(value, str) and (key in _USER_AGENT_NAMES or key.endswith("useragent")):
             return f"[user agent {self.tag(value)}]"
+        if isinstance(value, str) and key in _COOKIE_NAMES:
+            return f"[cookie {self.tag(value)}]"
+        if isinstance(value, str) and key in _IP_NAMES:
+            return self.ip(value)
+        if key == "cookies" and isinstance(value, dict):
+            return {self.text(str(k)): f"[cookie {self.tag(str(v))}]"
+                    if isinstance(v, str | int | float) and not isinstance(v, bool) else None
+                    for k, v in value.items()}
         if _is_contact(name, value):
             return self.identifier(name, value)
         return self.value(value)

@@ -160,3 +160,23 @@ def test_fields_named_for_a_user_agent_are_tagged_wherever_they_are() -> None:
     assert MASKER.value({"userAgent": UA, "ua": UA, "browser": {"user_agent": UA}}) == {
         "userAgent": f"[user agent {tag}]", "ua": f"[user agent {tag}]",
         "browser": {"user_agent": f"[user agent {tag}]"}}
+
+
+def test_vendor_items_and_forwarded_cookies_are_masked_by_meaning() -> None:
+    fbc, fbp = "fb.1.1554763741205.IwAR2xYz", "fb.1.1558571054389.1098115397"
+    meta_item = {"event_name": "Purchase", "event_id": "o1",
+                 "user_data": {"em": [HASHED], "client_ip_address": "203.0.113.77",
+                               "client_user_agent": UA, "fbc": fbc, "fbp": fbp}}
+    masked = MASKER.event(meta_item)
+    user = masked["user_data"]
+    assert user["em"] == [HASHED]
+    assert user["client_ip_address"] == f"203.0.113.0 {MASKER.tag('203.0.113.77')}"
+    assert user["client_user_agent"] == f"[user agent {MASKER.tag(UA)}]"
+    assert user["fbc"] == f"[cookie {MASKER.tag(fbc)}]"
+    assert user["fbp"] == f"[cookie {MASKER.tag(fbp)}]"
+    ev = {"context": {"cookies": {"_fbp": fbp, "_ttp": "ttp-value-123"}}}
+    assert MASKER.event(ev)["context"]["cookies"] == {
+        "_fbp": f"[cookie {MASKER.tag(fbp)}]", "_ttp": f"[cookie {MASKER.tag('ttp-value-123')}]"}
+    tiktok_item = {"user": {"ttp": "ttp-value-123", "ip": "203.0.113.77", "user_agent": UA}}
+    shown = str(MASKER.event(tiktok_item))
+    assert "ttp-value-123" not in shown and "203.0.113.77" not in shown and UA not in shown
