@@ -22,8 +22,11 @@ Field by field:
 - ``user.*``: a tag, named by the field: ``[email #f379a7fd]``. Emails and phone numbers are
   tagged in their normalized form (``Ann@Example.com `` and ``ann@example.com`` match); a value
   that already is SHA-256 hex (a pipeline hashed it) is shown as it is;
-- ``context.user_agent`` (and any field named ``user_agent``, ``userAgent`` or ``ua``) and
-  ``anonymous_id``: a tag;
+- ``context.user_agent`` (and any field named ``user_agent``, ``userAgent``, ``User-Agent``
+  or ``ua``) and ``anonymous_id``: a tag;
+- a field named for a visitor's or user's id anywhere (``client_id``, ``user_id``,
+  ``anonymous_id``, ``userId``, ...: the ids vendor formats carry, often a cookie's value):
+  a tag, as for ``user.*``;
 - ``correlation_id``: its digest, the one the debug view's ``?cid=`` filter takes;
 - ``event_id``: as sent (it is how an event is followed from arrival to delivery);
 - a URL (a string that starts with a scheme): scheme, host and port as they are, user info
@@ -66,7 +69,8 @@ KEY_BYTES = 16  # at least: a shorter key would make tags guessable
 _CONTEXT = b"relay.observe.mask.v1"
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 _URL_PARTS = re.compile(r"[/?#]")
-_USER_AGENT_NAMES = frozenset({"useragent", "ua"})  # user_agent, userAgent, ua, UA
+_USER_AGENT_NAMES = frozenset({"useragent", "ua"})  # user_agent, userAgent, User-Agent, ua
+_ID_NAMES = frozenset({"clientid", "userid", "anonymousid"})  # client_id, userId, ...
 
 
 class Masker:
@@ -168,8 +172,11 @@ class Masker:
         return value
 
     def _field(self, name: str, value: Any) -> Any:
-        if isinstance(value, str) and name.replace("_", "").lower() in _USER_AGENT_NAMES:
+        plain = name.replace("_", "").replace("-", "").lower()
+        if isinstance(value, str) and plain in _USER_AGENT_NAMES:
             return f"[user agent {self.tag(value)}]"
+        if plain in _ID_NAMES and isinstance(value, str | int) and not isinstance(value, bool):
+            return self.identifier(name, value)
         if _is_contact(name, value):
             return self.identifier(name, value)
         return self.value(value)
