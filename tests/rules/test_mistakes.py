@@ -35,7 +35,7 @@ EXPECTED = [
      "did you mean 'purchase'?"),
     ("06_destinations.yaml", 8, 23, "R102", "destinations.ga4.retry.attempts",
      "expected a whole number, got a string"),
-    ("06_destinations.yaml", 14, 11, "R208", "destinations.meta.type", "known types: file, log"),
+    ("06_destinations.yaml", 14, 11, "R208", "destinations.meta.type", "known types: file, ga4, log"),
     ("06_destinations.yaml", 17, 5, "R103", "destinations.sink", "missing required key 'type'"),
     ("07_broken.yaml", 3, 11, "R001", "", "mapping values are not allowed"),
     ("08_tests.yaml", 4, 19, "R270", "tests[0].expect.ga4", "did you mean 'suppressed'?"),
