@@ -6,12 +6,13 @@ Each module holds pure ``parse_settings`` / ``build_request`` / ``classify`` fun
 
 from __future__ import annotations
 
-from relay.destinations import file, ga4, log, webhook
+from relay.destinations import file, ga4, log, plausible, webhook
 from relay.types import DestinationDef
 
 DESTINATIONS: dict[str, DestinationDef] = {
     "file": file.DESTINATION,
     "ga4": ga4.DESTINATION,
     "log": log.DESTINATION,
+    "plausible": plausible.DESTINATION,
     "webhook": webhook.DESTINATION,
 }
