@@ -15,6 +15,11 @@ sends it, and then acks it, schedules a retry or dead-letters it:
 - permanent (other 4xx, ``Permanent``): dead-lettered at once with the vendor's status and
   answer.
 
+A claim is cut into requests in two steps: ``by_group`` first, for types whose requests share
+fields between their items (``DestinationDef.group``: a GA4 request has one ``client_id``,
+``user_id`` and consent for all its events), so that one request only carries items of one
+key; then ``by_size``, at the vendor's body limit (``DestinationDef.max_bytes``).
+
 A copy whose request cannot be built (``build_request`` raises, or a header value it made is
 one HTTP cannot carry: ``unsendable``) is dead-lettered alone with the reason, before anything
 is sent; the other copies of its batch go in one request without it. No vendor was asked, so
@@ -115,6 +120,25 @@ def by_size(rows: list[Claimed], max_bytes: int | None) -> list[Part]:
     if current:
         parts.append(Part(current, indices))
     return parts
+
+
+def by_group(events: Sequence[Event], group: Callable[[Event], str] | None) -> list[list[int]]:
+    """The indices of ``events`` cut by the key ``group`` gives each (the vendor's item), in
+    the order each key first appears; all in one list when the type has no ``group``. An item
+    whose key cannot be computed goes alone.
+
+    ``by_group([a1, b1, a2], key)`` -> ``[[0, 2], [1]]`` (``key`` of ``a1`` and ``a2`` alike).
+    """
+    if group is None:
+        return [list(range(len(events)))]
+    out: dict[str, list[int]] = {}
+    for i, event in enumerate(events):
+        try:
+            key = group(event)
+        except Exception:
+            key = f"\x00{i}"  # never a key of another item
+        out.setdefault(key, []).append(i)
+    return list(out.values())
 
 
 def _build(
@@ -364,8 +388,10 @@ class Dispatcher:
                 events.append(event)
             else:
                 await self._dead(lane, [row], Verdict("permanent", "undecodable payload"), None)
-        for part in by_size(rows, lane.definition.max_bytes):
-            await self._send(lane, part, [events[i] for i in part.indices])
+        for indices in by_group(events, lane.definition.group):
+            same = [rows[i] for i in indices]
+            for part in by_size(same, lane.definition.max_bytes):
+                await self._send(lane, part, [events[indices[j]] for j in part.indices])
 
     async def _send(self, lane: _Lane, part: Part, events: list[Event]) -> None:
         rows = part.rows

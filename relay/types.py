@@ -73,6 +73,9 @@ class FieldMap:
     """One field a vendor destination can send: the event's field ``ours`` (a dotted path
     after the pipeline; ``event`` is the event's name) becomes ``theirs`` in the vendor's
     item (a dotted path; ``[]`` marks a list), ``hashed`` when the vendor gets its SHA-256.
+    A ``*`` segment stands for any key, on both sides alike (``properties.*`` sent as
+    ``events[].params.*``: each property under its own name). A field the relay takes from
+    the destination's settings rather than from the event has ``ours`` ``settings.<key>``.
     The datamap is built from these, and tests check that a vendor item holds nothing else.
     """
 
@@ -96,6 +99,8 @@ class DestinationDef:
     vendor receives and never a raw identifier the vendor only gets hashed; ``build_request``
     then wraps a batch of items. ``fields(settings)`` lists what ``prepare`` can produce.
     ``max_bytes`` bounds one request's items (their JSON) where the vendor limits the body.
+    ``group`` keys an item by what a request shares (GA4: one ``client_id``, ``user_id`` and
+    consent per request): the dispatcher sends items of one key per request.
     """
 
     parse_settings: Callable[[At], Any]
@@ -106,6 +111,7 @@ class DestinationDef:
     prepare: Prepare | None = None
     fields: Callable[[Any], Sequence[FieldMap]] | None = None
     max_bytes: int | None = None
+    group: Callable[[Event], str] | None = None
     vendor: str = ""  # who receives the data, for the datamap ("Google Analytics 4", ...)
     # Settings naming local files: the settings with each path passed through the function
     # (``relay.registry.place`` resolves them under the var directory).

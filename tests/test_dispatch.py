@@ -15,7 +15,7 @@ import pytest
 from relay.destinations.base import http_classify, unsendable
 from relay.destinations.file import FileSettings
 from relay.destinations.webhook import WebhookSettings
-from relay.dispatch import Breaker, Dispatcher, backoff, by_size
+from relay.dispatch import Breaker, Dispatcher, backoff, by_group, by_size
 from relay.observe.log import HOPS
 from relay.observe.metrics import Metrics
 from relay.rules.model import Destination, Retry
@@ -629,3 +629,52 @@ async def test_a_claim_over_the_body_limit_goes_in_several_requests(
         finally:
             await dispatcher.stop()
     assert sizes == [2, 2, 1]
+
+
+def test_by_group_cuts_by_the_types_key_in_order_of_first_appearance() -> None:
+    items = [{"u": "a"}, {"u": "b"}, {"u": "a"}, {"u": "c"}, {"u": "b"}]
+    assert by_group(items, lambda e: str(e["u"])) == [[0, 2], [1, 4], [3]]
+    assert by_group(items, None) == [[0, 1, 2, 3, 4]]
+    assert by_group([], lambda e: "x") == []
+
+    def broken(e: Event) -> str:
+        if e["u"] == "b":
+            raise KeyError("no key")
+        return str(e["u"])
+
+    assert by_group(items, broken) == [[0, 2], [1], [3], [4]]  # no key: alone
+
+
+async def test_a_request_carries_items_of_one_group_only(
+    spool: SqliteSpool, vt: VirtualTime
+) -> None:
+    """A type with ``group`` (GA4: one client id per request) gets one request per key of a
+    claim, each within ``max_bytes``, and every item is delivered once."""
+    bodies: list[list[Event]] = []
+
+    def vendor(request: httpx.Request) -> httpx.Response:
+        bodies.append(orjson.loads(request.content)["batch"])
+        return httpx.Response(204)
+
+    rows = [Row("bulk", f"e{i}", orjson.dumps({"event_id": f"e{i}", "user": "ab"[i % 2]}))
+            for i in range(7)]
+    one = len(rows[0].payload) + 1
+    kinds = {"bulk": DestinationDef(
+        parse_settings=lambda at: None, max_batch=100,
+        build_request=lambda items, s: httpx.Request(
+            "POST", "https://bulk.example/in", json={"batch": list(items)}),
+        classify=http_classify, max_bytes=one * 3, group=lambda item: str(item["user"]))}
+    dest = Destination(name="bulk", type="bulk", purpose=None, concurrency=1)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(vendor)) as client:
+        dispatcher = Dispatcher(spool, {"bulk": dest}, client, Metrics(), clock=vt,
+                                sleep=vt.sleep, registry=kinds)
+        await spool.put(rows)
+        dispatcher.start()
+        try:
+            dispatcher.notify("bulk")
+            await until(lambda: sum(map(len, bodies)) == 7)
+        finally:
+            await dispatcher.stop()
+    assert [[e["event_id"] for e in b] for b in bodies] == [
+        ["e0", "e2", "e4"], ["e6"], ["e1", "e3", "e5"]]
+    assert spool.depths()[0] == {"bulk": 0}

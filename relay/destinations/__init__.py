@@ -6,13 +6,15 @@ Each module holds pure ``parse_settings`` / ``build_request`` / ``classify`` fun
 
 from __future__ import annotations
 
-from relay.destinations import file, log, meta_capi, tiktok, webhook
+from relay.destinations import file, ga4, log, meta_capi, plausible, tiktok, webhook
 from relay.types import DestinationDef
 
 DESTINATIONS: dict[str, DestinationDef] = {
     "file": file.DESTINATION,
+    "ga4": ga4.DESTINATION,
     "log": log.DESTINATION,
     "meta_capi": meta_capi.DESTINATION,
+    "plausible": plausible.DESTINATION,
     "tiktok": tiktok.DESTINATION,
     "webhook": webhook.DESTINATION,
 }

@@ -22,8 +22,12 @@ Field by field:
 - ``user.*``: a tag, named by the field: ``[email #f379a7fd]``. Emails and phone numbers are
   tagged in their normalized form (``Ann@Example.com `` and ``ann@example.com`` match); a value
   that already is SHA-256 hex (a pipeline hashed it) is shown as it is;
-- ``context.user_agent`` (and any field named ``user_agent``, ``userAgent``, ``ua`` or ending
-  in ``user_agent``, like Meta's ``client_user_agent``) and ``anonymous_id``: a tag;
+- ``context.user_agent`` (and any field named ``user_agent``, ``userAgent``, ``User-Agent``,
+  ``ua`` or ending in ``user_agent``, like Meta's ``client_user_agent``) and ``anonymous_id``:
+  a tag;
+- a field named for a visitor's or user's id anywhere (``client_id``, ``user_id``,
+  ``anonymous_id``, ``userId``, ...: the ids vendor formats carry, often a cookie's value):
+  a tag, as for ``user.*``;
 - cookie values: each value of ``context.cookies`` (``_fbc``, ``_fbp``, ``_ttp``) and the fields
   vendors carry them in (``fbc``, ``fbp``, ``ttp``): ``[cookie #...]``; a field named
   ``client_ip_address``, ``ip_address`` or ``ip`` anywhere: as ``context.ip``;
@@ -69,7 +73,8 @@ KEY_BYTES = 16  # at least: a shorter key would make tags guessable
 _CONTEXT = b"relay.observe.mask.v1"
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 _URL_PARTS = re.compile(r"[/?#]")
-_USER_AGENT_NAMES = frozenset({"useragent", "ua"})  # user_agent, userAgent, ua, UA
+_USER_AGENT_NAMES = frozenset({"useragent", "ua"})  # user_agent, userAgent, User-Agent, ua
+_ID_NAMES = frozenset({"clientid", "userid", "anonymousid"})  # client_id, userId, ...
 # Vendors' names for the user agent (client_user_agent), the address (client_ip_address)
 # and their cookies (Meta's fbc and fbp, TikTok's ttp), as a vendor item in the debug view
 # carries them; ``context.cookies`` holds cookie values by their names (_fbp, _ttp, ...).
@@ -176,9 +181,11 @@ class Masker:
         return value
 
     def _field(self, name: str, value: Any) -> Any:
-        key = name.replace("_", "").lower()
+        key = name.replace("_", "").replace("-", "").lower()
         if isinstance(value, str) and (key in _USER_AGENT_NAMES or key.endswith("useragent")):
             return f"[user agent {self.tag(value)}]"
+        if key in _ID_NAMES and isinstance(value, str | int) and not isinstance(value, bool):
+            return self.identifier(name, value)
         if isinstance(value, str) and key in _COOKIE_NAMES:
             return f"[cookie {self.tag(value)}]"
         if isinstance(value, str) and key in _IP_NAMES:

@@ -157,9 +157,24 @@ def test_fields_named_for_an_email_or_a_phone_are_identifiers_wherever_they_are(
 
 def test_fields_named_for_a_user_agent_are_tagged_wherever_they_are() -> None:
     tag = MASKER.tag(UA)
-    assert MASKER.value({"userAgent": UA, "ua": UA, "browser": {"user_agent": UA}}) == {
+    assert MASKER.value({"userAgent": UA, "ua": UA, "browser": {"user_agent": UA},
+                         "headers": {"User-Agent": UA}}) == {
         "userAgent": f"[user agent {tag}]", "ua": f"[user agent {tag}]",
-        "browser": {"user_agent": f"[user agent {tag}]"}}
+        "browser": {"user_agent": f"[user agent {tag}]"},
+        "headers": {"User-Agent": f"[user agent {tag}]"}}
+
+
+def test_fields_named_for_an_id_are_tagged_wherever_they_are() -> None:
+    """Vendor items (what the debug view shows a destination sends) carry the visitor's
+    and user's ids under the vendor's names: a GA4 client_id is often the _ga cookie's."""
+    out = MASKER.event({"client_id": "1234567890.1700000000", "user_id": "u_42",
+                        "userId": 42, "order_id": "O-1",
+                        "events": [{"params": {"anonymous_id": "anon-1"}}]})
+    assert out == {"client_id": f"[client_id {MASKER.tag('1234567890.1700000000')}]",
+                   "user_id": f"[user_id {MASKER.tag('u_42')}]",
+                   "userId": f"[userId {MASKER.tag('42')}]", "order_id": "O-1",
+                   "events": [{"params": {
+                       "anonymous_id": f"[anonymous_id {MASKER.tag('anon-1')}]"}}]}
 
 
 def test_vendor_items_and_forwarded_cookies_are_masked_by_meaning() -> None:
