@@ -6,11 +6,12 @@ Each module holds pure ``parse_settings`` / ``build_request`` / ``classify`` fun
 
 from __future__ import annotations
 
-from relay.destinations import file, log, webhook
+from relay.destinations import file, log, segment, webhook
 from relay.types import DestinationDef
 
 DESTINATIONS: dict[str, DestinationDef] = {
     "file": file.DESTINATION,
     "log": log.DESTINATION,
+    "segment": segment.DESTINATION,
     "webhook": webhook.DESTINATION,
 }
