@@ -6,7 +6,16 @@ Each module holds pure ``parse_settings`` / ``build_request`` / ``classify`` fun
 
 from __future__ import annotations
 
-from relay.destinations import file, ga4, log, meta_capi, plausible, tiktok, webhook
+from relay.destinations import (
+    file,
+    ga4,
+    log,
+    meta_capi,
+    plausible,
+    segment,
+    tiktok,
+    webhook,
+)
 from relay.types import DestinationDef
 
 DESTINATIONS: dict[str, DestinationDef] = {
@@ -15,6 +24,7 @@ DESTINATIONS: dict[str, DestinationDef] = {
     "log": log.DESTINATION,
     "meta_capi": meta_capi.DESTINATION,
     "plausible": plausible.DESTINATION,
+    "segment": segment.DESTINATION,
     "tiktok": tiktok.DESTINATION,
     "webhook": webhook.DESTINATION,
 }

@@ -8,7 +8,9 @@ unchanged (method, path, query, body, and every end-to-end header, so ``Host``, 
 snippet share an origin, so the correlation cookie is first-party and ``sendBeacon``/``fetch``
 are same-origin requests, exactly as on a real site.
 
-Every ``POST /t/e`` is recorded (``posts``): what the browser sent, before the relay.
+Every ``POST /t/e`` is recorded (``posts``): what the browser sent, before the relay; every
+request forwarded to the relay is in ``forwarded``. ``files`` serves other static files (a
+vendor's script bundle, its settings) at their exact paths.
 """
 
 from __future__ import annotations
@@ -63,8 +65,10 @@ class Site:
     def __init__(self, relay: RelayProcess) -> None:
         self.relay = relay
         self.pages: dict[str, str] = {}
+        self.files: dict[str, tuple[str, bytes]] = {}  # path -> (content type, body)
         self._lock = threading.Lock()
         self._posts: list[Post] = []
+        self._forwarded: list[tuple[str, str, Post]] = []
         self.errors: list[str] = []
         self._server = _Server(("127.0.0.1", 0), _handler(self))
         self.port: int = self._server.server_address[1]
@@ -87,6 +91,12 @@ class Site:
         with self._lock:
             return list(self._posts)
 
+    @property
+    def forwarded(self) -> list[tuple[str, str, Post]]:
+        """Every request passed to the relay: (method, path with query, what and status)."""
+        with self._lock:
+            return list(self._forwarded)
+
     def sent(self) -> list[dict[str, Any]]:
         """Every event the browser posted to the relay, in order."""
         return [e for p in self.posts for e in p.events]
@@ -101,6 +111,10 @@ class Site:
     def _record(self, post: Post) -> None:
         with self._lock:
             self._posts.append(post)
+
+    def _record_forwarded(self, method: str, target: str, post: Post) -> None:
+        with self._lock:
+            self._forwarded.append((method, target, post))
 
     def forward(self, method: str, target: str, headers: list[tuple[str, str]],
                 body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -152,10 +166,15 @@ def _handler(site: Site) -> type[BaseHTTPRequestHandler]:
                 if path.startswith("/t/"):
                     status, headers, out = site.forward(self.command, self.path,
                                                         list(self.headers.items()), body)
+                    lowered = {k.lower(): v for k, v in self.headers.items()}
                     if self.command == "POST" and path == "/t/e":
-                        lowered = {k.lower(): v for k, v in self.headers.items()}
                         site._record(Post(lowered, body, status))
+                    site._record_forwarded(self.command, self.path, Post(lowered, body, status))
                     self._send(status, headers, out)
+                elif path in site.files:
+                    content_type, data = site.files[path]
+                    self._send(200, [("Content-Type", content_type),
+                                     ("Cache-Control", "no-store")], data)
                 elif path.startswith("/pages/") and path[7:] in site.pages:
                     html = site.pages[path[7:]].encode()
                     self._send(200, [("Content-Type", "text/html; charset=utf-8"),

@@ -90,7 +90,7 @@ def _still_serving(relay: RelayProcess) -> None:
         r = post_backend(http, relay, purchase())
         assert r.status_code == 202, r.text
         r = http.post(relay.url("/v1/track"), headers={"Authorization": f"Basic {BASIC}"},
-                      json={"type": "track", "event": "Order Completed",
+                      json={"type": "track", "event": "Order Completed", "userId": "u_1",
                             "messageId": new_event_id("seg")})
         assert r.status_code == 200 and r.json()["success"] is True, r.text
 

@@ -15,7 +15,6 @@ from starlette.requests import ClientDisconnect
 
 from relay.errors import SpoolUnavailable
 from relay.ingest.body import parse_body
-from relay.ingest.segment import parse_segment
 from relay.ingest.webhook import check_auth
 from relay.rules.model import BearerAuth, HmacAuth, Source
 from relay.runtime import Runtime
@@ -181,22 +180,6 @@ def test_check_auth_bearer() -> None:
     assert check_auth(src, {}, b"", 0)
     hsrc = Source("h", "webhook", HmacAuth(("a", "b"), 300))
     assert check_auth(hsrc, {"x-relay-signature": sign(b"{}", "b")}, b"{}", time.time()) is None
-
-
-def test_parse_segment_track() -> None:
-    msg = {
-        "type": "track",
-        "event": "Order Completed",
-        "messageId": "m1",
-        "userId": "u1",
-        "timestamp": "2026-11-28T12:00:00Z",
-        "properties": {"value": 1},
-        "context": {"ip": "1.2.3.4", "userAgent": "UA"},
-    }
-    env = parse_segment("track", msg)
-    assert env["event"] == "Order Completed" and env["event_id"] == "m1"
-    assert env["user"] == {"id": "u1"} and env["context"] == {"ip": "1.2.3.4", "user_agent": "UA"}
-    assert parse_segment("page", {"type": "page"})["event"] == "page_view"
 
 
 async def test_read_body_joins_chunks() -> None:
