@@ -6,11 +6,14 @@ Each module holds pure ``parse_settings`` / ``build_request`` / ``classify`` fun
 
 from __future__ import annotations
 
-from relay.destinations import file, log, webhook
+from relay.destinations import file, log, matomo, mixpanel, posthog, webhook
 from relay.types import DestinationDef
 
 DESTINATIONS: dict[str, DestinationDef] = {
     "file": file.DESTINATION,
     "log": log.DESTINATION,
+    "matomo": matomo.DESTINATION,
+    "mixpanel": mixpanel.DESTINATION,
+    "posthog": posthog.DESTINATION,
     "webhook": webhook.DESTINATION,
 }
