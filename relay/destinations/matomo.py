@@ -11,8 +11,8 @@ hex digits, derived from the anonymous id or the correlation id), ``uid`` from `
 ``url`` / ``urlref`` / ``action_name`` for page views, ``e_c`` / ``e_a`` / ``e_n`` /
 ``e_v`` for other events, ``idgoal=0`` with ``ec_id`` / ``revenue`` / ``ec_items`` for a
 purchase, ``cdt`` from the event's time, ``ua`` only when the pipeline kept the user agent
-and ``cip`` only when it kept the IP and a ``token_auth`` is set (Matomo ignores a ``cip``
-it cannot authenticate). ``token_auth`` goes in the JSON body only, never in a URL.
+and ``cip`` only when it kept the IP and a ``token_auth`` is set (Matomo refuses a request
+whose ``cip`` it cannot authenticate). ``token_auth`` goes in the JSON body only, never in a URL.
 
 Matomo names the requests it refused (``invalid_indices``) only to a super user's token;
 with any other token, or none, it only counts them (``invalid``): see ``classify``.
@@ -262,8 +262,11 @@ def classify(response: httpx.Response) -> Verdict:
                        failed=tuple((i, why) for i in indices))
     sent = _sent(response)
     if sent is not None and invalid >= sent:
+        every = (f"{why}, as every request of the batch (check settings.site_id, and "
+                 "settings.token_auth: Matomo refuses cip and cdt older than 24 h from a "
+                 "token it does not accept)")
         return Verdict("ok", http_detail(response), status,
-                       failed=tuple((i, why) for i in range(sent)))
+                       failed=tuple((i, every) for i in range(sent)))
     return Verdict("permanent", f"{http_detail(response)} (matomo refused {invalid} request(s) "
                    "of this batch without naming them: it names them only to a super user's "
                    "settings.token_auth; the others were tracked, so replaying this batch "

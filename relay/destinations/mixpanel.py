@@ -66,15 +66,6 @@ class MixpanelSettings:
     event_names: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_EVENT_NAMES))
     properties: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def credential(self) -> str:
-        """The setting that authenticates requests (named in auth errors)."""
-        if self.service_account_username is not None:
-            return "settings.service_account_username / service_account_secret / project_id"
-        if self.api_secret is not None:
-            return "settings.api_secret"
-        return "settings.token"
-
 
 def parse_settings(at: At) -> MixpanelSettings | None:
     keys = ("token", "endpoint", "api_secret", *AUTH_SETTINGS, "strict", "event_names",
@@ -230,6 +221,22 @@ def _failed_records(response: httpx.Response) -> tuple[tuple[int, str], ...] | N
     return tuple(out)
 
 
+def _credential(request: httpx.Request) -> str:
+    """The settings that authenticated ``request``, told from the request itself: a
+    ``project_id`` means the service account; a Basic user equal to the records' token means
+    the token; otherwise the API secret. Never a value."""
+    if "project_id" in request.url.params:
+        return ("settings.service_account_username, settings.service_account_secret and "
+                "settings.project_id")
+    try:
+        user = base64.b64decode(request.headers.get("authorization", "")[6:]).decode()
+        records = orjson.loads(request.content)
+        token = records[0]["properties"]["token"]
+    except (ValueError, KeyError, IndexError, TypeError, RuntimeError):
+        return "the credential settings"
+    return "settings.token" if user.partition(":")[0] == token else "settings.api_secret"
+
+
 def classify(response: httpx.Response) -> Verdict:
     """200 ok. 400 with ``failed_records``: a partial success, only those records are
     dead-lettered (each with Mixpanel's message); a 400 without them is permanent. 401 and
@@ -242,10 +249,9 @@ def classify(response: httpx.Response) -> Verdict:
             return Verdict("ok", http_detail(response), 400, failed=failed)
         return Verdict("permanent", http_detail(response), 400)
     if status in (401, 403):
-        settings_hint = ("check settings.service_account_username / service_account_secret / "
-                         "project_id (or settings.api_secret, settings.token) and that "
-                         "settings.endpoint is the project's region")
-        return Verdict("permanent", f"{http_detail(response)} ({settings_hint})", status)
+        hint = (f"check {_credential(response.request)}, and that settings.endpoint is the "
+                "project's region (api-eu.mixpanel.com for EU residency)")
+        return Verdict("permanent", f"{http_detail(response)} ({hint})", status)
     return http_classify(response)
 
 

@@ -65,11 +65,9 @@ def test_settings() -> None:
     s = settings()
     assert (s.endpoint, s.strict, s.event_names) == (
         "https://api.mixpanel.com", True, {"page_view": "$mp_web_page_view"})
-    assert s.credential == "settings.token"
     full = settings(**SA, endpoint="https://api-eu.mixpanel.com", strict=False)
     assert (full.project_id, full.strict, full.endpoint) == (
         "3141592", False, "https://api-eu.mixpanel.com")
-    assert settings(api_secret="legacy").credential == "settings.api_secret"
     for secret in (TOKEN, SA["service_account_secret"], "legacy"):
         assert secret not in repr(settings(**SA)) and secret not in repr(
             settings(api_secret="legacy"))
@@ -290,9 +288,11 @@ def test_strict_false_is_strict_0() -> None:
 # -- the answers ------------------------------------------------------------------------
 
 
-def _answer(status: int, body: Any, **headers: str) -> httpx.Response:
-    return httpx.Response(status, content=json.dumps(body).encode(), headers=headers,
-                          request=httpx.Request("POST", "https://api.mixpanel.com/import"))
+def _answer(status: int, body: Any, *, request: httpx.Request | None = None,
+            headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(status, content=json.dumps(body).encode(), headers=headers or {},
+                          request=request or httpx.Request("POST",
+                                                           "https://api.mixpanel.com/import"))
 
 
 def test_classify_every_answer() -> None:
@@ -311,16 +311,24 @@ def test_classify_every_answer() -> None:
                                   "(field properties.time)"),)
     whole = mixpanel.classify(_answer(400, {"code": 400, "error": "invalid JSON"}))
     assert (whole.kind, whole.failed) == ("permanent", ())
+    item = prepare(event())
+    assert item is not None
     for status in (401, 403):
-        auth = mixpanel.classify(_answer(status, {"code": status,
-                                                  "error": "Invalid credentials",
-                                                  "status": "Unauthorized"}))
-        assert auth.kind == "permanent" and "settings.service_account_username" in auth.detail
-        assert "settings.token" in auth.detail and "Invalid credentials" in auth.detail
+        for given, named in ((SA, "settings.service_account_secret and settings.project_id"),
+                             ({"api_secret": "legacy"}, "check settings.api_secret,"),
+                             ({}, "check settings.token,")):
+            request = mixpanel.build_request([item], settings(**given))
+            auth = mixpanel.classify(_answer(status, {"code": status,
+                                                      "error": "Invalid credentials",
+                                                      "status": "Unauthorized"},
+                                             request=request))
+            assert auth.kind == "permanent" and named in auth.detail, auth.detail
+            assert "Invalid credentials" in auth.detail
+            assert "legacy" not in auth.detail and TOKEN not in auth.detail
     big = mixpanel.classify(_answer(413, {"code": 413, "error": "request exceeds max limit"}))
     assert big.kind == "permanent"
     limited = mixpanel.classify(_answer(429, {"code": 429, "error": "Project exceeded rate "
-                                              "limits."}, **{"Retry-After": "3"}))
+                                              "limits."}, headers={"Retry-After": "3"}))
     assert (limited.kind, limited.retry_after) == ("retry", 3.0)
     assert mixpanel.classify(_answer(502, {})).kind == "retry"
 
