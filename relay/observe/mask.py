@@ -22,8 +22,10 @@ Field by field:
 - ``user.*``: a tag, named by the field: ``[email #f379a7fd]``. Emails and phone numbers are
   tagged in their normalized form (``Ann@Example.com `` and ``ann@example.com`` match); a value
   that already is SHA-256 hex (a pipeline hashed it) is shown as it is;
-- ``context.user_agent`` (and any field named ``user_agent``, ``userAgent`` or ``ua``) and
-  ``anonymous_id``: a tag;
+- ``context.user_agent`` (and any field named ``user_agent``, ``userAgent``, ``ua`` or
+  ``$raw_user_agent``) and ``anonymous_id``: a tag;
+- the id fields of vendor formats (``distinct_id``, ``$user_id``, ``$device_id``, ``uid``,
+  ``userId``, ``anonymousId``), wherever they are: a tag, as ``user.id``;
 - ``correlation_id``: its digest, the one the debug view's ``?cid=`` filter takes;
 - ``event_id``: as sent (it is how an event is followed from arrival to delivery);
 - a URL (a string that starts with a scheme): scheme, host and port as they are, user info
@@ -66,7 +68,17 @@ KEY_BYTES = 16  # at least: a shorter key would make tags guessable
 _CONTEXT = b"relay.observe.mask.v1"
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 _URL_PARTS = re.compile(r"[/?#]")
-_USER_AGENT_NAMES = frozenset({"useragent", "ua"})  # user_agent, userAgent, ua, UA
+_USER_AGENT_NAMES = frozenset({"useragent", "ua", "rawuseragent"})  # user_agent, userAgent,
+# ua, UA; PostHog's $raw_user_agent
+# Fields that vendor formats name for a person's or a visitor's id (PostHog's and Mixpanel's
+# distinct_id, $user_id, $device_id, Matomo's uid, Segment's userId, anonymousId, ...):
+# tagged like user.id, since a vendor copy in the debug view has no user.* to go by.
+_IDENTIFIER_NAMES = frozenset({"distinctid", "userid", "deviceid", "uid", "anonymousid"})
+
+
+def _plain(name: str) -> str:
+    """``$raw_user_agent`` -> ``rawuseragent``: a field name without case, ``$``, ``_``."""
+    return name.replace("_", "").replace("$", "").lower()
 
 
 class Masker:
@@ -168,8 +180,11 @@ class Masker:
         return value
 
     def _field(self, name: str, value: Any) -> Any:
-        if isinstance(value, str) and name.replace("_", "").lower() in _USER_AGENT_NAMES:
+        plain = _plain(name)
+        if isinstance(value, str) and plain in _USER_AGENT_NAMES:
             return f"[user agent {self.tag(value)}]"
+        if plain in _IDENTIFIER_NAMES and isinstance(value, str | int) and value != "":
+            return self.identifier(name, value)
         if _is_contact(name, value):
             return self.identifier(name, value)
         return self.value(value)

@@ -73,3 +73,35 @@ def test_event_time_prefers_the_event_time() -> None:
     late = a.event_time({"received_at": "2026-11-28T12:00:01.000Z"})
     assert late is not None and late.timestamp() == 1_795_867_201
     assert a.event_time({}) is None
+
+
+def test_the_debug_view_masks_what_each_vendor_type_receives() -> None:
+    """A vendor copy names ids and the user agent in the vendor's words (``distinct_id``,
+    ``$raw_user_agent``, ``uid``); the masker tags them as it tags ``user.id``."""
+    from relay.destinations import matomo, mixpanel, posthog
+    from relay.observe.mask import Masker
+    from relay.types import StepContext
+
+    from .helpers import parse
+
+    masker = Masker(b"test-masking-key-0123456789")
+    ua = "Mozilla/5.0 (X11; Linux x86_64) ProbeBrowser/1.0"
+    event = {"event": "signup", "event_id": "e1", "time": "2026-11-28T12:00:00.000Z",
+             "received_at": "2026-11-28T12:00:00.000Z", "anonymous_id": "anon-probe-77",
+             "correlation_id": "cid-probe-88", "user": {"id": "user-probe-99"},
+             "context": {"ip": "203.0.113.77", "user_agent": ua}}
+    kinds = {
+        "posthog": (posthog, {"api_key": "phc_x"}),
+        "mixpanel": (mixpanel, {"token": "t"}),
+        "matomo": (matomo, {"site_id": 1, "endpoint": "https://m.example",
+                            "token_auth": "x"}),
+    }
+    for name, (module, raw) in kinds.items():
+        settings, errors = parse(module.parse_settings, raw)
+        assert errors == []
+        item = module.prepare(dict(event), settings, StepContext(name))
+        assert item is not None
+        shown = json.dumps(masker.event(item))
+        for raw_value in ("anon-probe-77", "cid-probe-88", "user-probe-99", ua, "ProbeBrowser",
+                          "203.0.113.77"):
+            assert raw_value not in shown, (name, raw_value, shown)
