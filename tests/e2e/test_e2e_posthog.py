@@ -21,7 +21,7 @@ from .vendordest import (
     dead_letters,
     destination,
 )
-from .wire import client, post_backend, post_browser, wait_until
+from .wire import DebugStream, client, post_backend, post_browser, wait_until
 
 KEY = "phc_e2eProjectKey0123456789abcdefghijklmnop"
 
@@ -106,3 +106,25 @@ def test_without_the_ip_posthog_is_told_not_to_geolocate(
         [item] = wait_until(lambda: vendor.accepted, 15, "the purchase")
     assert "$ip" not in item["properties"] and item["properties"]["$geoip_disable"] is True
     assert vendor.problems == []
+
+
+def test_the_debug_view_shows_a_dropped_copy_with_the_reason_and_masks_the_ids(
+        relays: MakeRelay, vendor: PostHogStandIn) -> None:
+    relay = relays(destinations={"ph": _ph(vendor)})
+    nobody = backend_purchase(user={})  # a backend event with no id of anyone
+    someone = backend_purchase(user={"id": "user-probe-4711"})
+    with client() as http, DebugStream(relay) as debug:
+        assert post_backend(http, relay, nobody).status_code == 202
+        assert post_backend(http, relay, someone).status_code == 202
+        wait_until(lambda: len([e for e in debug.entries() if "copies" in e]) >= 2, 10,
+                   "both events in the debug stream")
+        wait_until(lambda: vendor.accepted, 15, "the identified purchase")
+    entries = {e["event_id"]: e for e in debug.entries() if "copies" in e}
+    [dropped] = [c for c in entries[nobody["event_id"]]["copies"] if c["destination"] == "ph"]
+    assert dropped["outcome"] == "dropped" and dropped["sent"] is None
+    assert dropped["detail"] == ("posthog: no user.id, anonymous_id or correlation id for "
+                                 "distinct_id")
+    [sent] = [c for c in entries[someone["event_id"]]["copies"] if c["destination"] == "ph"]
+    assert sent["sent"]["distinct_id"].startswith("[distinct_id #")
+    assert "user-probe-4711" not in debug.text and RAW_IP not in debug.text
+    assert len(vendor.accepted) == 1 and vendor.problems == []
