@@ -23,11 +23,11 @@ Field by field:
   tagged in their normalized form (``Ann@Example.com `` and ``ann@example.com`` match); a value
   that already is SHA-256 hex (a pipeline hashed it) is shown as it is;
 - ``context.user_agent`` (and any field named ``user_agent``, ``userAgent``, ``User-Agent``,
-  ``ua`` or ending in ``user_agent``, like Meta's ``client_user_agent``) and ``anonymous_id``:
-  a tag;
+  ``ua`` or ending in ``user_agent``, like Meta's ``client_user_agent`` and PostHog's
+  ``$raw_user_agent``) and ``anonymous_id``: a tag;
 - a field named for a visitor's or user's id anywhere (``client_id``, ``user_id``,
-  ``anonymous_id``, ``userId``, ...: the ids vendor formats carry, often a cookie's value):
-  a tag, as for ``user.*``;
+  ``anonymous_id``, ``userId``, ``distinct_id``, ``$device_id``, ``uid``, ...: the ids vendor
+  formats carry, often a cookie's value): a tag, as for ``user.*``;
 - cookie values: each value of ``context.cookies`` (``_fbc``, ``_fbp``, ``_ttp``) and the fields
   vendors carry them in (``fbc``, ``fbp``, ``ttp``): ``[cookie #...]``; a field named
   ``client_ip_address``, ``ip_address`` or ``ip`` anywhere: as ``context.ip``;
@@ -74,12 +74,20 @@ _CONTEXT = b"relay.observe.mask.v1"
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 _URL_PARTS = re.compile(r"[/?#]")
 _USER_AGENT_NAMES = frozenset({"useragent", "ua"})  # user_agent, userAgent, User-Agent, ua
-_ID_NAMES = frozenset({"clientid", "userid", "anonymousid"})  # client_id, userId, ...
+# Fields vendor formats name for a person's or a visitor's id (GA4's client_id, PostHog's and
+# Mixpanel's distinct_id, $user_id, $device_id, Matomo's uid, Segment's userId, anonymousId):
+# tagged like user.id, since a vendor copy in the debug view has no user.* to go by.
+_ID_NAMES = frozenset({"clientid", "userid", "anonymousid", "distinctid", "deviceid", "uid"})
 # Vendors' names for the user agent (client_user_agent), the address (client_ip_address)
 # and their cookies (Meta's fbc and fbp, TikTok's ttp), as a vendor item in the debug view
 # carries them; ``context.cookies`` holds cookie values by their names (_fbp, _ttp, ...).
 _COOKIE_NAMES = frozenset({"fbc", "fbp", "ttp"})
 _IP_NAMES = frozenset({"clientipaddress", "ipaddress", "ip"})
+
+
+def _plain(name: str) -> str:
+    """``$raw_user_agent`` -> ``rawuseragent``: a field name without case, ``$``, ``_``, ``-``."""
+    return name.replace("_", "").replace("-", "").replace("$", "").lower()
 
 
 class Masker:
@@ -181,10 +189,11 @@ class Masker:
         return value
 
     def _field(self, name: str, value: Any) -> Any:
-        key = name.replace("_", "").replace("-", "").lower()
+        key = _plain(name)
         if isinstance(value, str) and (key in _USER_AGENT_NAMES or key.endswith("useragent")):
             return f"[user agent {self.tag(value)}]"
-        if key in _ID_NAMES and isinstance(value, str | int) and not isinstance(value, bool):
+        if (key in _ID_NAMES and isinstance(value, str | int) and not isinstance(value, bool)
+                and value != ""):
             return self.identifier(name, value)
         if isinstance(value, str) and key in _COOKIE_NAMES:
             return f"[cookie {self.tag(value)}]"
