@@ -99,8 +99,8 @@ def parser() -> argparse.ArgumentParser:
     s = with_dirs(command(
         "serve", "run the relay (and its admin listener)",
         "Run the relay under hypercorn: the public app under relay.prefix on --host:--port, and"
-        "\nthe admin listener (/metrics, /readyz, /rules, /dlq, /debug) on relay.admin's"
-        "\naddress. Rules reload on file change and SIGHUP.\n\n"
+        "\nthe admin listener (/metrics, /readyz, /rules, /dlq, /debug, /reconcile) on"
+        "\nrelay.admin's address. Rules reload on file change and SIGHUP.\n\n"
         "On any address but loopback (127.0.0.0/8, ::1, localhost) it refuses to start while"
         "\na source secret is weak or a shipped example (R301); on loopback it warns.",
     ))
