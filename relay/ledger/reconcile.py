@@ -30,6 +30,7 @@ docs/cli.md (``relay reconcile``) defines every number; in short:
 from __future__ import annotations
 
 import difflib
+import functools
 import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -183,7 +184,13 @@ class Tally:
 
 
 def _day(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
+    return _date(int(at // 86400))
+
+
+@functools.lru_cache(maxsize=1024)
+def _date(days: int) -> str:
+    """The UTC date of a day number since the epoch (Unix time has no leap seconds)."""
+    return datetime.fromtimestamp(days * 86400, UTC).strftime("%Y-%m-%d")
 
 
 def fold(hops: Iterable[Hop], since: float, kinds: Mapping[str, Kind]) -> Tally:
