@@ -1,4 +1,5 @@
-"""The admin listener's routes: metrics, readiness, the active rules, dead letters, debug."""
+"""The admin listener's routes: metrics, readiness, the active rules, dead letters, debug,
+and the reconciliation page (its own module)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from relay.admin import reconcile
 from relay.observe.log import digest
 from relay.rules.secrets import masked_tree
 
@@ -143,6 +145,7 @@ def routes() -> list[Route]:
         Route("/quarantine", quarantine),
         Route("/debug", debug_page),
         Route("/debug/stream", debug_stream),
+        *reconcile.routes(),
     ]
 
 

@@ -1,6 +1,7 @@
 """``relay``: the command line. Thin: parse arguments, call the package's functions.
 
-One module per group of commands: ``rules`` (check, test), ``serve``, ``dlq``; ``worker`` is
+One module per group of commands: ``rules`` (check, test), ``serve``, ``dlq``, ``trace``,
+``reconcile``; ``worker`` is
 the app ``relay serve --workers N`` starts in each worker process. docs/cli.md is the
 reference; every subcommand's ``--help`` has a description and shows its defaults.
 """
@@ -15,6 +16,7 @@ from collections.abc import Callable, Sequence
 from relay.cli.common import DEFAULT_RULES, DEFAULT_VAR, log_level
 from relay.cli.diff import cmd_diff
 from relay.cli.dlq import cmd_dlq
+from relay.cli.reconcile import FORMATS, by_arg, cmd_reconcile, since_arg
 from relay.cli.rules import cmd_check, cmd_test
 from relay.cli.serve import DEFAULT_HOST, DEFAULT_PORT, cmd_serve
 from relay.cli.trace import cmd_trace
@@ -33,7 +35,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 NOT_YET = {
     "datamap": "the record of processing",
-    "reconcile": "browser/backend/delivered reconciliation",
     "forget": "deletion requests",
 }
 
@@ -98,8 +99,8 @@ def parser() -> argparse.ArgumentParser:
     s = with_dirs(command(
         "serve", "run the relay (and its admin listener)",
         "Run the relay under hypercorn: the public app under relay.prefix on --host:--port, and"
-        "\nthe admin listener (/metrics, /readyz, /rules, /dlq, /debug) on relay.admin's"
-        "\naddress. Rules reload on file change and SIGHUP.\n\n"
+        "\nthe admin listener (/metrics, /readyz, /rules, /dlq, /debug, /reconcile) on"
+        "\nrelay.admin's address. Rules reload on file change and SIGHUP.\n\n"
         "On any address but loopback (127.0.0.0/8, ::1, localhost) it refuses to start while"
         "\na source secret is weak or a shipped example (R301); on loopback it warns.",
     ))
@@ -169,6 +170,23 @@ def parser() -> argparse.ArgumentParser:
                    help="recorded events, one JSON object a line (default: none, required)")
     f.add_argument("--format", choices=["text", "json"], default="text", help="output format")
     f.set_defaults(func=cmd_diff)
+
+    r = with_dirs(command(
+        "reconcile", "browser vs backend vs delivered counts, from the delivery ledger",
+        "Count, from the ledger under --var, what was received since --since (browser and"
+        "\nbackend sources), delivered, a duplicate, suppressed, held now, held and never"
+        "\nconfirmed by the authoritative source, dead-lettered, and routed but not delivered"
+        "\nyet (discrepancy), one row per combination of the --by keys. docs/cli.md defines"
+        "\neach number for every --by.",
+    ))
+    r.add_argument("--since", type=since_arg, default="7d", metavar="WHEN",
+                   help="a duration back from now (7d, 24h, 90m, 30s, 2w) or an ISO date or"
+                   " time (2026-11-28, 2026-11-28T12:00:00Z; UTC unless it says otherwise)")
+    r.add_argument("--by", type=by_arg, default="day", metavar="KEYS",
+                   help="comma-separated keys, in the order wanted: day (UTC, of receipt),"
+                   " event, source, destination; '' for one total row")
+    r.add_argument("--format", choices=FORMATS, default="text", help="output format")
+    r.set_defaults(func=cmd_reconcile)
 
     m = command(
         "demo", "a demo shop, stand-in vendors and the debug view on one port",

@@ -8,7 +8,8 @@ person's events by them without the ledger knowing who they are).
 
 It is fed by the hop stream (``relay.observe.log.listen``): ``record`` turns hops into rows,
 ``SqliteLedger`` writes them off the hot path, batched per event-loop turn, on its own
-SQLite thread, and prunes what is older than the retention.
+SQLite thread, and prunes what is older than the retention. ``reconcile`` counts a period
+of it for ``relay reconcile`` and the admin page ``/reconcile``.
 """
 
 from relay.ledger.sqlite import SqliteLedger

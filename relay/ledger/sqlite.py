@@ -17,9 +17,10 @@ import contextlib
 import logging
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -27,6 +28,7 @@ from relay.ledger.record import record
 from relay.sqlite import Committer
 
 LOG = logging.getLogger("relay.ledger")
+T = TypeVar("T")
 
 BUSY_TIMEOUT = 5.0
 PRUNE_EVERY = 600.0  # seconds between retention sweeps
@@ -268,6 +270,25 @@ class SqliteLedger:
             return 0
         result: int = await self._committer.submit(work)
         return result
+
+    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work(conn)`` on a read-only connection of its own, in a worker thread.
+
+        For long reads (``relay reconcile``, the admin page): SQLite's WAL lets them run
+        beside the writer, so they never hold up the hops waiting to be written, the way a
+        read on the ledger's own thread would. Needs no ``start()``: the command line reads
+        the file a running relay writes. The file must exist (``sqlite3.OperationalError``).
+        """
+
+        def run() -> T:
+            uri = f"file:{urllib.parse.quote(self.path)}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT)
+            try:
+                return work(conn)
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(run)
 
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """A read-only SQL query on the ledger (``relay reconcile`` aggregates); the ``hops``

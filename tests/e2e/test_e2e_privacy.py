@@ -156,7 +156,13 @@ def test_no_personal_data_in_logs_metrics_spool_debug_or_dlq(
         assert quarantine.status_code == 200 and len(quarantine.json()) == 1, quarantine.text
         dlq_text = http.get(relay.admin_url("/dlq")).text
         rules_text = http.get(relay.admin_url("/rules")).text
+        every_key = {"by": "day,event,source,destination"}
+        reconcile_page = http.get(relay.admin_url("/reconcile"), params=every_key)
+        reconcile_json = http.get(relay.admin_url("/reconcile.json"), params=every_key)
+        assert reconcile_page.status_code == reconcile_json.status_code == 200
     dlq_cli = relay.cli("dlq", "list")
+    reconcile_cli = relay.cli("reconcile", "--by", "day,event,source,destination")
+    assert reconcile_cli.returncode == 0, reconcile_cli.stderr
     assert dlq_cli.returncode == 0, dlq_cli.stderr
     entries = debug.entries()
     assert len(entries) >= 5, f"the debug stream showed {len(entries)} events: {debug.text[:500]}"
@@ -172,6 +178,10 @@ def test_no_personal_data_in_logs_metrics_spool_debug_or_dlq(
         "/dlq": (dlq_text.encode(), {**never, **secrets}),
         "relay dlq list": ((dlq_cli.stdout + dlq_cli.stderr).encode(), {**never, **secrets}),
         "/rules": (rules_text.encode(), secrets),
+        "/reconcile and /reconcile.json": (reconcile_page.content + reconcile_json.content,
+                                           {**never, **secrets}),
+        "relay reconcile": ((reconcile_cli.stdout + reconcile_cli.stderr).encode(),
+                            {**never, **secrets}),
         # The spool holds what destinations receive: the correlation id may be in it.
         "SQLite spool (db, WAL, shm)": (_spool_bytes(relay),
                                         {**PERSONAL, **cookie_values, **secrets,
