@@ -101,7 +101,7 @@ def test_the_reconcile_page_charts_and_tables_the_ledgers_numbers(
     try:
         s = stack(destinations={"crm": webhook(refusing, events=["purchase"])})
         _today(s, refusing)
-        _check_page(s, chromium, history)
+        _check_page(s, chromium, history, tmp_path / "reconcile.png")
     finally:
         refusing.close()
 
@@ -129,7 +129,7 @@ def _today(s: Any, refusing: StandInVendor) -> None:
 
 
 def _check_page(s: Any, chromium: Browser,
-                history: Mapping[tuple[str, str], tuple[int, ...]]) -> None:
+                history: Mapping[tuple[str, str], tuple[int, ...]], scratch: Path) -> None:
     with client() as c:
         rows = c.get(s.relay.admin_url("/reconcile.json"),
                      params={"by": "day,destination"}).json()["rows"]
@@ -192,7 +192,7 @@ def _check_page(s: Any, chromium: Browser,
     counts = page.get_by_role("table").last
     expect(counts.locator("tbody tr").last).to_contain_text("total")
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    shot = SCREENSHOT if os.environ.get("RELAY_SCREENSHOTS") == "1" else tmp_path / "shot.png"
+    shot = SCREENSHOT if os.environ.get("RELAY_SCREENSHOTS") == "1" else scratch
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
     assert SCREENSHOT.stat().st_size > 20_000
