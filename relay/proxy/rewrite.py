@@ -4,7 +4,8 @@ vendor's library encodes it, cleaned by the route's pipeline and options
 
 gzip is undone and redone here for every vendor: a body with ``Content-Encoding: gzip``
 keeps it, and a body that is gzip by its magic bytes without that header (posthog-js) is
-sent back gzipped without it. Decoded, a body may be at most ``DECODED_FACTOR`` times
+sent back gzipped without it. The ``Referer`` (the page the hit was sent from) is cleaned as
+the pipeline cleans page URLs. Decoded, a body may be at most ``DECODED_FACTOR`` times
 ``max_body`` (a small gzip bomb stays small). Any other ``Content-Encoding``, and a body the
 vendor's format cannot read, is refused with 400: it is never forwarded as it came.
 """
@@ -14,7 +15,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
+from relay.pipeline.url import filter_query
 from relay.proxy.hygiene import Hygiene, clean
+from relay.proxy.target import query_filter
 from relay.proxy.vendors.base import (
     GZIP_MAGIC,
     TooLarge,
@@ -84,4 +87,10 @@ def rewrite(
     if gzipped and out:
         out = gzip_bytes(out)
     set_headers["content-encoding"] = "gzip" if gzip_header and out else None
+    referer = headers.get("referer")
+    if referer:  # the page the hit was sent from: its URL, as the pipeline cleans URLs
+        route = hygiene.route
+        referer, _ = filter_query(referer, query_filter(route, hygiene.keep_click_ids))
+        cleaned = hygiene.role("context.page.url", referer)
+        set_headers["referer"] = cleaned if isinstance(cleaned, str) and cleaned else None
     return Prepared(out, new_query.encode("latin-1"), set_headers)

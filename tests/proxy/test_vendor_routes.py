@@ -176,3 +176,13 @@ async def test_the_response_streams_back_raw(
                                 headers={"accept-encoding": "gzip"})
         assert r.status_code == 200 and r.headers["content-encoding"] == "gzip"
         assert r.json() == {"status": 1}  # httpx decoded what the relay passed on untouched
+
+
+async def test_the_referer_is_cleaned_as_a_page_url(proxied: Proxied) -> None:
+    referer = {"referer": "https://shop.example/p?q=ann%40example.com&utm_source=news&gclid=g"}
+    await proxied.client.post("/t/ph/e/", content=b'{"event": "x"}', headers=referer)
+    assert proxied.upstream.last.headers["referer"] == "https://shop.example/p"
+    # without a pipeline, what the route removes: click ids
+    await proxied.client.post("/t/seg/v1/t", content=b'{"type": "track"}', headers=referer)
+    assert proxied.upstream.last.headers["referer"] == (
+        "https://shop.example/p?q=ann%40example.com&utm_source=news")

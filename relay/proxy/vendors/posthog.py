@@ -56,6 +56,14 @@ def _system(key: str) -> bool:
     return key.startswith("$") or key in _SYSTEM or key.startswith("utm_")
 
 
+# Where posthog-js puts properties: the event's, and the person's ($set, $set_once: at the
+# top of the event, or inside its properties).
+_CONTAINERS = ("properties", "$set", "$set_once", "properties.$set", "properties.$set_once")
+# URLs and referrers posthog-js copies into those (the person's first and latest pages).
+_URLS = ("$current_url", "$session_entry_url", "$initial_current_url", "$prev_pageview_url")
+_REFERRERS = ("$referrer", "$session_entry_referrer", "$initial_referrer")
+_PRIMARY = {"properties.$current_url", "properties.$referrer"}
+
 EVENT = Shape(
     fields=(
         Field("context.ip", "properties.$ip"),
@@ -72,18 +80,17 @@ EVENT = Shape(
         Field("user.id", "distinct_id"),
         Field("user.id", "properties.$user_id"),
         Field("context.ip", "ip"),
-        Field("context.page.url", "properties.$session_entry_url"),
-        Field("context.page.url", "properties.$prev_pageview_url"),
-        Field("context.page.url", "$set_once.$initial_current_url"),
-        Field("context.page.url", "properties.$set_once.$initial_current_url"),
-        Field("context.page.referrer", "properties.$session_entry_referrer"),
-        Field("context.page.referrer", "$set_once.$initial_referrer"),
-        Field("context.page.referrer", "properties.$set_once.$initial_referrer"),
+        *(Field("context.ip", f"{c}.$ip") for c in _CONTAINERS[1:]),
+        *(Field("context.user_agent", f"{c}.$raw_user_agent") for c in _CONTAINERS[1:]),
+        *(Field("context.page.url", f"{c}.{k}") for c in _CONTAINERS for k in _URLS
+          if f"{c}.{k}" not in _PRIMARY),
+        *(Field("context.page.referrer", f"{c}.{k}") for c in _CONTAINERS for k in _REFERRERS
+          if f"{c}.{k}" not in _PRIMARY),
         Field("user", "$set_once"),
         Field("user", "properties.$set"),
         Field("user", "properties.$set_once"),
     ),
-    click_ids=("properties", "$set_once", "properties.$set_once"),
+    click_ids=_CONTAINERS,
     click_prefixes=("", "$session_entry_", "$initial_"),
 )
 FLAGS = Shape(
