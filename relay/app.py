@@ -25,7 +25,7 @@ from relay.ingest.segment import segment
 from relay.ingest.webhook import webhook
 from relay.proxy.router import ProxyRouter
 from relay.runtime import Runtime
-from relay.web import json_response
+from relay.web import json_response, with_date_and_server
 
 # Young collections every 10,000 allocations instead of CPython's 700 (see ``tune_gc``).
 GC_THRESHOLDS = (10_000, 20, 20)
@@ -114,7 +114,9 @@ def serving_app(
     refuse_weak_secrets: bool = False,
 ) -> Callable[..., Any]:
     """What ``relay serve`` runs: the relay under its prefix, and the admin app on its own
-    port (chosen by the port a connection arrived on, so one process can serve both)."""
+    port (chosen by the port a connection arrived on, so one process can serve both). Every
+    response carries one ``Date`` and one ``Server`` (``relay.web.with_date_and_server``:
+    the server must not add its own)."""
     relay_app = create_app(rules_dir, var_dir=var_dir, refuse_weak_secrets=refuse_weak_secrets)
     tune_gc()
     runtime: Runtime = relay_app.state.relay
@@ -144,7 +146,7 @@ def serving_app(
             return
         await _outside(scope, receive, send)
 
-    return app
+    return with_date_and_server(app)
 
 
 async def _outside(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -1,5 +1,6 @@
 """The HTTP pieces every handler shares: problems as JSON answers, the ASGI body reader
-with its size limit, and reading headers and cookies from a raw ASGI scope.
+with its size limit, reading headers and cookies from a raw ASGI scope, and one ``Date``
+and one ``Server`` on every response.
 
 Whatever a client sends, a handler answers 2xx or a 4xx ``Problem`` that names what to fix;
 5xx is for the relay's own trouble (503: the spool could not commit, nothing was accepted).
@@ -7,14 +8,17 @@ Whatever a client sends, a handler answers 2xx or a 4xx ``Problem`` that names w
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import Any
 
 import orjson
 from starlette.requests import ClientDisconnect, cookie_parser
 from starlette.responses import Response
-from starlette.types import Receive, Send
+from starlette.types import Message, Receive, Scope, Send
 
 JSON = (b"content-type", b"application/json")
 NO_STORE = (b"cache-control", b"no-store")
@@ -102,3 +106,65 @@ def cookie(header: str | None, name: str) -> str | None:
     if not header or name not in header:
         return None
     return cookie_parser(header).get(name)
+
+
+# -- one Date and one Server on every response ------------------------------------------------
+
+SERVER = b"relay"
+App = Callable[[Any, Any, Any], Awaitable[None]]
+
+
+@functools.lru_cache(maxsize=2)
+def _http_date(second: int) -> bytes:
+    return formatdate(second, usegmt=True).encode("ascii")
+
+
+def date_and_server(headers: RawHeaders) -> RawHeaders:
+    """``headers`` with exactly one ``Date`` and one ``Server``: the first of each kept (a
+    proxied response's are the upstream's), the relay's added when there is none.
+
+        >>> [n for n, _ in date_and_server([(b"date", b"x"), (b"Date", b"y")])]
+        [b'date', b'server']
+    """
+    out: RawHeaders = []
+    seen_date = seen_server = False
+    for name, value in headers:
+        low = name.lower()
+        if low == b"date":
+            if seen_date:
+                continue
+            seen_date = True
+        elif low == b"server":
+            if seen_server:
+                continue
+            seen_server = True
+        out.append((name, value))
+    if not seen_date:
+        out.append((b"date", _http_date(int(time.time()))))
+    if not seen_server:
+        out.append((b"server", SERVER))
+    return out
+
+
+def with_date_and_server(app: App) -> App:
+    """``app`` whose responses carry one ``Date`` and one ``Server`` (``date_and_server``).
+
+    The server running the app must not add its own: ``relay serve`` turns hypercorn's
+    off (``include_date_header``, ``include_server_header``); another server needs the same
+    (uvicorn: ``date_header=False, server_header=False``), or every proxied response would
+    carry the upstream's and the server's.
+    """
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": date_and_server(list(message.get("headers", [])))}
+            await send(message)
+
+        await app(scope, receive, sending)
+
+    return wrapped

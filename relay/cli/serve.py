@@ -33,6 +33,10 @@ def _serve_config(args: argparse.Namespace, admin_host: str, admin_port: int) ->
     config.errorlog = "-"
     config.loglevel = "WARNING"
     config.graceful_timeout = 5.0
+    # The app adds one Date and one Server itself (relay.web.with_date_and_server); with
+    # hypercorn's own, a proxied response would carry the upstream's and hypercorn's.
+    config.include_date_header = False
+    config.include_server_header = False
     return config
 
 

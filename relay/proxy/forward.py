@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from relay.engine.identity import client_ip
 from relay.observe.log import LOG
 from relay.proxy.headers import Headers, request_headers, response_headers
+from relay.proxy.rewrite import Prepared
 from relay.proxy.state import ProxyState
 from relay.rules.model import ProxyRoute
 from relay.web import Problem
@@ -86,7 +87,10 @@ async def forward(
     request: Request,
     country: str | None,
     keep_click_ids: bool,
+    prepared: Prepared | None = None,
 ) -> Response:
+    """``request`` sent to ``url``: its body streamed as it arrives, or ``prepared`` (a
+    vendor route's rewritten body) instead."""
     proxy, relay, headers = state, rt.rules.relay, request.headers
     if proxy.inflight.get(route.name, 0) >= route.concurrency:
         return problem(503, f"proxy {route.name}: busy", {"Retry-After": BUSY_RETRY_AFTER})
@@ -107,7 +111,14 @@ async def forward(
         keep_click_ids=keep_click_ids,
     )
     assert rt.client is not None
-    content = _limited(request.stream(), route.max_body) if has_body else None
+    content: AsyncIterator[bytes] | bytes | None
+    if prepared is not None:
+        changed = {"content-length", *prepared.headers}
+        out = [(n, v) for n, v in out if n not in changed]
+        out += [(n, v) for n, v in prepared.headers.items() if v is not None]
+        content = prepared.body if prepared.body or has_body else None
+    else:
+        content = _limited(request.stream(), route.max_body) if has_body else None
     req = rt.client.build_request(
         request.method, url, headers=out, content=content, timeout=route.timeout
     )

@@ -2,10 +2,10 @@
 
 Requests lose hop-by-hop headers, credentials, client-spoofable address and CDN headers and
 every cookie the route does not list; the relay adds ``X-Forwarded-For`` (stripped,
-truncated or kept), the user agent (passed, generalized or stripped) and the CDN country
-(under the route's header name). Responses lose hop-by-hop headers and every ``Set-Cookie``
-for a name the route does not list; the rest are rewritten to the site (no ``Domain``) and
-the route's path.
+truncated or kept), the user agent (passed, generalized or stripped, and the client hints
+with it) and the CDN country (under the route's header name). Responses lose hop-by-hop
+headers and every ``Set-Cookie`` for a name the route does not list; the rest are rewritten
+to the site (no ``Domain``) and the route's path.
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ REQUEST_DROP_PREFIXES = ("x-forwarded-", "cf-", "cloudfront-", "fastly-", "x-aka
 # Never passed back: they would speak for the site's origin, not the vendor's.
 RESPONSE_DROP = frozenset({"alt-svc", "strict-transport-security", "set-cookie"})
 
+# Client hints the browser sends by default, with no more than the generalized user agent
+# says (brand and major version, mobile or not, platform); the others only go with ``pass``.
+LOW_ENTROPY_HINTS = frozenset({"sec-ch-ua", "sec-ch-ua-mobile", "sec-ch-ua-platform"})
 _GCS = re.compile(r"^G1([01-])([01-])")
 _GCS_KEYS = ("ad_storage", "analytics_storage")
 
@@ -108,6 +111,10 @@ def request_headers(
             cookie = f"{cookie}; {value}" if cookie else value
         if low in gone or low.startswith(REQUEST_DROP_PREFIXES):
             continue
+        if low.startswith("sec-ch-ua") and route.user_agent != "pass" and (
+            route.user_agent == "strip" or low not in LOW_ENTROPY_HINTS
+        ):
+            continue  # client hints go with the user agent
         out.append((low, value))
     lookup = {n.lower(): v for n, v in items}
     if (kept := request_cookies(cookie, route.cookies, own_cookie)) is not None:

@@ -11,11 +11,16 @@ routes of the rules in force (the longest route path wins) and serves it:
 1. the method must be one of the route's (405), the path must be plain (400, see
    ``relay.proxy.target``);
 2. the consent gate: when the route has a purpose and it is denied (the relay's explicit
-   consent for this browser, Consent Mode ``gcs``, ``Sec-GPC``, the region default), the
-   answer is 204 and nothing leaves;
+   consent for this browser, Consent Mode ``gcs``, ``Sec-GPC``, the region default), nothing
+   leaves and the answer is what the route's vendor answers a hit it took (its library
+   then treats the hit as sent and does not retry it), or 204 without a vendor;
 3. the query loses click ids and the route's dropped parameters;
 4. ``cache:`` routes answer GET from memory (ETag, 304; a pinned script that changes upstream
-   is refused and the last good copy kept); every other request streams both ways through
+   is refused and the last good copy kept); a ``vendor:`` route reads the body (at most
+   ``max_body``), decodes it as the vendor's library encodes it, runs the route's pipeline on
+   what means IP, user agent, URL, referrer and identifiers, and sends it encoded again
+   (``relay.proxy.rewrite``; 400 when it cannot be read); every other request streams both
+   ways through
    the runtime's one ``httpx.AsyncClient``: the request body is read as it arrives (413 over
    ``max_body``), the response is passed on raw (never decompressed), redirects are passed to
    the browser and never followed;
@@ -28,7 +33,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import URLPath
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
@@ -36,9 +41,13 @@ from starlette.types import Receive, Scope, Send
 from relay.engine.consent import decide
 from relay.proxy.forward import forward, problem
 from relay.proxy.headers import consent_event, gcs_consent
+from relay.proxy.hygiene import Hygiene
+from relay.proxy.rewrite import DECODED_FACTOR, BodyTooLarge, Prepared, read_body, rewrite
 from relay.proxy.scripts import cached
 from relay.proxy.state import ProxyState
 from relay.proxy.target import Refused, check_raw_path, clean_query, match, upstream_url
+from relay.proxy.vendors import VENDORS
+from relay.proxy.vendors.base import TooLarge, Undecodable
 from relay.rules.model import ProxyRoute
 
 if TYPE_CHECKING:
@@ -96,11 +105,13 @@ async def _serve(
     relay = rules.relay
     country = request.headers.get(relay.country_header) if relay.country_header else None
     keep_click_ids = False
-    if route.purpose is not None or route.click_ids is not None:
+    granted: frozenset[str] = frozenset()
+    if route.purpose is not None or route.click_ids is not None or route.pipeline is not None:
         event = await _consent_event(rt, state, request, country)
         if route.purpose is not None and not _granted(rt, route.purpose, event):
-            return Response(status_code=204, headers={"cache-control": "no-store"})
+            return _gated(route, request)
         keep_click_ids = route.click_ids is not None and _granted(rt, route.click_ids, event)
+        granted = frozenset(name for name in rules.purposes if _granted(rt, name, event))
     query = clean_query(route, request.scope.get("query_string", b""), keep_click_ids)
     try:
         check_raw_path(_raw_path(request.scope))
@@ -110,7 +121,62 @@ async def _serve(
     await rt.ensure_started()  # the shared client
     if route.cache is not None and request.method in ("GET", "HEAD"):
         return await cached(rt, state, route, url, request)
-    return await forward(rt, state, route, url, request, country, keep_click_ids)
+    if route.vendor is None:
+        return await forward(rt, state, route, url, request, country, keep_click_ids)
+    prepared = await _prepare(rt, state, route, request, query, granted, keep_click_ids)
+    if isinstance(prepared, Response):
+        return prepared
+    try:
+        url = upstream_url(route, rest, prepared.query)
+    except Refused as exc:
+        return problem(400, f"proxy {route.name}: {exc}")
+    return await forward(rt, state, route, url, request, country, keep_click_ids, prepared)
+
+
+def _gated(route: ProxyRoute, request: Request) -> Response:
+    """The answer to a hit the consent gate stops: the vendor's own answer to a hit it took,
+    so that its library does not send it again; 204 without a vendor."""
+    headers = {"cache-control": "no-store"}
+    if route.vendor is None:
+        return Response(status_code=204, headers=headers)
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    answer = VENDORS[route.vendor].answer(query)
+    if answer.content_type is not None:
+        headers["content-type"] = answer.content_type
+    return Response(answer.body, answer.status, headers=headers)
+
+
+async def _prepare(
+    rt: Runtime, state: ProxyState, route: ProxyRoute, request: Request, query: bytes,
+    granted: frozenset[str], keep_click_ids: bool,
+) -> Prepared | Response:
+    assert route.vendor is not None
+    name = route.name
+    too_large = problem(413, f"proxy {name}: body over {route.max_body} bytes",
+                        {"Connection": "close"})
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > route.max_body:
+        return too_large
+    try:
+        body = await read_body(request.stream(), route.max_body)
+    except BodyTooLarge:
+        return too_large
+    except ClientDisconnect:
+        return Response(status_code=400)
+    pipeline = rt.rules.pipelines.get(route.pipeline) if route.pipeline else None
+    hygiene = Hygiene(pipeline.steps if pipeline else (), granted, route, keep_click_ids)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    try:
+        prepared = rewrite(VENDORS[route.vendor], body, headers, query, hygiene,
+                           route.max_body * DECODED_FACTOR)
+    except TooLarge as exc:
+        return problem(413, f"proxy {name}: {exc}", {"Connection": "close"})
+    except Undecodable as exc:
+        return problem(400, f"proxy {name}: the body is not a {route.vendor} hit the relay "
+                       f"can read: {exc}")
+    for transform, n in hygiene.ctx.counts.items():
+        state.metrics.fields_redacted.labels(transform).inc(n)
+    return prepared
 
 
 def _raw_path(scope: Scope) -> bytes:

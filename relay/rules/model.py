@@ -54,6 +54,9 @@ DEFAULT_PROXY_CONCURRENCY = 32
 DEFAULT_PROXY_CACHE_MAX_BYTES = 2 * 1024 * 1024  # one cached object
 PROXY_CACHE_TOTAL_BYTES = 32 * 1024 * 1024  # all cached objects of a process together
 DEFAULT_PROXY_METHODS: tuple[str, ...] = ("GET", "POST")
+# The vendors whose hit formats a proxy route can rewrite (``vendor:``); relay.proxy.vendors
+# has one module per name.
+PROXY_VENDORS: tuple[str, ...] = ("posthog", "mixpanel", "ga4", "plausible", "matomo", "segment")
 
 # Google Consent Mode keys -> purposes (SPEC section 3); overridable with relay.consent_map.
 DEFAULT_CONSENT_MAP: dict[str, str] = {
@@ -305,6 +308,8 @@ class ProxyRoute:
     max_body: int = DEFAULT_PROXY_MAX_BODY
     concurrency: int = DEFAULT_PROXY_CONCURRENCY
     methods: tuple[str, ...] = DEFAULT_PROXY_METHODS
+    vendor: str | None = None  # one of PROXY_VENDORS: the body is decoded and cleaned
+    pipeline: str | None = None  # a pipeline name, run on the vendor's hits (needs vendor)
 
     @property
     def prefix(self) -> bool:

@@ -28,15 +28,18 @@ from relay.rules.codes import (
     CACHE_NOT_GET,
     COUNTRY_WITHOUT_HEADER,
     PATH_CLASH,
+    PIPELINE_WITHOUT_VENDOR,
+    UNKNOWN_VENDOR,
 )
+from relay.rules.diagnostics import suggest
 from relay.rules.fields import BAD_VALUE, UNKNOWN_CHOICE, At
-from relay.rules.model import PROXY_CACHE_TOTAL_BYTES, ProxyRoute, SubPath
+from relay.rules.model import PROXY_CACHE_TOTAL_BYTES, PROXY_VENDORS, ProxyRoute, SubPath
 from relay.rules.reader import Reader
 
 PROXY_KEYS = (
     "path", "upstream", "paths", "purpose", "forward_ip", "user_agent", "forward_country",
     "cookies", "query", "click_ids", "cache", "cache_max_bytes", "pin", "timeout", "max_body",
-    "concurrency", "methods",
+    "concurrency", "methods", "vendor", "pipeline",
 )
 FORWARD_IP = ("strip", "truncate", "keep")
 USER_AGENT = ("pass", "generalize", "strip")
@@ -90,6 +93,14 @@ def routes(r: Reader, section: At) -> dict[str, ProxyRoute]:
             r.rep.warning(get("forward_country").path, COUNTRY_WITHOUT_HEADER,
                           "forward_country has no effect without relay.country_header",
                           "set relay.country_header, like CF-IPCountry")
+        vendor = _vendor(get("vendor"))
+        pipeline = r.ref("pipeline", get("pipeline")) if get("pipeline").present else None
+        if pipeline is not None and vendor is None and not get("vendor").present:
+            get("pipeline").error(
+                PIPELINE_WITHOUT_VENDOR, "a pipeline runs on a vendor's hits, and the route "
+                "names no vendor",
+                f"add vendor: (one of {', '.join(PROXY_VENDORS)}) so the relay can read the "
+                "bodies, or remove pipeline")
         d = ProxyRoute(name, "", "")
         route = ProxyRoute(
             name, path or "", upstream or "", purpose,
@@ -106,11 +117,23 @@ def routes(r: Reader, section: At) -> dict[str, ProxyRoute]:
             max_body=get("max_body").integer(d.max_body, minimum=0) or 0,
             concurrency=get("concurrency").integer(d.concurrency, minimum=1) or d.concurrency,
             methods=methods,
+            vendor=vendor,
+            pipeline=pipeline,
             **_query(r, get("query")),
         )
         if path is not None and upstream is not None:
             out[name] = route
     return out
+
+
+def _vendor(at: At) -> str | None:
+    text = at.string()
+    if text is not None and text not in PROXY_VENDORS:
+        at.error(UNKNOWN_VENDOR, f"unknown vendor '{text}'",
+                 suggest(text, PROXY_VENDORS)
+                 or f"the relay reads the hits of: {', '.join(PROXY_VENDORS)}")
+        return None
+    return text
 
 
 def _path(at: At) -> str | None:

@@ -125,6 +125,20 @@ async def test_ip_ua_and_country_per_route(proxied: Proxied) -> None:
     assert "x-visitor-country" not in meta
 
 
+async def test_client_hints_go_with_the_user_agent(proxied: Proxied) -> None:
+    hints = {"sec-ch-ua": '"Chromium";v="126"', "sec-ch-ua-mobile": "?0",
+             "sec-ch-ua-platform": '"Linux"', "sec-ch-ua-model": '"Pixel"',
+             "sec-ch-ua-full-version-list": '"Chromium";v="126.0.1"',
+             "sec-ch-ua-platform-version": '"6.5"'}
+    await proxied.client.post("/t/ph/e/", content=b"{}", headers=hints)  # user_agent: pass
+    assert all(proxied.upstream.last.headers[h] == v for h, v in hints.items())
+    await proxied.client.post("/t/g/collect", content=b"x", headers=hints)  # generalize
+    sent = {h for h in proxied.upstream.last.headers if h.startswith("sec-ch-ua")}
+    assert sent == {"sec-ch-ua", "sec-ch-ua-mobile", "sec-ch-ua-platform"}
+    await proxied.client.get("/t/tr?id=1", headers=hints)  # strip
+    assert not [h for h in proxied.upstream.last.headers if h.startswith("sec-ch-ua")]
+
+
 async def test_client_ip_comes_from_trusted_hops_only(
     rules_dir: Path, env: dict[str, str], tmp_path: Path, upstream: Upstream
 ) -> None:

@@ -140,3 +140,48 @@ def test_forward_country_without_a_country_header_warns(tmp_path: Path) -> None:
         base=base)
     assert rules is not None
     assert [(d.severity, d.code) for d in diagnostics] == [("warning", "R267")]
+
+
+# -- vendor: and pipeline: (issue 8) ------------------------------------------------------
+
+PIPELINES = BASE + """\
+pipelines:
+  minimize:
+    - ip: truncate
+"""
+
+
+def test_vendor_and_pipeline(tmp_path: Path) -> None:
+    rules, diagnostics = check(tmp_path, """
+proxy:
+  ph: {path: /ph/, upstream: "https://eu.i.posthog.com", vendor: posthog, pipeline: minimize}
+  mp: {path: /mp/, upstream: "https://api-js.mixpanel.com", vendor: mixpanel}
+  lib: {path: /lib.js, upstream: "https://cdn.example/lib.js"}
+""", base=PIPELINES)
+    assert diagnostics == [] and rules is not None
+    assert (rules.proxy["ph"].vendor, rules.proxy["ph"].pipeline) == ("posthog", "minimize")
+    assert (rules.proxy["mp"].vendor, rules.proxy["mp"].pipeline) == ("mixpanel", None)
+    assert (rules.proxy["lib"].vendor, rules.proxy["lib"].pipeline) == (None, None)
+
+
+@pytest.mark.parametrize(("snippet", "expected", "hint"), [
+    ("p: {path: /x/, upstream: 'https://x.example/', vendor: posthg}",
+     [("R268", "proxy.p.vendor")], "did you mean 'posthog'?"),
+    ("p: {path: /x/, upstream: 'https://x.example/', vendor: amplitude}",
+     [("R268", "proxy.p.vendor")], "posthog, mixpanel, ga4, plausible, matomo, segment"),
+    ("p: {path: /x/, upstream: 'https://x.example/', vendor: posthog, pipeline: minimise}",
+     [("R203", "proxy.p.pipeline")], "did you mean 'minimize'?"),
+    ("p: {path: /x/, upstream: 'https://x.example/', pipeline: minimize}",
+     [("R269", "proxy.p.pipeline")], "add vendor:"),
+    ("p: {path: /x/, upstream: 'https://x.example/', vendor: [posthog]}",
+     [("R102", "proxy.p.vendor")], None),
+])
+def test_vendor_mistakes(tmp_path: Path, snippet: str, expected: list[tuple[str, str]],
+                         hint: str | None) -> None:
+    rules, diagnostics = check(tmp_path, "proxy:\n  " + snippet + "\n", base=PIPELINES)
+    assert rules is None
+    assert codes(diagnostics) == expected
+    if hint is not None:
+        assert hint in (diagnostics[0].hint or "")
+    rendered = diagnostics[0].render()
+    assert rendered.startswith(str(tmp_path / "1_proxy.yaml") + ":2:")
