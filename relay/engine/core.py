@@ -185,7 +185,9 @@ class Engine(ConsentWaits):
         name, eid = ev["event"], ev["event_id"]
         if checked.kind == "rejected":
             error, logged = checked.error or "contract", checked.logged or "contract"
-            return self._reject(index, meta, error, "contract", name, logged)
+            result = self._reject(index, meta, error, "contract", name, logged)
+            result.event_id = eid  # a valid id (the envelope passed): the debug view shows it
+            return result
         ev = checked.event
         self.metrics.events_received.labels(source.name, self._label(name)).inc()
         hop(

@@ -157,7 +157,7 @@ def debug_entry(result: Result, masker: Masker, now_ms: int | None = None) -> di
         "cid": digest(result.cid) if result.cid else None,
         "source": result.source,
         "at": format_ms(at) if at is not None else None,
-        "input": _masked_input(arrived, masker),
+        "input": _masked_input(arrived, masker, result.status == "rejected"),
         "held_for": result.held_for,
         "confirms": result.confirms,
         "merged": list(result.merged),
@@ -181,10 +181,15 @@ def _decoded(blob: bytes | None) -> Any:
         return None
 
 
-def _masked_input(arrived: Any, masker: Masker) -> Any:
-    if isinstance(arrived, dict):
-        return masker.event(arrived)
-    return None if arrived is None else masker.value(arrived)
+def _masked_input(arrived: Any, masker: Masker, rejected: bool) -> Any:
+    """The input masked; a rejected event's ``event_id`` may not be one (the envelope may
+    have refused it): masked as free text."""
+    if not isinstance(arrived, dict):
+        return None if arrived is None else masker.value(arrived)
+    shown = masker.event(arrived)
+    if rejected and "event_id" in arrived:
+        shown["event_id"] = masker.value(arrived["event_id"])
+    return shown
 
 
 def field_names(item: Any, prefix: str = "") -> tuple[str, ...]:

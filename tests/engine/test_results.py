@@ -167,13 +167,21 @@ async def test_a_rejected_event_shows_what_was_sent_masked(tmp_path: Path) -> No
     engine = _watched(_engine(tmp_path))
     raw = {"event": "bad name!", "event_id": "r2", "user": {"email": EMAIL},
            "context": {"ip": "198.51.100.23"}}
-    batch = await engine.process([raw, "not an object"], _meta(engine, "198.51.100.23"))
-    first, second = debug_entries(batch, MASKER)
+    bad_id = {"event": "page_view", "event_id": " ann.lee@example.com"}
+    unknown = {"event": "mystery", "event_id": "r3"}
+    batch = await engine.process([raw, "not an object", bad_id, unknown],
+                                 _meta(engine, "198.51.100.23"))
+    first, second, third, fourth = debug_entries(batch, MASKER)
     assert first["status"] == "rejected" and first["error"].startswith("event:")
     assert first["input"]["user"]["email"] == f"[email {MASKER.tag(EMAIL.lower())}]"
     assert first["input"]["context"]["ip"].startswith("198.51.100.0 #")
+    assert first["event_id"] is None  # refused by the envelope: not known to be an id
     assert second["input"] == "not an object"
-    _assert_masked(first)
+    assert third["status"] == "rejected" and third["input"]["event_id"] == " [email]"
+    # Refused by its contract: the id passed the envelope, and is shown.
+    assert (fourth["status"], fourth["event_id"]) == ("rejected", "r3")
+    for entry in (first, second, third, fourth):
+        _assert_masked(entry)
 
 
 async def test_the_authority_flow_names_whom_a_copy_waits_for_and_what_confirmed_it(
