@@ -24,6 +24,7 @@ from ..e2e.relayproc import RelayProcess
 from ..e2e.rulesdir import make_rules, webhook
 from ..e2e.vendor import Answer, StandInVendor
 from ..e2e.wire import client, post_backend, wait_until
+from .conftest import CHROMIUM
 from .site import Site, page_html, ready
 
 WAIT = 15.0
@@ -175,14 +176,13 @@ def start(tmp: Path, stack: ExitStack) -> tuple[RelayProcess, Site, StandInVendo
     return relay, site, analytics, ads
 
 
-def screenshots(out: Path, extra: bool = False) -> list[Path]:
+def screenshots(out: Path) -> list[Path]:
     """The README's pictures: the list with each tab of the selected event."""
     out.mkdir(parents=True, exist_ok=True)
-    chromium = "/usr/bin/chromium"
     shots: list[Path] = []
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as pw, ExitStack() as stack:
         relay, site, analytics, ads = start(Path(tmp), stack)
-        browser = pw.chromium.launch(executable_path=chromium, headless=True)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
         stack.callback(browser.close)
         size = {"width": 1280, "height": 760}
         ctx, shop = my_browser(browser, site, viewport=size)
@@ -201,26 +201,16 @@ def screenshots(out: Path, extra: bool = False) -> list[Path]:
             page.screenshot(path=str(out / name))
             shots.append(out / name)
 
-        select(page, "page_view", "input")
         page.locator(f'#list > li[data-event-id="{w.page_view}"]').click()
+        page.click("#tab-input")
         shot("debug-input.png")
         page.click("#tab-destinations")
         shot("debug-destinations.png")
         page.click("#tab-deliveries")
         shot("debug-deliveries.png")
-        if extra:
-            for name, event_id, tab in (("eu", "evt-dbg-eu-1", "destinations"),
-                                        ("eu-del", "evt-dbg-eu-1", "deliveries"),
-                                        ("held", ORDER, "destinations"),
-                                        ("backend", ORDER, "destinations")):
-                page.locator(f'#list > li[data-event-id="{event_id}"]').nth(
-                    {"held": 2, "backend": 1}.get(name, 0)).click()
-                page.click(f"#tab-{tab}")
-                shot(f"extra-{name}.png")
     return shots
 
 
 if __name__ == "__main__":
-    for path in screenshots(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/img"),
-                            extra="--extra" in sys.argv):
+    for path in screenshots(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/img")):
         print(path)
