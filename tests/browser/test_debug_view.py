@@ -120,7 +120,7 @@ def test_the_debug_view_shows_decisions_diffs_and_deliveries(
         busy = panel.locator("li[data-kind=attempt][data-destination=ads][data-outcome=retry]")
         busy.wait_for()
         busy_text = busy.text_content() or ""
-        assert "HTTP 503" in busy_text and "failed; it is retried" in busy_text
+        assert "HTTP 503" in busy_text and "failed; retried" in busy_text
         assert "busy: [email] from 203.0.113.0 #" in busy_text  # the vendor's answer, masked
         panel.locator("li[data-destination=ads][data-outcome=ok]").wait_for()
         assert "HTTP 200" in (panel.locator("li[data-destination=ads][data-outcome=ok]")
