@@ -85,6 +85,11 @@ def may_hold_personal_data(text: str) -> bool:
     return "@" in text or "%40" in text or digit_count(text) >= MIN_DIGITS
 
 
+def redact_emails(text: str) -> str:
+    """``text`` with its emails (only) masked: ``"to a+b@example.com"`` -> ``"to [email]"``."""
+    return _EMAIL_RE.sub(EMAIL_MASK, text) if "@" in text or "%40" in text else text
+
+
 def redact_text(text: str) -> tuple[str, dict[str, int]]:
     """``text`` with emails, card and phone numbers masked, and how many of each."""
     found: dict[str, int] = {}

@@ -139,7 +139,7 @@ class Runtime:
         sample = relay.sample
         sampler = Sampler(sample.path, sample.rate, sample.max_bytes) if sample else None
         self.engine = Engine(rules, state, self.metrics, self.masker, subjects=self.subjects,
-                             sampler=sampler)
+                             sampler=sampler, watched=lambda: self.debug.listening)
         self.limiter = RateLimiter(relay.rate_limit.per_second, relay.rate_limit.burst)
         self._browser = next((s for s in rules.sources.values() if s.type == "browser"), None)
         self._write_keys = {
@@ -282,7 +282,8 @@ class Runtime:
         for consent ended is shown in the debug view."""
         expired = await self.engine.expire()
         if expired and self.debug.listening:
-            self.debug.publish([debug_entry(r, self.masker) for r in expired])
+            now = int(time.time() * 1000)
+            self.debug.publish([debug_entry(r, self.masker, now) for r in expired])
 
     # -- helpers for the handlers -----------------------------------------------------
 
@@ -311,4 +312,4 @@ class Runtime:
 
     def debug_feed(self, batch: Batch) -> None:
         if self.debug.listening:
-            self.debug.publish(debug_entries(batch, self.masker))
+            self.debug.publish(debug_entries(batch, self.masker, int(time.time() * 1000)))

@@ -31,6 +31,12 @@ def test_redact_text(text: str, expected: str) -> None:
     assert personal.redact_text(text)[0] == expected
 
 
+def test_redact_emails_masks_emails_only() -> None:
+    assert personal.redact_emails("to a+b@example.com, call 555 010 4477") == (
+        "to [email], call 555 010 4477")
+    assert personal.redact_emails("no address here") == "no address here"
+
+
 def test_luhn() -> None:
     assert personal.luhn("4111111111111111")
     assert personal.luhn("79927398713")

@@ -3,20 +3,18 @@ and the reconciliation page (its own module)."""
 
 from __future__ import annotations
 
-import asyncio
 import hmac
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from relay.admin import reconcile
-from relay.observe.log import digest
+from relay.admin.debug import debug_page, debug_stream
 from relay.rules.secrets import masked_tree
 
 if TYPE_CHECKING:
@@ -77,63 +75,6 @@ async def quarantine(request: Request) -> Response:
     for item in items:
         item["payload"] = orjson.loads(item["payload"])
     return _json(items)
-
-
-DEBUG_PAGE = """<!doctype html><meta charset=utf-8><title>Relay debug</title>
-<style>body{font:14px system-ui;margin:1rem}pre{background:#f5f5f5;padding:.5rem}
-.ev{border-bottom:1px solid #ddd;padding:.5rem 0}.delivered{color:#070}
-.suppressed,.rejected,.expired{color:#a00}.duplicate,.held,.dropped{color:#a60}</style>
-<h1>Relay: live events</h1><p id=s>connecting…</p><div id=log></div>
-<script>
-const es=new EventSource('debug/stream'+location.search);
-const log=document.getElementById('log');
-const el=(tag,cls,text)=>{const n=document.createElement(tag);
-  if(cls)n.className=cls;n.textContent=text;return n};
-es.onopen=()=>document.getElementById('s').textContent='live';
-es.onmessage=(m)=>{const e=JSON.parse(m.data);const d=el('div','ev','');
-  if(e.delivery){d.append(el('div',e.outcome=='ok'?'delivered':'suppressed',
-    'attempt: '+e.delivery+' '+e.outcome+(e.status?' HTTP '+e.status:'')+' for '+
-    e.event_ids.join(', ')+(e.detail?' ('+e.detail+')':'')));log.prepend(d);return}
-  d.append(el('b',e.status,e.event+' '+(e.event_id||'')+' - '+e.status+(e.error?': '+e.error:'')));
-  for(const n of e.notes||[])d.append(el('div','',n));
-  for(const c of e.copies){
-    d.append(el('div',c.outcome,c.destination+': '+c.outcome+(c.purpose&&c.outcome=='held'?
-      ' for '+c.purpose:'')+(c.detail?' ('+c.detail+')':'')));
-    if(c.sent)d.append(el('pre','',JSON.stringify(c.sent,null,1)));
-  }
-  log.prepend(d)};
-</script>"""
-
-
-async def debug_page(request: Request) -> Response:
-    return HTMLResponse(DEBUG_PAGE)
-
-
-async def debug_stream(request: Request) -> Response:
-    rt = _rt(request)
-    cookie = request.cookies.get(rt.rules.relay.cookie.name)
-    cid = request.query_params.get("cid")
-    if cid is None and cookie:
-        own = rt.signer.verify(cookie)
-        cid = digest(own) if own else None
-    queue = rt.debug.subscribe(cid)
-
-    async def stream() -> AsyncIterator[bytes]:
-        try:
-            yield b": connected\n\n"
-            while True:
-                try:
-                    entry = await asyncio.wait_for(queue.get(), 15)
-                except TimeoutError:
-                    yield b": keep-alive\n\n"
-                    continue
-                yield b"data: " + orjson.dumps(entry) + b"\n\n"
-        finally:
-            rt.debug.unsubscribe(queue)
-
-    return StreamingResponse(
-        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
-    )
 
 
 def routes() -> list[Route]:

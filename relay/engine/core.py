@@ -16,7 +16,7 @@ wait for a browser's consent are handled in ``waiting.py``.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -27,7 +27,7 @@ from relay.engine import contracts, envelope
 from relay.engine.consent import decide
 from relay.engine.identity import new_id
 from relay.engine.match import matches
-from relay.engine.results import Audit, Batch, Copy, EventStatus, Meta, Result
+from relay.engine.results import Audit, Batch, Copy, Meta, Result
 from relay.engine.sample import Sampler
 from relay.engine.waiting import (
     CONSENT_EVENT,
@@ -63,8 +63,12 @@ class Engine(ConsentWaits):
         kinds: Mapping[str, DestinationDef] = DESTINATIONS,
         subjects: Subjects | None = None,
         sampler: Sampler | None = None,
+        watched: Callable[[], bool] = lambda: False,
     ) -> None:
         self.rules = rules
+        # True while someone watches the debug view: results then keep each event's input
+        # and vendor destinations' copies before their mapping, for its diff.
+        self.watched = watched
         self.subjects = subjects  # the ledger's keyed hashes of a person's ids
         self.sampler = sampler  # relay.sample: events recorded for relay diff
         self.state = state
@@ -84,10 +88,12 @@ class Engine(ConsentWaits):
 
     async def process(self, raws: Sequence[Any], meta: Meta) -> Batch:
         batch = Batch()
+        watched = self.watched()
         for index, raw in enumerate(raws):
-            result = await self._one(index, raw, meta, batch)
+            result = await self._one(index, raw, meta, batch, watched)
             if result.cid is None and meta.source.type == "browser":
                 result.cid = meta.correlation_id
+            result.source, result.received_ms = meta.source.name, meta.received_ms
             batch.results.append(result)
         return batch
 
@@ -121,7 +127,11 @@ class Engine(ConsentWaits):
         hop("rejected", source=meta.source.name, event=known, reason=reason, error=logged)
         return Result(index, "rejected", event=name, error=error)
 
-    async def _one(self, index: int, raw: Any, meta: Meta, batch: Batch) -> Result:
+    async def _one(
+        self, index: int, raw: Any, meta: Meta, batch: Batch, watched: bool
+    ) -> Result:
+        """One event: the envelope, the context the relay fills in, then ``_decide``. While
+        the debug view watches, the result keeps the event as it was at that point."""
         rules = self.rules
         source = meta.source
         trusted = source.type != "browser"
@@ -135,18 +145,33 @@ class Engine(ConsentWaits):
         if isinstance(ev, envelope.EnvelopeError):
             name = raw.get("event") if isinstance(raw, dict) else None
             name = name if isinstance(name, str) else None
-            return self._reject(index, meta, str(ev), "envelope", name, ev.logged)
+            result = self._reject(index, meta, str(ev), "envelope", name, ev.logged)
+            result.input = _snapshot(raw) if watched else None
+            return result
         notes: list[str] = []
         if "event_id" not in ev:
             if trusted:
                 error = "event_id: required for backend events"
-                return self._reject(index, meta, error, "envelope", ev["event"], error)
+                result = self._reject(index, meta, error, "envelope", ev["event"], error)
+                result.input = _snapshot(ev) if watched else None
+                return result
             ev["event_id"] = new_id("evt_")
         self._enrich(ev, meta, notes)
         if source.type == "browser" and not meta.gpc and _says_gpc(raw):
             # navigator.globalPrivacyControl, as the snippet reports it: an opt-out can only
             # narrow what is sent, so the page may turn GPC on (never off).
             ev["context"]["gpc"] = True
+        arrived = _snapshot(ev) if watched else None
+        result = await self._decide(index, ev, meta, batch, notes)
+        result.input = arrived
+        return result
+
+    async def _decide(
+        self, index: int, ev: Event, meta: Meta, batch: Batch, notes: list[str]
+    ) -> Result:
+        """Consent memory, the contract, authority, then routing."""
+        rules = self.rules
+        source = meta.source
         cid = ev.get("correlation_id") if source.type == "browser" else None
         given = ev.get("consent")
         if cid is not None:
@@ -163,7 +188,9 @@ class Engine(ConsentWaits):
         name, eid = ev["event"], ev["event_id"]
         if checked.kind == "rejected":
             error, logged = checked.error or "contract", checked.logged or "contract"
-            return self._reject(index, meta, error, "contract", name, logged)
+            result = self._reject(index, meta, error, "contract", name, logged)
+            result.event_id = eid  # a valid id (the envelope passed): the debug view shows it
+            return result
         ev = checked.event
         self.metrics.events_received.labels(source.name, self._label(name)).inc()
         hop(
@@ -184,13 +211,13 @@ class Engine(ConsentWaits):
 
         if self.sampler is not None:
             self.sampler.offer(rules, ev)
+        result = Result(index, "accepted", eid, name, notes=notes, cid=ev.get("correlation_id"))
         contract = checked.contract
         if contract is not None and contract.authority is not None:
-            held = await self._authority(ev, contract, source, notes)
-            if held is not None:
-                return Result(index, held, eid, name, notes=notes)
+            await self._authority(ev, contract, source, result)
+            if result.status != "accepted":
+                return result
 
-        result = Result(index, "accepted", eid, name, notes=notes, cid=ev.get("correlation_id"))
         await self._route(ev, given, result, batch)
         routed = [c for c in result.copies if c.outcome in ("delivered", "duplicate")]
         if routed and all(c.outcome == "duplicate" for c in routed):
@@ -233,40 +260,48 @@ class Engine(ConsentWaits):
                 ev["correlation_id"] = verified
 
     async def _authority(
-        self, ev: Event, contract: Contract, source: Source, notes: list[str]
-    ) -> EventStatus | None:
-        eid, name = ev["event_id"], ev["event"]
+        self, ev: Event, contract: Contract, source: Source, result: Result
+    ) -> None:
+        """Hold a browser copy of an event another source is the authority for (``result``
+        becomes ``held``, or ``duplicate`` when the authority's copy came first), or merge a
+        held one into the authority's copy (``result.confirms`` names it)."""
+        eid, name, notes = ev["event_id"], ev["event"], result.notes
         cid = ev.get("correlation_id")
         aliases = ["eid:" + eid] + ([f"cid:{cid}:{name}"] if cid else [])
         if source.name == contract.authority:
             held = await self.state.take(aliases)
             if held is not None:
-                merged = 0
+                merged = []
                 for path, value in held.get("fields", {}).items():
                     if get_path(ev, path) is MISSING:
                         set_path(ev, path, value)
-                        merged += 1
-                notes.append(f"confirmed a held browser copy; merged {merged} field(s)")
-                hop("released", event_id=eid, event=name, merged=merged)
+                        merged.append(path)
+                notes.append(f"confirmed a held browser copy; merged {len(merged)} field(s)")
+                hop("released", event_id=eid, event=name, merged=len(merged))
+                result.merged = tuple(merged)
+                browser_eid = held.get("event_id")
+                result.confirms = browser_eid if isinstance(browser_eid, str) else None
             await self.state.seen(["auth:" + eid], self._auth_ttl)
-            return None
+            return
         if source.type != "browser":
-            return None  # another trusted source: routed as is
+            return  # another trusted source: routed as is
         if await self.state.contains("auth:" + eid):
             notes.append("the authoritative copy was already received")
             self.metrics.events_duplicate.labels("*").inc()
             hop("duplicate", event_id=eid, event=name, reason="authority already confirmed")
-            return "duplicate"
+            result.status = "duplicate"
+            return
         fields = {
             p: v for p in contract.enrich_from_browser if (v := get_path(ev, p)) is not MISSING
         }
-        await self.state.hold(
-            aliases, {"event": name, "event_id": eid, "fields": fields}, contract.confirm_window
-        )
+        held_copy: dict[str, Any] = {"event": name, "event_id": eid, "fields": fields}
+        if cid:
+            held_copy["cid"] = cid  # so its expiry reaches the debug view of its browser
+        await self.state.hold(aliases, held_copy, contract.confirm_window)
         self.metrics.events_held.labels(self._label(name)).inc()
         hop("held", event_id=eid, event=name, authority=contract.authority)
         notes.append(f"held until {contract.authority} confirms")
-        return "held"
+        result.status, result.held_for = "held", contract.authority
 
     async def _route(self, ev: Event, given: Any, result: Result, batch: Batch) -> None:
         """Decide each destination's copy. ``given`` is the event's own ``consent`` (before
@@ -331,6 +366,8 @@ class Engine(ConsentWaits):
             return Copy(dest.name, "dropped", "dropped by the pipeline")
         prepare = self._prepares.get(dest.name)
         if prepare is not None:
+            # The debug view compares the copy before the vendor's mapping with the input.
+            minimized = orjson.loads(orjson.dumps(sent)) if self.watched() else None
             notes = len(ctx.notes)
             try:
                 sent = prepare(sent, dest.settings, ctx)
@@ -341,7 +378,8 @@ class Engine(ConsentWaits):
                 ctx.notes.append("the vendor mapping failed (see the relay's log)")
             if sent is None:
                 why = "; ".join(ctx.notes[notes:]) or "the vendor cannot take this event"
-                return Copy(dest.name, "dropped", why)
+                return Copy(dest.name, "dropped", why, minimized=minimized)
+            return Copy(dest.name, "delivered", "; ".join(ctx.notes), sent, minimized=minimized)
         return Copy(dest.name, "delivered", "; ".join(ctx.notes), sent)
 
     async def _emit(
@@ -406,15 +444,33 @@ class Engine(ConsentWaits):
 
     async def expire(self) -> list[Result]:
         """Count what ran out of time: held browser copies never confirmed, and events that
-        waited for a consent choice that never came (their copies suppressed; one result
-        each, for the debug view)."""
+        waited for a consent choice that never came (their copies suppressed). One result
+        each, for the debug view."""
+        out = []
         for held in await self.state.expired():
             name = str(held.get("event", "?"))
             self.metrics.held_expired.labels(self._label(name)).inc()
             eid = held.get("event_id")
-            hop("expired", event_id=eid if isinstance(eid, str) else None,
-                event=self._named(name), reason="unconfirmed by the authoritative source")
-        return await self._expire_pending()
+            eid = eid if isinstance(eid, str) else None
+            hop("expired", event_id=eid, event=self._named(name),
+                reason="unconfirmed by the authoritative source")
+            contract = self.rules.events.contracts.get(name)
+            authority = contract.authority if contract is not None else None
+            cid = held.get("cid")
+            result = Result(-1, "expired", eid, name, cid=cid if isinstance(cid, str) else None,
+                            held_for=authority)
+            result.notes.append(f"not confirmed by {authority or 'its authoritative source'} "
+                                "within confirm_window")
+            out.append(result)
+        return out + await self._expire_pending()
+
+
+def _snapshot(value: Any) -> bytes | None:
+    """The event as it is now, for the debug view (None if it cannot be written as JSON)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return None
 
 
 def _schema(ev: Event) -> int | None:

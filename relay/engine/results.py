@@ -7,6 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
+
+from relay.engine.envelope import format_ms
+from relay.observe.changes import changes
 from relay.observe.log import digest
 from relay.observe.mask import Masker
 from relay.rules.model import Outcome, Source
@@ -42,6 +46,9 @@ class Copy:
     detail: str = ""
     sent: Event | None = None  # what the destination will receive
     purpose: str | None = None  # held or suppressed: the purpose it waits for or was refused
+    # While the debug view watches, a vendor destination's copy after its pipeline and
+    # before the vendor's mapping (``sent`` is the vendor's item): what the diff compares.
+    minimized: Event | None = None
 
 
 @dataclass(slots=True)
@@ -55,6 +62,14 @@ class Result:
     notes: list[str] = field(default_factory=list)
     cid: str | None = None  # the browser's correlation id (the debug view filters on it)
     audit: Audit | None = None  # for the delivery ledger, once the event is routed
+    source: str | None = None
+    received_ms: int | None = None
+    # For the debug view, only while it watches: the event as it arrived (after the relay
+    # filled in its context, before the contract), as JSON.
+    input: bytes | None = None
+    held_for: str | None = None  # held: the authoritative source it waits for
+    confirms: str | None = None  # the event_id of the held browser copy this one confirmed
+    merged: tuple[str, ...] = ()  # and the paths (enrich_from_browser) it took from it
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,22 +123,29 @@ class Batch:
         return {row.destination for row in self.rows}
 
 
-def debug_entry(result: Result, masker: Masker) -> dict[str, Any]:
+def debug_entry(result: Result, masker: Masker, now_ms: int | None = None) -> dict[str, Any]:
     """What the debug view shows of one event: its status and each destination's decision
-    (the purpose of a held or suppressed copy), with what would be sent masked
-    (``relay.observe.mask``). The event's name, the error and the notes may quote the client
-    (a rejected name, a key): masked as free text."""
+    (the purpose of a held or suppressed copy), with what would be sent and how that differs
+    from the input (``relay.observe.changes``), all masked (``relay.observe.mask``). The
+    event's name, the error and the notes may quote the client (a rejected name, a key):
+    masked as free text. ``at`` is when it was received, or ``now_ms`` for what became of
+    a waiting event."""
     text = masker.text
-    copies = [
-        {
+    arrived = _decoded(result.input)
+    copies = []
+    for c in result.copies:
+        copy: dict[str, Any] = {
             "destination": c.destination,
             "outcome": c.outcome,
             "purpose": c.purpose,
             "detail": text(c.detail),
             "sent": masker.event(c.sent) if c.sent else None,
         }
-        for c in result.copies
-    ]
+        compared = c.minimized if c.minimized is not None else c.sent
+        if isinstance(arrived, dict) and compared is not None:
+            copy["changes"] = changes(arrived, compared, masker)
+        copies.append(copy)
+    at = result.received_ms if result.received_ms is not None else now_ms
     return {
         "event_id": result.event_id,
         "event": text(result.event) if result.event is not None else None,
@@ -132,10 +154,39 @@ def debug_entry(result: Result, masker: Masker) -> dict[str, Any]:
         "notes": [text(n) for n in result.notes],
         "copies": copies,
         "cid": digest(result.cid) if result.cid else None,
+        "source": result.source,
+        "at": format_ms(at) if at is not None else None,
+        "input": _masked_input(arrived, masker, result.status == "rejected"),
+        "held_for": result.held_for,
+        "confirms": result.confirms,
+        "merged": list(result.merged),
     }
 
 
-def debug_entries(batch: Batch, masker: Masker) -> list[dict[str, Any]]:
+def debug_entries(
+    batch: Batch, masker: Masker, now_ms: int | None = None
+) -> list[dict[str, Any]]:
     """The debug view's entries for a batch: its events, then each event a consent choice
     in it released (status ``released``) or found expired (``expired``), as its own entry."""
-    return [debug_entry(r, masker) for r in (*batch.results, *batch.releases)]
+    return [debug_entry(r, masker, now_ms) for r in (*batch.results, *batch.releases)]
+
+
+def _decoded(blob: bytes | None) -> Any:
+    if blob is None:
+        return None
+    try:
+        return orjson.loads(blob)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _masked_input(arrived: Any, masker: Masker, rejected: bool) -> Any:
+    """The input masked; a rejected event's ``event_id`` may not be one (the envelope may
+    have refused it): masked as free text."""
+    if not isinstance(arrived, dict):
+        return None if arrived is None else masker.value(arrived)
+    shown = masker.event(arrived)
+    if rejected and "event_id" in arrived:
+        shown["event_id"] = masker.value(arrived["event_id"])
+    return shown
+

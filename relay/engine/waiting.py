@@ -17,7 +17,7 @@ rules, state and metrics, and the engine steps declared at its top.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +78,7 @@ class ConsentWaits:
     state: State
     metrics: Metrics
     masker: Masker
+    watched: Callable[[], bool]
 
     def _named(self, name: str) -> str:
         """An event name for a hop line: a contract's as it is; any other is the client's
@@ -193,6 +194,8 @@ class ConsentWaits:
                 batch.releases.append(self._expired(item))
                 continue
             out = Result(-1, "released", item.event_id, item.event, cid=cid)
+            if self.watched():  # the debug view diffs the copies against the waiting event
+                out.input = item.body
             batch.releases.append(out)
             ready = await self._route_released(item, remembered, now, out, batch)
             released = sum(1 for c in out.copies if c.outcome == "delivered")
@@ -209,6 +212,8 @@ class ConsentWaits:
         rules = self.rules
         eid, name = item.event_id, item.event
         ev: Event = orjson.loads(item.body)
+        source = ev.get("source")
+        out.source = source if isinstance(source, str) else None
         apply_memory(ev, remembered)
         states = {p: decide(purpose, ev) for p, purpose in rules.purposes.items()}
         granted = frozenset(p for p, (state, _) in states.items() if state == "granted")

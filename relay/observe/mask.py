@@ -54,7 +54,7 @@ import hmac
 import re
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote, unquote_plus
 
 from relay.observe.log import digest
 from relay.personal import (
@@ -64,6 +64,7 @@ from relay.personal import (
     is_phone_field,
     may_hold_personal_data,
     normalize_identifier,
+    redact_emails,
     redact_text,
     truncate,
 )
@@ -173,7 +174,14 @@ class Masker:
         key, equals, value = pair.partition("=")
         decoded = unquote_plus(value) if "%" in value or "+" in value else value
         kind = _contact_kind(unquote_plus(key)) if decoded else None
-        masked = f"[{kind}]" if kind else self.text(decoded)
+        if kind:
+            masked = f"[{kind}]"
+        elif "+" in value and "@" in (plain := unquote(value)):
+            # "+" may be a space or part of an email (ann+shop@example.com): the emails
+            # first, with their "+", then the rest with "+" as a space.
+            masked = self.text(redact_emails(plain).replace("+", " "))
+        else:
+            masked = self.text(decoded)
         return self.text(key) + equals + (value if masked == decoded else masked)
 
     def value(self, value: Any) -> Any:

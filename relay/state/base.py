@@ -6,7 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-Held = dict[str, Any]  # {"event": name, "event_id": id, "fields": {path: value}}
+# {"event": name, "event_id": id, "fields": {path: value}}, and "cid" (the browser's
+# correlation id) when it had one
+Held = dict[str, Any]
 WaitKey = tuple[str, str]  # (destination, purpose): a label pair of relay_consent_pending
 
 

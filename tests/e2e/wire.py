@@ -199,8 +199,23 @@ class DebugStream:
     def text(self) -> str:
         return self.raw.partition(b"\r\n\r\n")[2].decode(errors="replace")
 
+    def events(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every server-sent event so far: (its name, ``message`` when unnamed; its data).
+        A block still arriving (no blank line after it yet) is left for the next call."""
+        out = []
+        for block in self.text.replace("\r\n", "\n").split("\n\n")[:-1]:
+            name, data = "message", None
+            for line in block.split("\n"):
+                if line.startswith("event: "):
+                    name = line[7:]
+                elif line.startswith("data: "):
+                    data = json.loads(line[6:])
+            if data is not None:
+                out.append((name, data))
+        return out
+
     def entries(self) -> list[dict[str, Any]]:
-        return [json.loads(line[6:]) for line in self.text.splitlines()
-                if line.startswith("data: ")]
+        """The feed's entries (the unnamed events; the first, ``viewer``, is not one)."""
+        return [data for name, data in self.events() if name == "message"]
 
 

@@ -134,6 +134,13 @@ def test_addresses_inside_text_are_truncated_and_tagged() -> None:
         ("https://ann:pw@shop.example:8443/u/ann@example.com",
          "https://[userinfo]@shop.example:8443/u/[email]"),
         ("https://mail.example/#to=ann@example.com", "https://mail.example/#to=[email]"),
+        # An unencoded "+" in a query value: an email's own (all of it masked), or a space.
+        ("https://mail.example/?from=Privacy.Probe+e2e@Example.org&n=a+b",
+         "https://mail.example/?from=[email]&n=a+b"),
+        ("https://s.example/?q=call+%2B1+555+010+4477&r=ring+555+010+4478",
+         "https://s.example/?q=call [phone]&r=ring [phone]"),
+        # Where "+" could be either, the longest email it can make is masked.
+        ("https://s.example/?q=mail+ann+x@example.com", "https://s.example/?q=[email]"),
     ],
 )
 def test_urls_keep_their_shape_and_lose_personal_data(url: str, expected: str) -> None:
