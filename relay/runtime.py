@@ -27,6 +27,7 @@ from relay.dispatch import Dispatcher
 from relay.engine import Engine
 from relay.engine.identity import CookieSigner
 from relay.engine.results import Batch, debug_entries, debug_entry
+from relay.errors import SpoolUnavailable
 from relay.ledger import SqliteLedger
 from relay.observe.debug import DebugFeed
 from relay.observe.log import LOG, listen
@@ -106,6 +107,7 @@ class Runtime:
         self._apply(rules, state=None)
         self.spool: Spool = open_spool(rules.relay.spool)
         self.metrics.track_depths(lambda: self.spool.depths())
+        self.metrics.track_ledger(lambda: self.ledger.pending if self.ledger else None)
         self.client: httpx.AsyncClient | None = None
         self.ledger: SqliteLedger | None = None  # opened by start() unless ``ledger: off``
         self._unlisten: Callable[[], None] = lambda: None
@@ -212,6 +214,7 @@ class Runtime:
             self.ledger = SqliteLedger(
                 sqlite_path(ledger.url), ledger.retention,
                 on_error=lambda: self.metrics.ledger_errors.labels().inc(),
+                on_write=self.metrics.ledger_write_latency.observe,
             )
             await self.ledger.start()
             self._unlisten = listen(self.ledger.listener)
@@ -293,9 +296,11 @@ class Runtime:
         return self.signer.verify(value, self.rules.relay.cookie.max_age + max(windows, default=0))
 
     async def scrape(self) -> bytes:
-        """The Prometheus page, with the waiting copies read from the state store now (in
-        Redis: every replica's)."""
-        known = [(d.name, d.purpose) for d in self.rules.destinations.values() if d.purpose]
+        """The Prometheus page. What the workers and replicas share is read now: the copies
+        waiting for consent from the state store (in Redis: every replica's), the spool's
+        figures from its file."""
+        rules = self.rules
+        known = [(d.name, d.purpose) for d in rules.destinations.values() if d.purpose]
         try:
             counts = await self.state.pending_counts()
         except Exception as exc:  # a scrape must not fail because Redis is away
@@ -303,6 +308,16 @@ class Runtime:
             self.metrics.set_pending(None, known)
         else:
             self.metrics.set_pending(counts, known)
+        try:
+            stats = await self.spool.stats()
+        except SpoolUnavailable as exc:
+            LOG.warning("metrics: cannot read the spool: %s", exc)
+            self.metrics.set_spool(None, None)
+        else:
+            now = time.time()
+            ages = dict.fromkeys([*rules.destinations, *self.spool.depths()[0]], 0.0)
+            ages.update({d: max(0.0, now - t) for d, t in stats.oldest.items()})
+            self.metrics.set_spool(ages, stats.size)
         return self.metrics.render()
 
     def debug_feed(self, batch: Batch) -> None:

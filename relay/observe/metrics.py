@@ -11,7 +11,7 @@ the event-loop thread (handlers, engine, dispatch workers, proxy); the SQLite sp
 and the ``asyncio.to_thread`` calls never touch metrics. A metric that must be updated from
 another thread has to use a prometheus_client class (they lock). Each family is a registry
 ``Collector`` and renders exactly as the prometheus_client class would, byte for byte
-(``tests/test_metrics.py`` compares the two).
+(``tests/observe/test_metrics.py`` compares the two).
 """
 
 from __future__ import annotations
@@ -20,7 +20,13 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
-from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -198,6 +204,39 @@ class _PendingCollector(Collector):
         yield family
 
 
+class _Readings(Collector):
+    """Gauges read at scrape time from what the runtime hands over (``Metrics.set_spool``,
+    ``Metrics.track_ledger``): no sample when there is no reading."""
+
+    def __init__(self) -> None:
+        self.oldest: dict[str, float] | None = None  # seconds, per destination
+        self.spool_bytes: int | None = None
+        self.ledger_pending: Callable[[], int | None] = lambda: None
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        oldest = GaugeMetricFamily(
+            "relay_spool_oldest_age_seconds",
+            "Age of the oldest copy waiting in the spool (0 when none waits)",
+            labels=["destination"],
+        )
+        for dest, age in sorted((self.oldest or {}).items()):
+            oldest.add_metric([dest], age)
+        yield oldest
+        size = GaugeMetricFamily(
+            "relay_spool_file_bytes", "Bytes on disk of the spool's files (database and WAL)"
+        )
+        if self.spool_bytes is not None:
+            size.add_metric([], self.spool_bytes)
+        yield size
+        pending = GaugeMetricFamily(
+            "relay_ledger_pending_hops", "Hops handed to the ledger and not written yet"
+        )
+        waiting = self.ledger_pending()
+        if waiting is not None:
+            pending.add_metric([], waiting)
+        yield pending
+
+
 class _Children:
     """A prometheus_client metric whose children are looked up in a dict: its ``labels()``
     otherwise takes a lock and rebuilds the key on every call."""
@@ -237,6 +276,10 @@ class Metrics:
         self.ledger_errors = counter(
             "relay_ledger_errors", "Ledger writes that failed or were dropped (hops not recorded)"
         )
+        self.ledger_write_latency = self._histogram(
+            "relay_ledger_write_seconds",
+            "From hops handed to the ledger to their commit (its lag behind the events)",
+        ).labels()
         self.events_quarantined = counter(
             "relay_events_quarantined", "Events with no contract, kept in quarantine", "source"
         )
@@ -268,6 +311,8 @@ class Metrics:
         )
         self._pending = _PendingCollector()
         self.registry.register(self._pending)
+        self._readings = _Readings()
+        self.registry.register(self._readings)
         self.breaker_open = _Children(  # set on breaker transitions only: not worth a class
             Gauge(
                 "relay_circuit_open",
@@ -276,6 +321,7 @@ class Metrics:
                 registry=self.registry,
             )
         )
+        ProcessCollector(registry=self.registry)  # process_*: memory, CPU, fds (Linux)
 
     def _counter(self, name: str, doc: str, *labels: str) -> CounterFamily:
         return CounterFamily(name, doc, labels, self.registry)
@@ -293,6 +339,19 @@ class Metrics:
             self._pending.counts = None
             return
         self._pending.counts = {**dict.fromkeys(known, 0), **counts}
+
+    def set_spool(self, oldest: dict[str, float] | None, size: int | None) -> None:
+        """The spool's figures read from its file for this scrape: the oldest waiting copy's
+        age per destination (seconds), and its files' size; ``None`` when unread."""
+        self._readings.oldest, self._readings.spool_bytes = oldest, size
+
+    def track_ledger(self, pending: Callable[[], int | None]) -> None:
+        """Where ``relay_ledger_pending_hops`` is read (None: no ledger)."""
+        self._readings.ledger_pending = pending
+
+    def families(self) -> list[Metric]:
+        """Every family as collected now, in the page's order."""
+        return list(self.registry.collect())
 
     def track_depths(self, read: Callable[[], tuple[dict[str, int], dict[str, int]]]) -> None:
         self.registry.register(_DepthCollector(read))
