@@ -33,6 +33,7 @@ from relay.observe.debug import DebugFeed
 from relay.observe.log import LOG, listen
 from relay.observe.mask import Masker
 from relay.observe.metrics import Metrics
+from relay.observe.workers import Sharing, WorkerMetrics
 from relay.personal import Subjects
 from relay.registry import check_rules, load_rules, place
 from relay.rules.model import Rules, Source
@@ -92,6 +93,7 @@ class Runtime:
         env: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         refuse_weak_secrets: bool = False,
+        sharing: Sharing | None = None,
     ) -> None:
         self.rules_dir = Path(rules_dir)
         self.refuse_weak_secrets = refuse_weak_secrets
@@ -99,6 +101,8 @@ class Runtime:
         self.env = env
         self.transport = transport
         self.metrics = Metrics()
+        # relay serve --workers N: one /metrics page adds up every worker's figures.
+        self.workers = WorkerMetrics(sharing, self.metrics) if sharing is not None else None
         # Raises RulesError: a bad start fails loudly. Local paths resolve under var_dir.
         rules = place(load_rules(self.rules_dir, env), self.var_dir)
         for d in rules.policy:  # relay serve has said so already; an embedding app has not
@@ -231,6 +235,8 @@ class Runtime:
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGHUP, lambda: asyncio.ensure_future(self.reload())
             )
+        if self.workers is not None:
+            await self.workers.start()
         self._started = True
         LOG.info(
             "relay started: rules %s, %d destinations",
@@ -257,6 +263,8 @@ class Runtime:
         if self.ledger is not None:
             await self.ledger.close()
         await self.state.close()
+        if self.workers is not None:
+            await self.workers.stop()  # last: what it leaves counts the whole run
 
     async def _watch(self) -> None:
         while True:
@@ -298,7 +306,7 @@ class Runtime:
     async def scrape(self) -> bytes:
         """The Prometheus page. What the workers and replicas share is read now: the copies
         waiting for consent from the state store (in Redis: every replica's), the spool's
-        figures from its file."""
+        figures from its file. Under ``--workers N`` every worker's figures are added up."""
         rules = self.rules
         known = [(d.name, d.purpose) for d in rules.destinations.values() if d.purpose]
         try:
@@ -318,6 +326,8 @@ class Runtime:
             ages = dict.fromkeys([*rules.destinations, *self.spool.depths()[0]], 0.0)
             ages.update({d: max(0.0, now - t) for d, t in stats.oldest.items()})
             self.metrics.set_spool(ages, stats.size)
+        if self.workers is not None and self._started:
+            return await self.workers.render()
         return self.metrics.render()
 
     def debug_feed(self, batch: Batch) -> None:

@@ -12,13 +12,17 @@ and the ``asyncio.to_thread`` calls never touch metrics. A metric that must be u
 another thread has to use a prometheus_client class (they lock). Each family is a registry
 ``Collector`` and renders exactly as the prometheus_client class would, byte for byte
 (``tests/observe/test_metrics.py`` compares the two).
+
+Under ``relay serve --workers N`` each worker process has its own ``Metrics``;
+``relay.observe.workers`` adds them up on every scrape, family by family as ``policy``
+says: counters and histograms are summed, each gauge as ``GAUGES`` names.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -37,6 +41,31 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import INF, floatToGoString
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series are noise
+
+# How a family's samples are added up over ``relay serve --workers N``'s processes:
+# ``sum`` (every worker, exited ones included: counts never go back), ``sum_live`` and
+# ``max_live`` (the workers running now), ``min`` (exited ones included), ``own`` (the
+# answering worker's reading of something the workers share: the spool file, the state).
+Policy = Literal["sum", "sum_live", "max_live", "min", "own"]
+GAUGES: dict[str, Policy] = {
+    "relay_consent_pending": "own",
+    "relay_spool_depth": "own",
+    "relay_dlq_depth": "own",
+    "relay_spool_oldest_age_seconds": "own",
+    "relay_spool_file_bytes": "own",
+    "relay_circuit_open": "max_live",  # each worker has its own breaker
+    "relay_ledger_pending_hops": "sum_live",
+    "relay_workers": "own",  # counted by the adding up itself
+    "process_resident_memory_bytes": "sum_live",
+    "process_virtual_memory_bytes": "sum_live",
+    "process_open_fds": "sum_live",
+    "process_max_fds": "own",
+    "process_start_time_seconds": "min",  # the first worker's: when the counts started
+}
+ADDITIVE = ("counter", "histogram", "summary")
+# A worker's share of the page: family name -> (policy, [(sample name, labels, value)]).
+Snapshot = dict[str, tuple[Policy, list[tuple[str, dict[str, str], float]]]]
+WORKER_STATES = ("answered", "unanswered", "exited")
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -163,6 +192,37 @@ class HistogramFamily(_Family[HistogramChild]):
         return [family]
 
 
+def policy(family: Metric) -> Policy:
+    """How ``family`` is added up over worker processes; a gauge must be in ``GAUGES``."""
+    if family.type in ADDITIVE:
+        return "sum"
+    try:
+        return GAUGES[family.name]
+    except KeyError:
+        raise ValueError(f"metric {family.name}: a gauge needs its policy in GAUGES") from None
+
+
+def snapshot_of(families: Iterable[Metric]) -> Snapshot:
+    """A worker's share of the page: per family that is not ``own``, its policy and samples
+    as ``(name, labels, value)``. ``relay.observe.workers`` adds these up."""
+    out: Snapshot = {}
+    for family in families:
+        how = policy(family)
+        if how != "own":
+            out[family.name] = (how, [(s.name, s.labels, s.value) for s in family.samples])
+    return out
+
+
+def workers_family(states: dict[str, int]) -> GaugeMetricFamily:
+    """``relay_workers``: how many workers' figures a page adds up, per ``WORKER_STATES``."""
+    family = GaugeMetricFamily(
+        "relay_workers", "Worker processes whose figures this page adds up", labels=["state"]
+    )
+    for state in WORKER_STATES:
+        family.add_metric([state], states.get(state, 0))
+    return family
+
+
 class _DepthCollector(Collector):
     """Spool and DLQ depth, read when scraped (the spool keeps its own counts)."""
 
@@ -235,6 +295,7 @@ class _Readings(Collector):
         if waiting is not None:
             pending.add_metric([], waiting)
         yield pending
+        yield workers_family({"answered": 1})  # one process; relay.observe.workers: more
 
 
 class _Children:
@@ -348,6 +409,10 @@ class Metrics:
     def track_ledger(self, pending: Callable[[], int | None]) -> None:
         """Where ``relay_ledger_pending_hops`` is read (None: no ledger)."""
         self._readings.ledger_pending = pending
+
+    def snapshot(self) -> Snapshot:
+        """This process's share of the page (``snapshot_of`` its families now)."""
+        return snapshot_of(self.families())
 
     def families(self) -> list[Metric]:
         """Every family as collected now, in the page's order."""

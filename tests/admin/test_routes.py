@@ -144,6 +144,7 @@ async def test_metrics_page_reads_the_spool_and_the_process(
     assert samples["relay_spool_file_bytes"] >= spool.stat().st_size > 0
     assert samples["relay_ledger_pending_hops"] >= 0
     assert samples["relay_ledger_write_seconds_count"] >= 1
+    assert samples['relay_workers{state="answered"}'] == 1
     for name in ("process_resident_memory_bytes", "process_cpu_seconds_total",
                  "process_open_fds", "process_start_time_seconds"):
         assert samples[name] > 0, name

@@ -12,6 +12,7 @@ from relay.observe.metrics import (
     CounterFamily,
     HistogramFamily,
     Metrics,
+    policy,
 )
 
 
@@ -139,24 +140,29 @@ def test_families_refuse_misuse() -> None:
 
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "http.md"
+# docs/http.md's words for each way --workers N adds a family up.
+POLICY_WORDS = {"sum": "sum", "sum_live": "sum now", "max_live": "max now", "min": "min",
+                "own": "one reading"}
 
 
-def _documented() -> dict[str, set[str]]:
-    """docs/http.md's metrics table: name -> labels."""
+def _documented() -> dict[str, tuple[set[str], str]]:
+    """docs/http.md's metrics table: name -> (labels, how --workers N adds it up)."""
     rows = {}
     for line in DOCS.read_text().splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         name = re.fullmatch(r"`((?:relay|process)_\w+)`", cells[0])
-        if name and len(cells) == 3:
-            rows[name.group(1)] = set(re.findall(r"`(\w+)`", cells[1]))
+        if name and len(cells) == 4:
+            rows[name.group(1)] = (set(re.findall(r"`(\w+)`", cells[1])), cells[3])
     return rows
 
 
-def test_the_docs_list_every_metric_with_its_labels() -> None:
+def test_the_docs_list_every_metric_with_its_labels_and_how_workers_add_it_up() -> None:
     m = Metrics()
     _exercise(m)
     exported = {}
     for family in m.families():
         name = family.name + ("_total" if family.type == "counter" else "")
-        exported[name] = {k for s in family.samples for k in s.labels if k != "le"}
+        labels = {k for s in family.samples for k in s.labels if k != "le"}
+        how = "the page's own" if family.name == "relay_workers" else POLICY_WORDS[policy(family)]
+        exported[name] = (labels, how)
     assert _documented() == exported
