@@ -8,6 +8,7 @@ each message becomes a relay envelope (``parse_segment``). The answer is Segment
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +91,7 @@ def parse_segment(call: str, msg: Any) -> Any:
 
 
 async def segment(rt: Runtime, scope: Scope, receive: Receive) -> Answer:
+    started = time.perf_counter()
     relay = rt.engine.rules.relay
     call = scope["path_params"]["call"]
     if call not in SEGMENT_CALLS:
@@ -114,6 +116,7 @@ async def segment(rt: Runtime, scope: Scope, receive: Receive) -> Answer:
     batch, failed = await process_trusted(rt, source, headers, envelopes)
     if failed:
         return problem(failed)
+    rt.metrics.ingest_latency.observe(time.perf_counter() - started)
     if batch.accepted == 0 and batch.duplicates == 0 and batch.rejected():
         return 400, {"success": False, "rejected": batch.rejected()}, []
     return 200, {"success": True, "rejected": batch.rejected()}, []

@@ -49,6 +49,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series a
 Policy = Literal["sum", "sum_live", "max_live", "min", "own"]
 GAUGES: dict[str, Policy] = {
     "relay_consent_pending": "own",
+    "relay_state_up": "own",
     "relay_spool_depth": "own",
     "relay_dlq_depth": "own",
     "relay_spool_oldest_age_seconds": "own",
@@ -252,6 +253,7 @@ class _PendingCollector(Collector):
 
     def __init__(self) -> None:
         self.counts: dict[tuple[str, str], int] | None = None  # None: no reading
+        self.up: bool | None = None  # did the state store answer the last reading?
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         family = GaugeMetricFamily(
@@ -262,6 +264,12 @@ class _PendingCollector(Collector):
         for (dest, purpose), n in sorted((self.counts or {}).items()):
             family.add_metric([dest, purpose], n)
         yield family
+        up = GaugeMetricFamily(
+            "relay_state_up", "1 when the state store (dedup marks, held copies) answered"
+        )
+        if self.up is not None:
+            up.add_metric([], 1 if self.up else 0)
+        yield up
 
 
 class _Readings(Collector):
@@ -357,6 +365,12 @@ class Metrics:
         self.deliveries = counter(
             "relay_deliveries", "Delivery outcomes per copy", "destination", "outcome"
         )
+        self.ingest_failures = counter(
+            "relay_ingest_failures",
+            "Ingest requests answered 5xx: nothing accepted (503 spool, 500 internal)",
+            "endpoint",
+            "status",
+        )
         self.delivery_latency = self._histogram(
             "relay_delivery_latency_seconds", "Vendor request latency", "destination"
         )
@@ -396,6 +410,7 @@ class Metrics:
         """The waiting copies per (destination, purpose), as the state store counts them,
         with a zero for each ``known`` pair (the rules' consent-gated destinations) that
         has none; ``None`` when the store could not be read (the gauge has no samples)."""
+        self._pending.up = counts is not None
         if counts is None:
             self._pending.counts = None
             return

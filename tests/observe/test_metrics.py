@@ -68,6 +68,7 @@ def _exercise(m: Metrics) -> None:
         m.ingest_latency.observe(seconds)
     m.rules_reloads.labels("ok")  # shown at 0 before anything is counted
     m.rules_reloads.labels("error").inc()
+    m.ingest_failures.labels("browser", "503").inc()
     m.proxy_requests.labels("gtag", "200").inc()
     m.proxy_pin_mismatch.labels("gtag").inc()
     m.breaker_open.labels("ga4").set(1)
@@ -117,7 +118,9 @@ def test_sample_values_read_back() -> None:
 def test_consent_pending_gauge_zeroes_known_pairs_and_omits_an_unread_store() -> None:
     m = Metrics()
     get = m.registry.get_sample_value
+    assert get("relay_state_up", {}) is None  # not read yet
     m.set_pending({("ads", "ads"): 2, ("gone", "ads"): 1}, [("ads", "ads"), ("ga4", "analytics")])
+    assert get("relay_state_up", {}) == 1
     assert get("relay_consent_pending", {"destination": "ads", "purpose": "ads"}) == 2
     assert get("relay_consent_pending", {"destination": "ga4", "purpose": "analytics"}) == 0
     assert get("relay_consent_pending", {"destination": "gone", "purpose": "ads"}) == 1
@@ -125,6 +128,7 @@ def test_consent_pending_gauge_zeroes_known_pairs_and_omits_an_unread_store() ->
     assert get("relay_consent_pending", {"destination": "ads", "purpose": "ads"}) == 0
     m.set_pending(None, [("ads", "ads")])  # the store could not be read: no sample at all
     assert get("relay_consent_pending", {"destination": "ads", "purpose": "ads"}) is None
+    assert get("relay_state_up", {}) == 0
     assert "# TYPE relay_consent_pending gauge" in m.render().decode()
 
 
