@@ -82,12 +82,12 @@ def rows(name: str, fields: dict[str, Any], at: float) -> Rows:
     )
     copy = None
     if eid is not None and dest is not None and hop in COPY_OUTCOMES:
-        consent = fields.get("_consent")
+        consent = fields.get("_consent", fields.get("consent"))
         copy = CopyRow(
             eid, dest, hop, at, row.source, row.event,
             orjson.dumps(consent, option=orjson.OPT_SORT_KEYS).decode()
             if isinstance(consent, dict) else None,
-            _int(fields.get("_schema")), names, row.attempt,
+            _int(fields.get("_schema", fields.get("schema"))), names, row.attempt,
         )
     people = fields.get("_people")
     subjects = tuple(p for p in people if isinstance(p, str)) if isinstance(people, list) else ()
