@@ -23,6 +23,7 @@ from relay.ingest.browser import browser
 from relay.ingest.endpoint import Endpoint
 from relay.ingest.segment import segment
 from relay.ingest.webhook import webhook
+from relay.observe.workers import Sharing
 from relay.proxy.router import ProxyRouter
 from relay.runtime import Runtime
 from relay.web import json_response, with_date_and_server
@@ -57,6 +58,7 @@ def create_app(
     env: Mapping[str, str] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     refuse_weak_secrets: bool = False,
+    sharing: Sharing | None = None,
 ) -> Starlette:
     """The public relay app, with routes relative to where it is mounted.
 
@@ -64,10 +66,11 @@ def create_app(
     ``relay serve`` does exactly that. ``app.state.relay`` is the ``Runtime``. Relative
     paths in the rules (the spool, file destinations) resolve under ``var_dir``. Weak source
     secrets (``relay.rules.policy``) are logged as warnings; with ``refuse_weak_secrets``
-    (``relay serve`` on a public address) a reload that brings one is rejected.
+    (``relay serve`` on a public address) a reload that brings one is rejected. ``sharing``
+    is for ``relay serve --workers N``'s workers: their ``/metrics`` adds up every worker's.
     """
     runtime = Runtime(rules_dir, var_dir=var_dir, env=env, transport=transport,
-                      refuse_weak_secrets=refuse_weak_secrets)
+                      refuse_weak_secrets=refuse_weak_secrets, sharing=sharing)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -111,13 +114,14 @@ def tune_gc() -> None:
 
 def serving_app(
     rules_dir: str, var_dir: str = "var", admin_port: int | None = None, *,
-    refuse_weak_secrets: bool = False,
+    refuse_weak_secrets: bool = False, sharing: Sharing | None = None,
 ) -> Callable[..., Any]:
     """What ``relay serve`` runs: the relay under its prefix, and the admin app on its own
     port (chosen by the port a connection arrived on, so one process can serve both). Every
     response carries one ``Date`` and one ``Server`` (``relay.web.with_date_and_server``:
     the server must not add its own)."""
-    relay_app = create_app(rules_dir, var_dir=var_dir, refuse_weak_secrets=refuse_weak_secrets)
+    relay_app = create_app(rules_dir, var_dir=var_dir, refuse_weak_secrets=refuse_weak_secrets,
+                           sharing=sharing)
     tune_gc()
     runtime: Runtime = relay_app.state.relay
     prefix = runtime.rules.relay.prefix

@@ -28,11 +28,13 @@ from relay.engine import Engine
 from relay.engine.identity import CookieSigner
 from relay.engine.results import Batch, debug_entries, debug_entry
 from relay.engine.sample import Sampler
+from relay.errors import SpoolUnavailable
 from relay.ledger import SqliteLedger
 from relay.observe.debug import DebugFeed
 from relay.observe.log import LOG, listen
 from relay.observe.mask import Masker
 from relay.observe.metrics import Metrics
+from relay.observe.workers import Sharing, WorkerMetrics
 from relay.personal import Subjects
 from relay.registry import check_rules, load_rules, place
 from relay.rules.model import Rules, Source
@@ -92,6 +94,7 @@ class Runtime:
         env: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         refuse_weak_secrets: bool = False,
+        sharing: Sharing | None = None,
     ) -> None:
         self.rules_dir = Path(rules_dir)
         self.refuse_weak_secrets = refuse_weak_secrets
@@ -99,6 +102,8 @@ class Runtime:
         self.env = env
         self.transport = transport
         self.metrics = Metrics()
+        # relay serve --workers N: one /metrics page adds up every worker's figures.
+        self.workers = WorkerMetrics(sharing, self.metrics) if sharing is not None else None
         # Raises RulesError: a bad start fails loudly. Local paths resolve under var_dir.
         rules = place(load_rules(self.rules_dir, env), self.var_dir)
         for d in rules.policy:  # relay serve has said so already; an embedding app has not
@@ -107,6 +112,7 @@ class Runtime:
         self._apply(rules, state=None)
         self.spool: Spool = open_spool(rules.relay.spool)
         self.metrics.track_depths(lambda: self.spool.depths())
+        self.metrics.track_ledger(lambda: self.ledger.pending if self.ledger else None)
         self.client: httpx.AsyncClient | None = None
         self.ledger: SqliteLedger | None = None  # opened by start() unless ``ledger: off``
         self._unlisten: Callable[[], None] = lambda: None
@@ -216,6 +222,7 @@ class Runtime:
             self.ledger = SqliteLedger(
                 sqlite_path(ledger.url), ledger.retention,
                 on_error=lambda: self.metrics.ledger_errors.labels().inc(),
+                on_write=self.metrics.ledger_write_latency.observe,
             )
             await self.ledger.start()
             self._unlisten = listen(self.ledger.listener)
@@ -232,6 +239,8 @@ class Runtime:
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGHUP, lambda: asyncio.ensure_future(self.reload())
             )
+        if self.workers is not None:
+            await self.workers.start()
         self._started = True
         LOG.info(
             "relay started: rules %s, %d destinations",
@@ -258,6 +267,8 @@ class Runtime:
         if self.ledger is not None:
             await self.ledger.close()
         await self.state.close()
+        if self.workers is not None:
+            await self.workers.stop()  # last: what it leaves counts the whole run
 
     async def _watch(self) -> None:
         while True:
@@ -298,9 +309,11 @@ class Runtime:
         return self.signer.verify(value, self.rules.relay.cookie.max_age + max(windows, default=0))
 
     async def scrape(self) -> bytes:
-        """The Prometheus page, with the waiting copies read from the state store now (in
-        Redis: every replica's)."""
-        known = [(d.name, d.purpose) for d in self.rules.destinations.values() if d.purpose]
+        """The Prometheus page. What the workers and replicas share is read now: the copies
+        waiting for consent from the state store (in Redis: every replica's), the spool's
+        figures from its file. Under ``--workers N`` every worker's figures are added up."""
+        rules = self.rules
+        known = [(d.name, d.purpose) for d in rules.destinations.values() if d.purpose]
         try:
             counts = await self.state.pending_counts()
         except Exception as exc:  # a scrape must not fail because Redis is away
@@ -308,6 +321,18 @@ class Runtime:
             self.metrics.set_pending(None, known)
         else:
             self.metrics.set_pending(counts, known)
+        try:
+            stats = await self.spool.stats()
+        except SpoolUnavailable as exc:
+            LOG.warning("metrics: cannot read the spool: %s", exc)
+            self.metrics.set_spool(None, None)
+        else:
+            now = time.time()
+            ages = dict.fromkeys([*rules.destinations, *self.spool.depths()[0]], 0.0)
+            ages.update({d: max(0.0, now - t) for d, t in stats.oldest.items()})
+            self.metrics.set_spool(ages, stats.size)
+        if self.workers is not None and self._started:
+            return await self.workers.render()
         return self.metrics.render()
 
     def debug_feed(self, batch: Batch) -> None:

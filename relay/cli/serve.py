@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import ipaddress
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -15,12 +16,14 @@ from typing import Any
 
 from relay.cli.common import load, log_level, placed
 from relay.observe.log import configure
+from relay.observe.workers import DIR_ENV, TOKEN_ENV, prepare
 from relay.rules.model import Rules
 from relay.runtime import load_or_create_secret
 from relay.spool.factory import open_spool
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+METRICS_DIR = "metrics"  # under --var: each worker's figures, for one /metrics page
 
 
 def _serve_config(args: argparse.Namespace, admin_host: str, admin_port: int) -> Any:
@@ -148,15 +151,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     if args.workers > 1:
-        from hypercorn.run import run
+        from relay.cli.master import run_workers
 
         os.environ["RELAY_RULES_DIR"] = args.rules
         os.environ["RELAY_VAR_DIR"] = args.var
         os.environ["RELAY_ADMIN_PORT"] = str(admin_port)
         os.environ["RELAY_PUBLIC"] = "0" if is_loopback(args.host) else "1"
+        share_metrics(Path(args.var).resolve() / METRICS_DIR)
         config.application_path = "relay.cli.worker:app"
-        _forward_sighup()
-        return int(run(config) or 0)
+        return run_workers(config)
     from hypercorn.asyncio import serve
 
     from relay.app import serving_app
@@ -175,18 +178,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _forward_sighup() -> None:
-    """With several workers, SIGHUP to the master reloads every worker's rules."""
-    forwarding = False
-
-    def handler(signum: int, frame: Any) -> None:
-        nonlocal forwarding
-        if forwarding:
-            return
-        forwarding = True
-        try:
-            os.killpg(os.getpgrp(), signal.SIGHUP)
-        finally:
-            forwarding = False
-
-    signal.signal(signal.SIGHUP, handler)
+def share_metrics(directory: Path) -> None:
+    """Let the workers add up each other's metrics: a fresh private folder for their
+    figures and a token for asking each other (``relay.observe.workers``), handed over in
+    the environment they inherit."""
+    prepare(directory)
+    os.environ[DIR_ENV] = str(directory)
+    os.environ[TOKEN_ENV] = secrets.token_urlsafe(24)

@@ -117,14 +117,17 @@ class Engine(ConsentWaits):
         return name if name in self.rules.events.contracts else OTHER_EVENT
 
     def _reject(
-        self, index: int, meta: Meta, error: str, reason: str, name: str | None, logged: str
+        self, index: int, meta: Meta, error: str, reason: str, name: str | None, logged: str,
+        eid: str | None = None,
     ) -> Result:
         """A rejected event: ``error`` goes to the client, ``logged`` (the same in the relay's
         and the rules' words only: no event name, key or value the client chose) to the hop
-        line, which names the event only when the rules do."""
+        line, which names the event only when the rules do, and its ``eid`` once the
+        envelope has checked it."""
         self.metrics.events_rejected.labels(meta.source.name, reason).inc()
         known = name if name is not None and name in self.rules.events.contracts else None
-        hop("rejected", source=meta.source.name, event=known, reason=reason, error=logged)
+        hop("rejected", event_id=eid, source=meta.source.name, event=known, reason=reason,
+            error=logged)
         return Result(index, "rejected", event=name, error=error)
 
     async def _one(
@@ -188,7 +191,7 @@ class Engine(ConsentWaits):
         name, eid = ev["event"], ev["event_id"]
         if checked.kind == "rejected":
             error, logged = checked.error or "contract", checked.logged or "contract"
-            result = self._reject(index, meta, error, "contract", name, logged)
+            result = self._reject(index, meta, error, "contract", name, logged, eid)
             result.event_id = eid  # a valid id (the envelope passed): the debug view shows it
             return result
         ev = checked.event
@@ -277,7 +280,7 @@ class Engine(ConsentWaits):
                         set_path(ev, path, value)
                         merged.append(path)
                 notes.append(f"confirmed a held browser copy; merged {len(merged)} field(s)")
-                hop("released", event_id=eid, event=name, merged=len(merged))
+                hop("released", event_id=eid, source=source.name, event=name, merged=len(merged))
                 result.merged = tuple(merged)
                 browser_eid = held.get("event_id")
                 result.confirms = browser_eid if isinstance(browser_eid, str) else None
@@ -288,7 +291,8 @@ class Engine(ConsentWaits):
         if await self.state.contains("auth:" + eid):
             notes.append("the authoritative copy was already received")
             self.metrics.events_duplicate.labels("*").inc()
-            hop("duplicate", event_id=eid, event=name, reason="authority already confirmed")
+            hop("duplicate", event_id=eid, source=source.name, event=name,
+                reason="authority already confirmed")
             result.status = "duplicate"
             return
         fields = {
@@ -299,7 +303,8 @@ class Engine(ConsentWaits):
             held_copy["cid"] = cid  # so its expiry reaches the debug view of its browser
         await self.state.hold(aliases, held_copy, contract.confirm_window)
         self.metrics.events_held.labels(self._label(name)).inc()
-        hop("held", event_id=eid, event=name, authority=contract.authority)
+        hop("held", event_id=eid, source=source.name, event=name,
+            authority=contract.authority)
         notes.append(f"held until {contract.authority} confirms")
         result.status, result.held_for = "held", contract.authority
 
@@ -342,7 +347,7 @@ class Engine(ConsentWaits):
                     result.copies.append(copy)
                     waits[dest.name] = copy
                     continue
-                self._suppressed(eid, name, dest.name, dest.purpose, reason)
+                self._suppressed(eid, name, dest.name, dest.purpose, reason, ev["source"])
                 result.copies.append(
                     Copy(dest.name, "suppressed", f"{dest.purpose}: {reason}", purpose=dest.purpose)
                 )
@@ -398,18 +403,20 @@ class Engine(ConsentWaits):
         copies = [self._prepare(orjson.loads(blob), dest, granted) for dest in candidates[:-1]]
         if candidates:
             copies.append(self._prepare(ev, candidates[-1], granted))
-        await self._spool_copies(ev["event_id"], ev["event"], copies, result, batch)
+        await self._spool_copies(
+            ev["event_id"], ev["event"], copies, result, batch, ev.get("source")
+        )
 
     async def _spool_copies(
-        self, eid: str, name: str, copies: Sequence[Copy], result: Result, batch: Batch
+        self, eid: str, name: str, copies: Sequence[Copy], result: Result, batch: Batch,
+        source: str | None = None,
     ) -> None:
         for copy in copies:
             if copy.sent is None:
                 result.copies.append(copy)
                 self.metrics.events_dropped.labels(copy.destination).inc()
-                hop(
-                    "dropped", event_id=eid, event=self._named(name), destination=copy.destination
-                )
+                hop("dropped", event_id=eid, source=source, event=self._named(name),
+                    destination=copy.destination)
         ready = [c for c in copies if c.sent is not None]
         if not ready:
             return
@@ -424,6 +431,7 @@ class Engine(ConsentWaits):
                 hop(
                     "duplicate",
                     event_id=eid,
+                    source=source,
                     event=self._named(name),
                     destination=copy.destination,
                 )

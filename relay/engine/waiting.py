@@ -96,11 +96,15 @@ class ConsentWaits:
     ) -> None:
         raise NotImplementedError
 
-    def _suppressed(self, eid: str, name: str, dest: str, purpose: str, reason: str) -> None:
+    def _suppressed(
+        self, eid: str, name: str, dest: str, purpose: str, reason: str,
+        source: str | None = None,
+    ) -> None:
         self.metrics.consent_suppressed.labels(dest, purpose).inc()
         hop(
             "suppressed",
             event_id=eid,
+            source=source,
             event=self._named(name),
             destination=dest,
             purpose=purpose,
@@ -123,11 +127,12 @@ class ConsentWaits:
         item = Pending(cid, eid, name, purposes, orjson.dumps(stored), time.time() + window)
         if await self.state.pend(item, window):
             for dest, purpose in purposes.items():
-                hop("held", event_id=eid, event=self._named(name), destination=dest,
+                hop("held", event_id=eid, source=ev.get("source"), event=self._named(name),
+                    destination=dest,
                     purpose=purpose, reason=PENDING)
             return
         for dest, copy in waits.items():
-            self._suppressed(eid, name, dest, purposes[dest], FULL)
+            self._suppressed(eid, name, dest, purposes[dest], FULL, ev.get("source"))
             copy.outcome, copy.detail = "suppressed", f"{purposes[dest]}: {FULL}"
 
     async def _expire_pending(self) -> list[Result]:
@@ -237,7 +242,7 @@ class ConsentWaits:
             elif reason.startswith("default"):
                 still[dest_name] = purpose
             else:
-                self._suppressed(eid, name, dest_name, purpose, reason)
+                self._suppressed(eid, name, dest_name, purpose, reason, ev.get("source"))
                 out.copies.append(
                     Copy(dest_name, "suppressed", f"{purpose}: {reason}", purpose=purpose)
                 )
@@ -250,7 +255,7 @@ class ConsentWaits:
                         Copy(dest_name, "held", f"{purpose}: {PENDING}", purpose=purpose)
                     )
                 else:
-                    self._suppressed(eid, name, dest_name, purpose, FULL)
+                    self._suppressed(eid, name, dest_name, purpose, FULL, ev.get("source"))
                     out.copies.append(
                         Copy(dest_name, "suppressed", f"{purpose}: {FULL}", purpose=purpose)
                     )

@@ -37,11 +37,11 @@ async def commit(rt: Runtime, batch: Batch) -> Problem | None:
         hop(
             "spooled",
             event_id=row.event_id,
+            source=audit.source if audit else None,
+            event=audit.event if audit else None,
+            schema=audit.schema if audit else None,
+            consent=audit.consent if audit else None,  # per purpose, as the copy was decided
             destination=row.destination,
-            _source=audit.source if audit else None,
-            _event=audit.event if audit else None,
-            _schema=audit.schema if audit else None,
-            _consent=audit.consent if audit else None,
             _payload=row.payload,
         )
         rt.metrics.spooled.labels(row.destination).inc()

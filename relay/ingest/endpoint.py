@@ -6,7 +6,9 @@ scope, the body with ``relay.web.read_body``, and returns the status, the JSON b
 extra headers. ``Endpoint`` sends that answer once. A client that disconnects mid-body (or
 sends a broken chunked body) raises ``ClientDisconnect`` in ``read_body``: there is nobody to
 answer, so nothing is sent and nothing is logged as an error. A bug in a handler is logged
-with its traceback and answered with a JSON 500 that says nothing was accepted.
+with its traceback and answered with a JSON 500 that says nothing was accepted. Every 5xx
+answer (500, or 503 when the spool cannot commit) is counted in
+``relay_ingest_failures_total{endpoint,status}``.
 
 No middleware, ``Request`` or ``Response`` objects: the browser endpoint carries every page
 view of every visitor (``benchmarks/README.md`` measured what Starlette's objects cost).
@@ -40,6 +42,7 @@ class Endpoint:
     def __init__(self, runtime: Runtime, handler: Handler) -> None:
         self.rt = runtime
         self.handler = handler
+        self.name = getattr(handler, "__name__", "ingest")  # browser, webhook, segment
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
@@ -53,4 +56,6 @@ class Endpoint:
             except Exception:
                 LOG.exception("POST %s failed", scope.get("path", "?"))
                 answer = (500, {"error": "internal error; nothing was accepted"}, [])
+            if answer[0] >= 500:
+                self.rt.metrics.ingest_failures.labels(self.name, str(answer[0])).inc()
         await send_json(send, *answer)

@@ -49,7 +49,7 @@ def record(name: str, fields: dict[str, Any], at: float) -> Record:
         except orjson.JSONDecodeError:
             hop["fields"] = []
     for key in ("consent", "schema"):
-        value = fields.get("_" + key)
+        value = fields.get(key, fields.get("_" + key))
         if value is not None:
             hop[key] = value
     eid = fields.get("event_id")

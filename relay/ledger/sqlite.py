@@ -8,6 +8,9 @@ for the GIL and cost more than the work itself), and goes to the ledger's thread
 operation; the thread's group commit writes many of those in one transaction. A ledger that
 cannot write (disk full) logs it, counts it in ``relay_ledger_errors_total`` and never holds
 up or fails an event: the spool, not the ledger, is what makes an accepted event durable.
+``pending`` (hops handed over and not written yet) and ``on_write`` (seconds from hand-over
+to commit, per batch) tell how far it lags behind (``relay_ledger_pending_hops``,
+``relay_ledger_write_seconds``).
 """
 
 from __future__ import annotations
@@ -138,11 +141,14 @@ class SqliteLedger:
         *,
         clock: Callable[[], float] = time.time,
         on_error: Callable[[], None] = lambda: None,
+        on_write: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         self.path = path
         self.retention = retention
         self._clock = clock
         self._on_error = on_error  # counts a write the ledger could not make
+        self._on_write = on_write  # seconds from a batch's hand-over to its commit
+        self.pending = 0  # hops handed to the thread and not written yet
         self._committer: Committer[None] = Committer(
             path, BUSY_TIMEOUT, SCHEMA, lambda: None, maintain=self._prune,
             maintain_every=PRUNE_EVERY,
@@ -186,16 +192,21 @@ class SqliteLedger:
         except RuntimeError:  # no running loop (a CLI run): write nothing rather than block
             return
         self._inflight.add(task)
-        task.add_done_callback(self._done)
+        self.pending += len(batch)
+        started = time.perf_counter()
+        task.add_done_callback(lambda t: self._done(t, len(batch), started))
 
-    def _done(self, task: asyncio.Future[Any]) -> None:
+    def _done(self, task: asyncio.Future[Any], hops: int, started: float) -> None:
         self._inflight.discard(task)
+        self.pending -= hops
         if task.cancelled():
             return
         exc = task.exception()
         if exc is not None:
             LOG.error("ledger %s: cannot record hops: %s", self.path, exc)
             self._on_error()
+            return
+        self._on_write(time.perf_counter() - started)
 
     async def drain(self) -> None:
         """Wait until every hop seen so far is written (tests, shutdown)."""

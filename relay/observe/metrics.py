@@ -11,16 +11,26 @@ the event-loop thread (handlers, engine, dispatch workers, proxy); the SQLite sp
 and the ``asyncio.to_thread`` calls never touch metrics. A metric that must be updated from
 another thread has to use a prometheus_client class (they lock). Each family is a registry
 ``Collector`` and renders exactly as the prometheus_client class would, byte for byte
-(``tests/test_metrics.py`` compares the two).
+(``tests/observe/test_metrics.py`` compares the two).
+
+Under ``relay serve --workers N`` each worker process has its own ``Metrics``;
+``relay.observe.workers`` adds them up on every scrape, family by family as ``policy``
+says: counters and histograms are summed, each gauge as ``GAUGES`` names.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
-from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -31,6 +41,32 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import INF, floatToGoString
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series are noise
+
+# How a family's samples are added up over ``relay serve --workers N``'s processes:
+# ``sum`` (every worker, exited ones included: counts never go back), ``sum_live`` and
+# ``max_live`` (the workers running now), ``min`` (exited ones included), ``own`` (the
+# answering worker's reading of something the workers share: the spool file, the state).
+Policy = Literal["sum", "sum_live", "max_live", "min", "own"]
+GAUGES: dict[str, Policy] = {
+    "relay_consent_pending": "own",
+    "relay_state_up": "own",
+    "relay_spool_depth": "own",
+    "relay_dlq_depth": "own",
+    "relay_spool_oldest_age_seconds": "own",
+    "relay_spool_file_bytes": "own",
+    "relay_circuit_open": "max_live",  # each worker has its own breaker
+    "relay_ledger_pending_hops": "sum_live",
+    "relay_workers": "own",  # counted by the adding up itself
+    "process_resident_memory_bytes": "sum_live",
+    "process_virtual_memory_bytes": "sum_live",
+    "process_open_fds": "sum_live",
+    "process_max_fds": "own",
+    "process_start_time_seconds": "min",  # the first worker's: when the counts started
+}
+ADDITIVE = ("counter", "histogram", "summary")
+# A worker's share of the page: family name -> (policy, [(sample name, labels, value)]).
+Snapshot = dict[str, tuple[Policy, list[tuple[str, dict[str, str], float]]]]
+WORKER_STATES = ("answered", "unanswered", "exited")
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -157,6 +193,37 @@ class HistogramFamily(_Family[HistogramChild]):
         return [family]
 
 
+def policy(family: Metric) -> Policy:
+    """How ``family`` is added up over worker processes; a gauge must be in ``GAUGES``."""
+    if family.type in ADDITIVE:
+        return "sum"
+    try:
+        return GAUGES[family.name]
+    except KeyError:
+        raise ValueError(f"metric {family.name}: a gauge needs its policy in GAUGES") from None
+
+
+def snapshot_of(families: Iterable[Metric]) -> Snapshot:
+    """A worker's share of the page: per family that is not ``own``, its policy and samples
+    as ``(name, labels, value)``. ``relay.observe.workers`` adds these up."""
+    out: Snapshot = {}
+    for family in families:
+        how = policy(family)
+        if how != "own":
+            out[family.name] = (how, [(s.name, s.labels, s.value) for s in family.samples])
+    return out
+
+
+def workers_family(states: dict[str, int]) -> GaugeMetricFamily:
+    """``relay_workers``: how many workers' figures a page adds up, per ``WORKER_STATES``."""
+    family = GaugeMetricFamily(
+        "relay_workers", "Worker processes whose figures this page adds up", labels=["state"]
+    )
+    for state in WORKER_STATES:
+        family.add_metric([state], states.get(state, 0))
+    return family
+
+
 class _DepthCollector(Collector):
     """Spool and DLQ depth, read when scraped (the spool keeps its own counts)."""
 
@@ -186,6 +253,7 @@ class _PendingCollector(Collector):
 
     def __init__(self) -> None:
         self.counts: dict[tuple[str, str], int] | None = None  # None: no reading
+        self.up: bool | None = None  # did the state store answer the last reading?
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         family = GaugeMetricFamily(
@@ -196,6 +264,46 @@ class _PendingCollector(Collector):
         for (dest, purpose), n in sorted((self.counts or {}).items()):
             family.add_metric([dest, purpose], n)
         yield family
+        up = GaugeMetricFamily(
+            "relay_state_up", "1 when the state store (dedup marks, held copies) answered"
+        )
+        if self.up is not None:
+            up.add_metric([], 1 if self.up else 0)
+        yield up
+
+
+class _Readings(Collector):
+    """Gauges read at scrape time from what the runtime hands over (``Metrics.set_spool``,
+    ``Metrics.track_ledger``): no sample when there is no reading."""
+
+    def __init__(self) -> None:
+        self.oldest: dict[str, float] | None = None  # seconds, per destination
+        self.spool_bytes: int | None = None
+        self.ledger_pending: Callable[[], int | None] = lambda: None
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        oldest = GaugeMetricFamily(
+            "relay_spool_oldest_age_seconds",
+            "Age of the oldest copy waiting in the spool (0 when none waits)",
+            labels=["destination"],
+        )
+        for dest, age in sorted((self.oldest or {}).items()):
+            oldest.add_metric([dest], age)
+        yield oldest
+        size = GaugeMetricFamily(
+            "relay_spool_file_bytes", "Bytes on disk of the spool's files (database and WAL)"
+        )
+        if self.spool_bytes is not None:
+            size.add_metric([], self.spool_bytes)
+        yield size
+        pending = GaugeMetricFamily(
+            "relay_ledger_pending_hops", "Hops handed to the ledger and not written yet"
+        )
+        waiting = self.ledger_pending()
+        if waiting is not None:
+            pending.add_metric([], waiting)
+        yield pending
+        yield workers_family({"answered": 1})  # one process; relay.observe.workers: more
 
 
 class _Children:
@@ -237,6 +345,10 @@ class Metrics:
         self.ledger_errors = counter(
             "relay_ledger_errors", "Ledger writes that failed or were dropped (hops not recorded)"
         )
+        self.ledger_write_latency = self._histogram(
+            "relay_ledger_write_seconds",
+            "From hops handed to the ledger to their commit (its lag behind the events)",
+        ).labels()
         self.events_quarantined = counter(
             "relay_events_quarantined", "Events with no contract, kept in quarantine", "source"
         )
@@ -253,6 +365,12 @@ class Metrics:
         self.deliveries = counter(
             "relay_deliveries", "Delivery outcomes per copy", "destination", "outcome"
         )
+        self.ingest_failures = counter(
+            "relay_ingest_failures",
+            "Ingest requests answered 5xx: nothing accepted (503 spool, 500 internal)",
+            "endpoint",
+            "status",
+        )
         self.delivery_latency = self._histogram(
             "relay_delivery_latency_seconds", "Vendor request latency", "destination"
         )
@@ -268,6 +386,8 @@ class Metrics:
         )
         self._pending = _PendingCollector()
         self.registry.register(self._pending)
+        self._readings = _Readings()
+        self.registry.register(self._readings)
         self.breaker_open = _Children(  # set on breaker transitions only: not worth a class
             Gauge(
                 "relay_circuit_open",
@@ -276,6 +396,7 @@ class Metrics:
                 registry=self.registry,
             )
         )
+        ProcessCollector(registry=self.registry)  # process_*: memory, CPU, fds (Linux)
 
     def _counter(self, name: str, doc: str, *labels: str) -> CounterFamily:
         return CounterFamily(name, doc, labels, self.registry)
@@ -289,10 +410,28 @@ class Metrics:
         """The waiting copies per (destination, purpose), as the state store counts them,
         with a zero for each ``known`` pair (the rules' consent-gated destinations) that
         has none; ``None`` when the store could not be read (the gauge has no samples)."""
+        self._pending.up = counts is not None
         if counts is None:
             self._pending.counts = None
             return
         self._pending.counts = {**dict.fromkeys(known, 0), **counts}
+
+    def set_spool(self, oldest: dict[str, float] | None, size: int | None) -> None:
+        """The spool's figures read from its file for this scrape: the oldest waiting copy's
+        age per destination (seconds), and its files' size; ``None`` when unread."""
+        self._readings.oldest, self._readings.spool_bytes = oldest, size
+
+    def track_ledger(self, pending: Callable[[], int | None]) -> None:
+        """Where ``relay_ledger_pending_hops`` is read (None: no ledger)."""
+        self._readings.ledger_pending = pending
+
+    def snapshot(self) -> Snapshot:
+        """This process's share of the page (``snapshot_of`` its families now)."""
+        return snapshot_of(self.families())
+
+    def families(self) -> list[Metric]:
+        """Every family as collected now, in the page's order."""
+        return list(self.registry.collect())
 
     def track_depths(self, read: Callable[[], tuple[dict[str, int], dict[str, int]]]) -> None:
         self.registry.register(_DepthCollector(read))

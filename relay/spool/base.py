@@ -25,6 +25,14 @@ class Row:
 
 
 @dataclass(frozen=True, slots=True)
+class SpoolStats:
+    """The spool's figures for a scrape, counted from its storage just now."""
+
+    oldest: dict[str, float]  # destination -> unix seconds its oldest waiting copy was spooled
+    size: int | None  # bytes on disk (None: not a file)
+
+
+@dataclass(frozen=True, slots=True)
 class Claimed:
     id: int
     destination: str
@@ -90,6 +98,10 @@ class Spool(Protocol):
     async def next_due(self, destination: str) -> float | None: ...
     def depths(self) -> tuple[dict[str, int], dict[str, int]]:
         """(spool depth, DLQ depth) per destination, from counts kept in memory."""
+
+    async def stats(self) -> SpoolStats:
+        """Count again from the storage (what other processes did included; ``depths()``
+        shows it too from now on), for a scrape."""
 
     async def dlq_list(
         self, destination: str | None = None, limit: int = 100

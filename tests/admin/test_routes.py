@@ -109,3 +109,42 @@ async def test_debug_view_shows_the_wait_and_its_release_as_entries(app: Starlet
         assert (expired["event_id"], expired["status"]) == ("dbg-wait-3", "expired")
         assert {x["outcome"] for x in expired["copies"]} == {"suppressed"}
     assert others.empty()  # a viewer of another browser sees none of it
+
+
+async def test_metrics_page_reads_the_spool_and_the_process(
+        rules_dir: Path, env: dict[str, str], tmp_path: Path) -> None:
+    """The oldest waiting copy's age tells a stalled destination; the spool's size, the
+    ledger's backlog and the process figures are on the page too."""
+    (rules_dir / "zz-down.yaml").write_text(
+        "destinations:\n  down:\n    type: webhook\n    purpose: analytics\n"
+        "    events: [page_view]\n"
+        "    settings: {url: 'http://vendor.test/hook'}\n"
+        "    retry: {attempts: 100, max_backoff: 1h, max_age: 24h}\n"
+    )
+    down = httpx.MockTransport(lambda request: httpx.Response(503))
+    app = relay.create_app(str(rules_dir), var_dir=tmp_path / "var", env=env, transport=down)
+    runtime: Runtime = app.state.relay
+    admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_admin_app(app)),
+                              base_url="http://a")
+    try:
+        async with _client(app) as c, admin:
+            await runtime.ensure_started()
+            r = await c.post("/e", json=PAGE_VIEW, headers={"cf-ipcountry": "US"})
+            assert r.status_code == 202, r.text
+            await asyncio.sleep(0.3)
+            text = (await admin.get("/metrics")).text
+    finally:
+        await runtime.stop()
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+               for line in text.splitlines() if line and not line.startswith("#")}
+    assert samples['relay_spool_depth{destination="down"}'] == 1
+    assert 0.3 <= samples['relay_spool_oldest_age_seconds{destination="down"}'] < 60
+    assert samples['relay_spool_oldest_age_seconds{destination="archive"}'] == 0
+    spool = Path(env["RELAY_SPOOL"].removeprefix("sqlite:///"))
+    assert samples["relay_spool_file_bytes"] >= spool.stat().st_size > 0
+    assert samples["relay_ledger_pending_hops"] >= 0
+    assert samples["relay_ledger_write_seconds_count"] >= 1
+    assert samples['relay_workers{state="answered"}'] == 1
+    for name in ("process_resident_memory_bytes", "process_cpu_seconds_total",
+                 "process_open_fds", "process_start_time_seconds"):
+        assert samples[name] > 0, name

@@ -6,7 +6,7 @@ required, never optional: a test that asks for ``redis_url`` fails loudly withou
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,18 +46,19 @@ def vendors() -> Iterator[MakeVendor]:
 
 @pytest.fixture
 def relays(tmp_path: Path) -> Iterator[MakeRelay]:
-    """``relays(rules_dir=None, env=None, name="relay", start=True, **sections)`` -> a
-    ``RelayProcess`` working in its own folder under ``tmp_path``. Without ``rules_dir`` the
-    shipped rules are copied there, plus ``sections`` (see ``rulesdir.make_rules``)."""
+    """``relays(rules_dir=None, env=None, name="relay", start=True, args=(), **sections)``
+    -> a ``RelayProcess`` working in its own folder under ``tmp_path`` (``args``: more
+    ``relay serve`` arguments). Without ``rules_dir`` the shipped rules are copied there,
+    plus ``sections`` (see ``rulesdir.make_rules``)."""
     made: list[RelayProcess] = []
 
     def make(rules_dir: Path | None = None, *, env: dict[str, str] | None = None,
              name: str = "relay", start: bool = True, workdir: Path | None = None,
-             **sections: Any) -> RelayProcess:
+             args: Sequence[str] = (), **sections: Any) -> RelayProcess:
         workdir = workdir or tmp_path / name
         if rules_dir is None:
             rules_dir = make_rules(workdir / "rules", **sections)
-        relay = RelayProcess(workdir, rules_dir, env=env, name=name)
+        relay = RelayProcess(workdir, rules_dir, env=env, name=name, args=args)
         made.append(relay)
         if start:
             relay.start()

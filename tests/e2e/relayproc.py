@@ -78,8 +78,9 @@ class RelayProcess:
     working directory and spool."""
 
     def __init__(self, workdir: Path, rules_dir: Path, *, env: Mapping[str, str] | None = None,
-                 name: str = "relay") -> None:
+                 name: str = "relay", args: Sequence[str] = ()) -> None:
         self.workdir = workdir
+        self.args = list(args)  # more ``relay serve`` arguments (``--workers 2``)
         self.rules_dir = rules_dir
         self.name = name
         self.env = relay_env(env)
@@ -121,7 +122,7 @@ class RelayProcess:
     def command(self) -> list[str]:
         return [sys.executable, "-m", "relay", "serve", "--rules", str(self.rules_dir),
                 "--host", "127.0.0.1", "--port", str(self.port),
-                "--admin-port", str(self.admin_port), "--var", str(self.var_dir)]
+                "--admin-port", str(self.admin_port), "--var", str(self.var_dir), *self.args]
 
     @property
     def running(self) -> bool:

@@ -1,16 +1,19 @@
-"""Privacy invariants (SPEC section 8), searched for in everything the relay writes.
+"""Privacy invariants, searched for in everything the relay writes.
 
-Events carry a raw IP (X-Forwarded-For, trusted_hops 1), an email, a phone number, a user
-agent and cookie values. None of them may appear in the relay's log, /metrics, the SQLite
-spool (the database file AND its WAL), the /debug stream, /quarantine, /dlq or
-``relay dlq list``. The
-shipped ``minimize`` pipeline also keeps the raw IP, email, phone and user agent out of what
-destinations receive (the archive file and the stand-in vendors). A copy suppressed by
-consent never touches the spool.
+Events come through the browser, webhook and Segment endpoints and carry raw IPs (v4 and
+v6: X-Forwarded-For with trusted_hops 1 for the browser, ``context.ip`` from the backend and
+Segment), emails, phone numbers, user agents, an anonymous id and cookie values, in the
+envelope, URLs, properties and headers. None of them may appear in the relay's log,
+/metrics, the SQLite spool (the database file AND its WAL), the delivery ledger (var/ledger.db
+and its WAL), ``relay trace`` (text and JSON), the /debug stream, /quarantine, /dlq, /rules
+or ``relay dlq list``. The shipped ``minimize`` pipeline also keeps the raw IP, email, phone
+and user agent out of what destinations receive (the archive file and the stand-in vendors).
+A copy suppressed by consent never touches the spool.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
@@ -26,6 +29,10 @@ RAW_IP = "203.0.113.77"
 SPOOFED_IP = "198.51.100.23"  # the client's own X-Forwarded-For entry, not trusted
 RAW_IP6 = "2001:db8:85a3:4c1d:8a2e:370:7334:1"
 BACKEND_IP = "192.0.2.201"
+SEGMENT_IP = "198.51.100.144"
+SEGMENT_IP6 = "2001:db8:5e9:77aa:bb01:cc02:dd03:4"
+SEGMENT_KEY = "e2e-segment-write-key-7f3a9c21d0"
+ANONYMOUS_ID = "anon-privacy-probe-3d8e1f"
 EMAIL = "Privacy.Probe+e2e@Example.org"
 PHONE = "+1 (555) 010-4477"
 UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -37,7 +44,8 @@ PENDING_MARKER = "pending-consent-marker-81d3"
 
 # What must never show, however written. The raw IPs' truncated forms (/24, /48) are allowed.
 PERSONAL = {
-    "raw IP": [RAW_IP, SPOOFED_IP, BACKEND_IP, "8a2e:370:7334", "4c1d:8a2e"],
+    "raw IP": [RAW_IP, SPOOFED_IP, BACKEND_IP, SEGMENT_IP, "8a2e:370:7334", "4c1d:8a2e",
+               "77aa:bb01", "cc02:dd03"],
     "email": [EMAIL, EMAIL.lower(), "privacy.probe", "privacy.probe%2be2e"],
     "phone": [PHONE, "010-4477", "5550104477", "555) 010", "555 010 4477"],
     "user agent": [UA, "PrivacyProbe"],
@@ -74,7 +82,28 @@ def _unknown_event(name: str) -> dict[str, Any]:
     }
 
 
-def test_no_personal_data_in_logs_metrics_spool_debug_or_dlq(
+def _ledger_bytes(relay: RelayProcess) -> bytes:
+    files = sorted(relay.var_dir.glob("ledger.db*"))
+    assert files, f"no ledger under {relay.var_dir}"
+    return b"".join(p.read_bytes() for p in files)
+
+
+def _segment_messages() -> list[dict[str, Any]]:
+    """What analytics.js and analytics-node send, with personal data everywhere."""
+    context = {"ip": SEGMENT_IP, "userAgent": UA,
+               "page": {"url": f"https://shop.example/?email={EMAIL}&utm_source=news",
+                        "referrer": f"https://mail.example/?from={EMAIL}"}}
+    return [
+        {"type": "page", "messageId": new_event_id("seg"), "anonymousId": ANONYMOUS_ID,
+         "userId": "u-privacy", "traits": {"email": EMAIL, "phone": PHONE},
+         "context": context, "properties": {"note": f"call {PHONE} or mail {EMAIL}"}},
+        {"type": "track", "event": "signup", "messageId": new_event_id("seg"),
+         "anonymousId": ANONYMOUS_ID, "context": {**context, "ip": SEGMENT_IP6},
+         "properties": {"plan": "pro", "contact": f"{EMAIL} / {PHONE}"}},
+    ]
+
+
+def test_no_personal_data_in_logs_metrics_spool_ledger_trace_debug_or_dlq(
         relays: MakeRelay, vendors: MakeVendor) -> None:
     rejecting = vendors(name="rejecting")  # 400: the copies go to the dead-letter store
     rejecting.respond(400, body=b'{"error":"e2e-vendor refuses"}')
@@ -84,6 +113,7 @@ def test_no_personal_data_in_logs_metrics_spool_debug_or_dlq(
     relay = relays(
         relay={"client_ip": {"header": "X-Forwarded-For", "trusted_hops": 1}},
         destinations={"rejecting": webhook(rejecting), "down": webhook(down, retry=slow_retry)},
+        sources={"apps": {"type": "segment", "write_keys": [SEGMENT_KEY]}},
         start=False,
     )
     _quarantine_unknown_events(relay)
@@ -127,6 +157,13 @@ def test_no_personal_data_in_logs_metrics_spool_debug_or_dlq(
             "context": {"ip": BACKEND_IP, "user_agent": UA, "country": "US"},
             "properties": {"order_id": "O-priv-1", "value": 5, "currency": "USD"}})
         assert r.status_code == 202 and r.json()["accepted"] == 1, r.text
+        segment = _segment_messages()
+        auth = "Basic " + base64.b64encode(f"{SEGMENT_KEY}:".encode()).decode()
+        r = http.post(relay.url("/v1/batch"), json={"batch": segment},
+                      headers={"Authorization": auth, "User-Agent": UA,
+                               "X-Forwarded-For": RAW_IP6})
+        assert r.status_code == 200 and r.json() == {"success": True}, r.text
+        ids += [m["messageId"] for m in segment]
         # Consent denied: suppressed everywhere, so it must never reach the spool; nor may
         # an EU event waiting for a consent choice.
         r = http.post(relay.url("/e"), json={"event": "page_view", "event_id": new_event_id(),
@@ -164,11 +201,19 @@ def test_no_personal_data_in_logs_metrics_spool_debug_or_dlq(
     reconcile_cli = relay.cli("reconcile", "--by", "day,event,source,destination")
     assert reconcile_cli.returncode == 0, reconcile_cli.stderr
     assert dlq_cli.returncode == 0, dlq_cli.stderr
+    traces = b""
+    for event_id in ids:
+        for form in ("text", "json"):
+            done = relay.cli("trace", event_id, "--format", form)
+            assert done.returncode == 0, done.stderr
+            traces += (done.stdout + done.stderr).encode()
+    assert b"spooled" in traces and b"delivered" in traces
     entries = debug.entries()
     assert len(entries) >= 5, f"the debug stream showed {len(entries)} events: {debug.text[:500]}"
     assert debug.error is None, debug.error
 
-    never = {**PERSONAL, **cookie_values, "correlation id": [cid]}
+    never = {**PERSONAL, **cookie_values, "correlation id": [cid],
+             "anonymous id": [ANONYMOUS_ID]}
     secrets = {"secret": [RELAY_SECRET, BACKEND_SECRET]}
     places = {
         "relay stderr log": (relay.log_text().encode(), {**never, **secrets}),
@@ -177,11 +222,13 @@ def test_no_personal_data_in_logs_metrics_spool_debug_or_dlq(
         "/quarantine": (quarantine.content, {**never, **secrets}),
         "/dlq": (dlq_text.encode(), {**never, **secrets}),
         "relay dlq list": ((dlq_cli.stdout + dlq_cli.stderr).encode(), {**never, **secrets}),
-        "/rules": (rules_text.encode(), secrets),
+        "/rules": (rules_text.encode(), {**never, **secrets, "write key": [SEGMENT_KEY]}),
         "/reconcile and /reconcile.json": (reconcile_page.content + reconcile_json.content,
                                            {**never, **secrets}),
         "relay reconcile": ((reconcile_cli.stdout + reconcile_cli.stderr).encode(),
                             {**never, **secrets}),
+        "delivery ledger (db, WAL)": (_ledger_bytes(relay), {**never, **secrets}),
+        "relay trace (text, json)": (traces, {**never, **secrets}),
         # The spool holds what destinations receive: the correlation id may be in it.
         "SQLite spool (db, WAL, shm)": (_spool_bytes(relay),
                                         {**PERSONAL, **cookie_values, **secrets,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from tests.conftest import receiver
 
 WRITE_KEY = "test-segment-write-key"
 BODY = orjson.dumps({"event": "page_view", "event_id": "d-1", "type": "track",
-                     "messageId": "d-1", "properties": {"pad": "x" * 100}})
+                     "messageId": "d-1", "userId": "u-1", "properties": {"pad": "x" * 100}})
 HEADERS: dict[str, list[tuple[bytes, bytes]]] = {
     "/e": [(b"cf-ipcountry", b"US")],
     "/hook/backend": [(b"x-relay-signature", b"t=1,v1=00")],
@@ -79,3 +80,36 @@ async def test_the_relay_keeps_serving_after_a_disconnect(app: Starlette, path: 
     whole = {"type": "http.request", "body": b'{"event":"page_view"}', "more_body": False}
     sent = await _call(app, _scope("/e", None), whole)
     assert sent[0]["status"] == 202, sent
+
+
+async def test_answers_of_5xx_are_counted_per_endpoint_and_status(
+    app: Starlette, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing of a 5xx answer was accepted: counted, for an alert to say so."""
+    runtime: Runtime = app.state.relay
+    whole = {"type": "http.request", "body": b'{"event":"page_view"}', "more_body": False}
+    await runtime.ensure_started()
+
+    async def broken(keys: Sequence[str], ttl: float) -> list[bool]:
+        raise ConnectionError("state store unreachable")
+
+    seen = runtime.state.seen
+    runtime.state.seen = broken  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="relay"):
+        sent = await _call(app, _scope("/e", None), whole)
+    assert sent[0]["status"] == 500
+    await runtime.spool.close()  # the spool cannot commit: 503
+    runtime.state.seen = seen  # type: ignore[method-assign]
+    sent = await _call(app, _scope("/e", None), whole)
+    assert sent[0]["status"] == 503
+    failures = runtime.metrics.ingest_failures.children
+    assert {k: c.value for k, c in failures.items()} == {("browser", "500"): 1,
+                                                         ("browser", "503"): 1}
+
+
+async def test_every_endpoint_times_its_accepted_requests(app: Starlette) -> None:
+    runtime: Runtime = app.state.relay
+    hooks = _scope("/v1/track", None)
+    sent = await _call(app, hooks, {"type": "http.request", "body": BODY, "more_body": False})
+    assert sent[0]["status"] == 200, sent
+    assert sum(runtime.metrics.ingest_latency.counts) == 1

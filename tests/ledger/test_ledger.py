@@ -41,7 +41,9 @@ def test_a_hop_becomes_what_the_ledger_keeps() -> None:
 
 async def test_the_ledger_records_traces_links_and_prunes(tmp_path: Path) -> None:
     now = [1_800_000_000.0]
-    ledger = SqliteLedger(str(tmp_path / "ledger.db"), retention=3600, clock=lambda: now[0])
+    writes: list[float] = []
+    ledger = SqliteLedger(str(tmp_path / "ledger.db"), retention=3600, clock=lambda: now[0],
+                          on_write=writes.append)
     await ledger.start()
     try:
         feed = ledger.listener
@@ -57,7 +59,11 @@ async def test_the_ledger_records_traces_links_and_prunes(tmp_path: Path) -> Non
                            "attempt": 2}, now[0] + 3)
         feed("suppressed", {"event_id": "e1", "destination": "meta", "purpose": "ads",
                             "reason": "default (EU)"}, now[0] + 1)
+        assert ledger.pending == 0  # buffered: handed over every FLUSH_EVERY seconds
+        ledger._flush()  # what the timer does
+        assert ledger.pending == 5  # handed to the ledger's thread, not written yet
         await ledger.drain()
+        assert ledger.pending == 0 and len(writes) == 1 and 0 < writes[0] < 5
         trace = await ledger.trace("e1")
         assert [h["hop"] for h in trace] == ["received", "spooled", "suppressed", "retried",
                                              "delivered"]

@@ -1,11 +1,19 @@
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from relay.observe.metrics import LATENCY_BUCKETS, CounterFamily, HistogramFamily, Metrics
+from relay.observe.metrics import (
+    LATENCY_BUCKETS,
+    CounterFamily,
+    HistogramFamily,
+    Metrics,
+    policy,
+)
 
 
 class _Unlabelled:
@@ -42,6 +50,9 @@ def _exercise(m: Metrics) -> None:
     m.events_held.labels("purchase").inc()
     m.held_expired.labels("purchase").inc()
     m.ledger_errors.labels().inc()
+    for seconds in (0.002, 0.2):
+        m.ledger_write_latency.observe(seconds)
+    m.track_ledger(lambda: 7)
     m.events_quarantined.labels("browser").inc()
     m.consent_suppressed.labels("ads", "marketing").inc()
     m.events_dropped.labels("ga4").inc()
@@ -57,19 +68,28 @@ def _exercise(m: Metrics) -> None:
         m.ingest_latency.observe(seconds)
     m.rules_reloads.labels("ok")  # shown at 0 before anything is counted
     m.rules_reloads.labels("error").inc()
+    m.ingest_failures.labels("browser", "503").inc()
     m.proxy_requests.labels("gtag", "200").inc()
     m.proxy_pin_mismatch.labels("gtag").inc()
     m.breaker_open.labels("ga4").set(1)
     m.breaker_open.labels("ga4").set(0)
     m.track_depths(lambda: ({"ga4": 2}, {"ga4": 1}))
+    m.set_spool({"ga4": 12.5, "archive": 0.0}, 4096)
     m.set_pending({("ads", "ads"): 3}, [("ads", "ads"), ("ga4", "analytics")])
+
+
+def _steady(page: bytes) -> str:
+    """The page without the process figures' samples, which move between two renders
+    (CPU seconds, memory): their families are prometheus_client's own collector."""
+    return "".join(line for line in page.decode().splitlines(keepends=True)
+                   if not line.startswith("process_"))
 
 
 def test_render_is_byte_for_byte_prometheus_client() -> None:
     ours, reference = Metrics(), PrometheusMetrics()
     _exercise(ours)
     _exercise(reference)
-    assert ours.render().decode() == reference.render().decode()
+    assert _steady(ours.render()) == _steady(reference.render())
 
 
 def test_exercise_touches_every_metric() -> None:
@@ -98,7 +118,9 @@ def test_sample_values_read_back() -> None:
 def test_consent_pending_gauge_zeroes_known_pairs_and_omits_an_unread_store() -> None:
     m = Metrics()
     get = m.registry.get_sample_value
+    assert get("relay_state_up", {}) is None  # not read yet
     m.set_pending({("ads", "ads"): 2, ("gone", "ads"): 1}, [("ads", "ads"), ("ga4", "analytics")])
+    assert get("relay_state_up", {}) == 1
     assert get("relay_consent_pending", {"destination": "ads", "purpose": "ads"}) == 2
     assert get("relay_consent_pending", {"destination": "ga4", "purpose": "analytics"}) == 0
     assert get("relay_consent_pending", {"destination": "gone", "purpose": "ads"}) == 1
@@ -106,6 +128,7 @@ def test_consent_pending_gauge_zeroes_known_pairs_and_omits_an_unread_store() ->
     assert get("relay_consent_pending", {"destination": "ads", "purpose": "ads"}) == 0
     m.set_pending(None, [("ads", "ads")])  # the store could not be read: no sample at all
     assert get("relay_consent_pending", {"destination": "ads", "purpose": "ads"}) is None
+    assert get("relay_state_up", {}) == 0
     assert "# TYPE relay_consent_pending gauge" in m.render().decode()
 
 
@@ -118,3 +141,32 @@ def test_families_refuse_misuse() -> None:
         counter.labels("x", "y").inc(-1)
     with pytest.raises(ValueError, match="Duplicated"):
         HistogramFamily("c", "Same name", [], LATENCY_BUCKETS, registry)
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "http.md"
+# docs/http.md's words for each way --workers N adds a family up.
+POLICY_WORDS = {"sum": "sum", "sum_live": "sum now", "max_live": "max now", "min": "min",
+                "own": "one reading"}
+
+
+def _documented() -> dict[str, tuple[set[str], str]]:
+    """docs/http.md's metrics table: name -> (labels, how --workers N adds it up)."""
+    rows = {}
+    for line in DOCS.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        name = re.fullmatch(r"`((?:relay|process)_\w+)`", cells[0])
+        if name and len(cells) == 4:
+            rows[name.group(1)] = (set(re.findall(r"`(\w+)`", cells[1])), cells[3])
+    return rows
+
+
+def test_the_docs_list_every_metric_with_its_labels_and_how_workers_add_it_up() -> None:
+    m = Metrics()
+    _exercise(m)
+    exported = {}
+    for family in m.families():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        labels = {k for s in family.samples for k in s.labels if k != "le"}
+        how = "the page's own" if family.name == "relay_workers" else POLICY_WORDS[policy(family)]
+        exported[name] = (labels, how)
+    assert _documented() == exported

@@ -307,3 +307,32 @@ def test_summaries_carry_iso_times_next_to_the_numbers() -> None:
     assert summary["failed_at"] == 1795867200.25
     assert summary["failed_at_iso"] == "2026-11-28T12:00:00.250Z"
     assert "payload" not in summary
+
+
+async def test_stats_count_what_other_spools_did_and_find_the_oldest_copy(
+        tmp_path: Path, clock: FakeClock) -> None:
+    path = str(tmp_path / "shared.db")
+    a, b = SqliteSpool(path, clock=clock), SqliteSpool(path, clock=clock)
+    await a.start()
+    await b.start()
+    try:
+        await a.put(rows(2, "ga4"))
+        clock.t += 30
+        await b.put(rows(3, "meta"))  # another worker's copies: a's memory does not know
+        await a.put(rows(1, "ga4", start=2))
+        assert a.depths() == ({"ga4": 3}, {})
+        stats = await a.stats()
+        assert a.depths() == ({"ga4": 3, "meta": 3}, {})  # recounted from the file
+        assert stats.oldest == {"ga4": 1_000_000.0, "meta": 1_000_030.0}
+        size = stats.size or 0
+        assert size >= (tmp_path / "shared.db").stat().st_size > 0
+        first = await b.claim("ga4", 2, 30)  # the two oldest ga4 copies, delivered
+        await b.ack([c.id for c in first])
+        claimed = await b.claim("meta", 10, 30)
+        await b.dead(claimed, 400, "no", 1)
+        stats = await a.stats()
+        assert stats.oldest == {"ga4": 1_000_030.0}  # meta has none waiting
+        assert a.depths() == ({"ga4": 1, "meta": 0}, {"meta": 3})
+    finally:
+        await a.close()
+        await b.close()

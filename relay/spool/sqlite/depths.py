@@ -1,6 +1,7 @@
 """Spool and dead-letter depth per destination, kept in memory so ``depths()`` does no I/O:
 counted when the spool opens, moved by every committed operation, and recounted now and
-then to take in what other processes did."""
+then (and for each scrape) to take in what other processes did. A recount also finds each
+destination's oldest waiting copy (the lowest id: ids grow with time), for its age."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sqlite3
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+
+from relay.spool.sqlite.schema import IDS, ids
 
 RECOUNT_EVERY = 60.0
 
@@ -25,11 +28,20 @@ class Depths:
         self._lock = threading.Lock()
         self._spool: dict[str, int] = {}
         self._dlq: dict[str, int] = {}
+        self._oldest: dict[str, float] = {}  # created_at of the oldest copy, at the recount
 
     def recount(self, conn: sqlite3.Connection) -> None:
-        spool = dict(conn.execute("SELECT destination, COUNT(*) FROM outbox GROUP BY 1"))
+        # Both scans read only the indexes (outbox_due and dead_destination hold the id).
+        counted = conn.execute(
+            "SELECT destination, COUNT(*), MIN(id) FROM outbox GROUP BY 1"
+        ).fetchall()
+        spool = {dest: n for dest, n, _ in counted}
+        firsts = ids([first for _, _, first in counted])
+        oldest = dict(conn.execute(f"SELECT destination, created_at FROM outbox WHERE {IDS}",
+                                   (firsts,)))
         dlq = dict(conn.execute("SELECT destination, COUNT(*) FROM dead GROUP BY 1"))
         with self._lock:
+            self._oldest = oldest
             # Keep destinations seen before at 0, so their gauges read 0 rather than vanish.
             self._spool = {**dict.fromkeys(self._spool, 0), **spool}
             self._dlq = {**dict.fromkeys(self._dlq, 0), **dlq}
@@ -44,3 +56,9 @@ class Depths:
     def read(self) -> tuple[dict[str, int], dict[str, int]]:
         with self._lock:
             return dict(self._spool), dict(self._dlq)
+
+    def oldest(self) -> dict[str, float]:
+        """When each destination's oldest waiting copy was spooled (unix seconds), as of the
+        last recount; only destinations with copies waiting now."""
+        with self._lock:
+            return {d: t for d, t in self._oldest.items() if self._spool.get(d, 0) > 0}

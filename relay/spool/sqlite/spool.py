@@ -7,6 +7,8 @@ cannot delete a newer row.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 import time
 from collections import Counter
@@ -14,7 +16,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from relay.errors import SpoolUnavailable
-from relay.spool.base import Claimed, DeadLetter, Quarantined, Row, iso_utc
+from relay.spool.base import Claimed, DeadLetter, Quarantined, Row, SpoolStats, iso_utc
 from relay.spool.sqlite.depths import RECOUNT_EVERY, Delta, Depths
 from relay.spool.sqlite.schema import CLAIMED, DEAD, IDS, SCHEMA, trim
 from relay.spool.sqlite.schema import ids as id_list
@@ -88,6 +90,18 @@ class SqliteSpool:
 
     def depths(self) -> tuple[dict[str, int], dict[str, int]]:
         return self._depths.read()
+
+    async def stats(self) -> SpoolStats:
+        def work(conn: sqlite3.Connection, delta: Delta) -> SpoolStats:
+            self._depths.recount(conn)
+            size = 0
+            for path in (self.path, f"{self.path}-wal"):
+                with contextlib.suppress(OSError):
+                    size += os.path.getsize(path)
+            return SpoolStats(self._depths.oldest(), size)
+
+        result: SpoolStats = await self._submit(work, write=False)
+        return result
 
     async def _submit(self, work: Work, *, write: bool = True) -> Any:
         return await self._committer.submit(work, write=write)
