@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -33,15 +34,12 @@ def scrubber(given: Mapping[str, str], subject: str) -> Callable[[str], str]:
     """Replaces the identifier (as given, trimmed and normalized) with the subject hash."""
     forms = set()
     for kind, value in given.items():
-        forms |= {value, value.strip(), normalize_identifier(value, kind == "phone")}
-    forms = {f for f in forms if len(f) >= 3}
-
-    def scrub(text: str) -> str:
-        for form in sorted(forms, key=len, reverse=True):
-            text = text.replace(form, f"[subject {subject[:12]}]")
-        return text
-
-    return scrub
+        forms |= {value.strip(), normalize_identifier(value, kind == "phone")}
+    found = sorted((f for f in forms if len(f) >= 3), key=len, reverse=True)
+    if not found:
+        return lambda text: text
+    pattern = re.compile("|".join(map(re.escape, found)), re.IGNORECASE)
+    return lambda text: pattern.sub(f"[subject {subject[:12]}]", text)
 
 
 def read_file(path: str) -> bytes:
