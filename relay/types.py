@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -87,6 +87,65 @@ class FieldMap:
 Prepare = Callable[[Event, Any, StepContext], "Event | None"]
 
 
+ForgetStatus = Literal["deleted", "requested", "manual", "failed", "not_applicable"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one destination's part of ``relay forget`` ended. ``deleted``: gone now;
+    ``requested``: the vendor accepted a deletion it carries out later; ``manual``: someone
+    must follow the procedure in ``detail``; ``not_applicable``: the vendor holds nothing
+    the relay can name this person by; ``failed``: the request did not go through.
+    ``detail`` never holds the person's identifiers or a credential."""
+
+    status: ForgetStatus
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request of a vendor's deletion and what its answer means: the ``Outcome``, or the
+    next ``Call`` (find the person's records, then delete them)."""
+
+    request: httpx.Request
+    answer: Callable[[httpx.Response], Outcome | Call]
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """Who ``relay forget`` was asked about. ``given`` is what the command was given, one
+    of ``{"id": ...}``, ``{"email": ...}``, ``{"phone": ...}``; ``sent`` is the ``user``
+    object the destination's pipeline makes of it, so the vendor's id for the person follows
+    the destination's own mapping (hashed where the pipeline hashes, absent where it drops)."""
+
+    given: Mapping[str, str]
+    sent: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetContext:
+    """What a deletion plan may know beyond its arguments: the time, and the files its
+    settings name (a service account's key)."""
+
+    now: float
+    read_file: Callable[[str], bytes]
+
+
+Plan = Callable[[Person, Any, Any, ForgetContext], "Outcome | Call"]
+
+
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    """How a person is deleted at a vendor: ``parse`` types the destination's optional
+    ``deletion:`` settings (None when absent), ``plan(person, settings, deletion, ctx)``
+    is pure and gives the first request (a ``Call``) or, with no API to call, an
+    ``Outcome`` (``manual`` with the vendor's procedure, ``not_applicable``)."""
+
+    parse: Callable[[At], Any]
+    plan: Plan
+    doc: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class DestinationDef:
     """A destination type. HTTP destinations give ``build_request`` + ``classify``; local
@@ -116,4 +175,5 @@ class DestinationDef:
     # Settings naming local files: the settings with each path passed through the function
     # (``relay.registry.place`` resolves them under the var directory).
     place: Callable[[Any, Callable[[str], str]], Any] | None = None
+    deletion: Deletion | None = None  # how ``relay forget`` deletes a person there
     doc: str = ""

@@ -1,5 +1,5 @@
 """The admin listener's routes: metrics, readiness, the active rules, dead letters, debug,
-and the reconciliation page (its own module)."""
+and, in their own modules, the reconciliation page, the dead-letter actions and forget."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from relay.admin import reconcile
+from relay.admin import dlq as dead_letters
+from relay.admin import forget, reconcile
 from relay.admin.debug import debug_page, debug_stream
 from relay.rules.secrets import masked_tree
 
@@ -87,6 +88,8 @@ def routes() -> list[Route]:
         Route("/debug", debug_page),
         Route("/debug/stream", debug_stream),
         *reconcile.routes(),
+        *dead_letters.routes(),
+        *forget.routes(),
     ]
 
 

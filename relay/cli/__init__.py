@@ -1,7 +1,7 @@
 """``relay``: the command line. Thin: parse arguments, call the package's functions.
 
 One module per group of commands: ``rules`` (check, test), ``serve``, ``dlq``, ``trace``,
-``reconcile``; ``worker`` is
+``reconcile``, ``forget`` (``admin``: the running relay's admin listener); ``worker`` is
 the app ``relay serve --workers N`` starts in each worker process. docs/cli.md is the
 reference; every subcommand's ``--help`` has a description and shows its defaults.
 """
@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from relay.cli.common import DEFAULT_RULES, DEFAULT_VAR, log_level
 from relay.cli.diff import cmd_diff
 from relay.cli.dlq import cmd_dlq
+from relay.cli.forget import cmd_forget
 from relay.cli.reconcile import FORMATS, by_arg, cmd_reconcile, since_arg
 from relay.cli.rules import cmd_check, cmd_test
 from relay.cli.serve import DEFAULT_HOST, DEFAULT_PORT, cmd_serve
@@ -35,7 +36,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 NOT_YET = {
     "datamap": "the record of processing",
-    "forget": "deletion requests",
 }
 
 
@@ -132,7 +132,8 @@ def parser() -> argparse.ArgumentParser:
 
     d = with_dirs(command(
         "dlq", "list, replay or purge dead letters",
-        "Dead letters in the spool under --var.\n\n"
+        "Dead letters: through the running relay's admin listener when one answers at the"
+        "\nrules' admin address, else in the spool under --var.\n\n"
         "  list    one JSON object a line, oldest first, never the payload\n"
         "  replay  move them back to the spool; the running relay delivers them\n"
         "  purge   delete them, after asking (with no terminal, only with --yes)",
@@ -143,7 +144,30 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--limit", type=positive, default=100, metavar="N",
                    help="list: at most this many")
     d.add_argument("--yes", action="store_true", help="purge: do not ask")
+    d.add_argument("--admin-port", type=port, default=None, metavar="PORT",
+                   help="the running relay's admin port, when relay serve was given"
+                   " --admin-port (default: relay.admin.port of the rules)")
     d.set_defaults(func=cmd_dlq)
+
+    g = with_dirs(command(
+        "forget", "delete a person's data in the relay and at the vendors",
+        "Delete what the relay holds about one person (their spooled copies, dead letters,"
+        "\nheld and waiting copies, quarantined events, the ledger's links to their events)"
+        "\nand ask each destination's vendor to delete them, with a receipt per destination."
+        "\nThe person is shown only as a keyed hash. Through the running relay's admin"
+        "\nlistener when one answers at the rules' admin address, else on the files under"
+        "\n--var. Exit 0 only when the relay part completed and no destination failed.",
+    ))
+    who = g.add_mutually_exclusive_group(required=True)
+    one = " (default: none; give exactly one of --user-id, --email, --phone)"
+    who.add_argument("--user-id", metavar="ID", help="the person's user.id" + one)
+    who.add_argument("--email", metavar="E", help="the person's email address" + one)
+    who.add_argument("--phone", metavar="P", help="the person's phone number" + one)
+    g.add_argument("--format", choices=["text", "json"], default="text", help="output format")
+    g.add_argument("--admin-port", type=port, default=None, metavar="PORT",
+                   help="the running relay's admin port, when relay serve was given"
+                   " --admin-port (default: relay.admin.port of the rules)")
+    g.set_defaults(func=cmd_forget)
 
     t = with_dirs(command(
         "trace", "every hop of one event, from the delivery ledger",

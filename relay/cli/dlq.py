@@ -1,4 +1,6 @@
-"""``relay dlq list|replay|purge``: dead letters, in the spool under ``--var``."""
+"""``relay dlq list|replay|purge``: dead letters, through the running relay's admin listener
+(``GET /dlq``, ``/dlq/count``, ``POST /dlq/replay``, ``/dlq/purge``) when one answers at
+the rules' admin address, else in the spool under ``--var``."""
 
 from __future__ import annotations
 
@@ -6,8 +8,10 @@ import argparse
 import asyncio
 import sys
 
+import httpx
 import orjson
 
+from relay.cli.admin import AdminClient, AdminRefused, running_relay
 from relay.cli.common import load, placed
 from relay.spool.base import Spool
 from relay.spool.factory import open_spool
@@ -27,6 +31,20 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+
+    try:
+        admin = running_relay(rules, args.admin_port)
+    except AdminRefused as exc:
+        print(f"dlq: {exc}", file=sys.stderr)
+        return 1
+    if admin is not None:
+        try:
+            return _through(admin, args)
+        except (AdminRefused, httpx.HTTPError) as exc:
+            print(f"dlq: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            admin.close()
 
     async def run() -> int:
         spool = open_spool(rules.relay.spool)
@@ -49,24 +67,58 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
-async def _purge(spool: Spool, destination: str | None, yes: bool) -> int:
-    """Purge what was counted, after asking on a terminal (``--yes`` does not ask)."""
-    count, last = await spool.dlq_count(destination)
+def _through(admin: AdminClient, args: argparse.Namespace) -> int:
+    """The same actions on the running relay's spool, through its admin listener."""
+    dest = args.destination
+    if args.action == "list":
+        params: dict[str, str | int] = {"limit": args.limit}
+        if dest:
+            params["destination"] = dest
+        letters = admin.call("GET", "/dlq", params=params)
+        for d in letters:
+            print(orjson.dumps(d).decode())
+        print(f"{len(letters)} dead letter(s) (from the running relay at {admin.base})",
+              file=sys.stderr)
+        return 0
+    if args.action == "replay":
+        n = admin.call("POST", "/dlq/replay", json={"destination": dest})["replayed"]
+        print(f"replayed {n} dead letter(s) through the running relay; it delivers them")
+        return 0
+    counted = admin.call("GET", "/dlq/count", params={"destination": dest} if dest else {})
+    if not _confirmed(int(counted["count"]), dest, args.yes):
+        return 0 if counted["count"] == 0 else 1
+    n = admin.call("POST", "/dlq/purge", json={"destination": dest,
+                                                "through": counted["last"]})["purged"]
+    print(f"purged {n} dead letter(s) through the running relay")
+    return 0
+
+
+def _confirmed(count: int, destination: str | None, yes: bool) -> bool:
+    """Whether to purge ``count`` dead letters: asked on a terminal unless ``yes`` (says
+    why not otherwise)."""
     where = destination or "all destinations"
     if count == 0:
         print(f"no dead letters of {where}: nothing to purge")
-        return 0
+        return False
     question = f"purge {count} dead letter(s) of {where}? [y/N] "
     if not yes:
         if not sys.stdin.isatty():
             print(f"dlq: not purging {count} dead letter(s) of {where} without confirmation, "
                   "and there is no terminal to ask on: pass --yes to purge without asking",
                   file=sys.stderr)
-            return 1
+            return False
         print(question, end="", file=sys.stderr, flush=True)
         if sys.stdin.readline().strip().lower() not in YES:
             print("nothing purged", file=sys.stderr)
-            return 1
+            return False
+    return True
+
+
+async def _purge(spool: Spool, destination: str | None, yes: bool) -> int:
+    """Purge what was counted, after asking on a terminal (``--yes`` does not ask)."""
+    count, last = await spool.dlq_count(destination)
+    if not _confirmed(count, destination, yes):
+        return 0 if count == 0 else 1
     n = await spool.dlq_purge(destination, through=last)
     print(f"purged {n} dead letter(s)")
     return 0

@@ -35,7 +35,7 @@ from urllib.parse import urlencode
 import httpx
 import orjson
 
-from relay.destinations import ga4_events, google_data
+from relay.destinations import ga4_deletion, ga4_events, google_data
 from relay.destinations.base import (
     DETAIL_BODY_CHARS,
     http_classify,
@@ -495,5 +495,6 @@ DESTINATION = DestinationDef(
     max_bytes=MAX_BYTES,
     group=group,
     vendor="Google Analytics 4 (Google LLC)",
+    deletion=ga4_deletion.DELETION,
     doc="Google Analytics 4 Measurement Protocol: up to 25 events of one client a request.",
 )

@@ -32,9 +32,21 @@ import httpx
 import orjson
 
 from relay.destinations import analytics as a
+from relay.destinations import deletion as d
 from relay.destinations.base import http_classify, http_detail, parse_endpoint, parse_name_map
 from relay.rules.fields import At
-from relay.types import DestinationDef, Event, FieldMap, StepContext, Verdict
+from relay.types import (
+    Call,
+    Deletion,
+    DestinationDef,
+    Event,
+    FieldMap,
+    ForgetContext,
+    Outcome,
+    Person,
+    StepContext,
+    Verdict,
+)
 from relay.version import __version__
 
 TRACKER_PATH = "/matomo.php"
@@ -302,6 +314,106 @@ def fields(settings: MatomoSettings) -> list[FieldMap]:
     return out
 
 
+# -- relay forget -------------------------------------------------------------------------
+
+API_PATH = "/index.php"
+MAX_ROUNDS = 20  # findDataSubjects answers at most 401 visits: find and delete until none
+MANUAL = ("in Matomo, Administration > Privacy > GDPR Tools (admin or super user): find the"
+          " data subjects by the segment userId==<their user id> and delete them")
+
+
+@dataclass(frozen=True, slots=True)
+class MatomoDeletion:
+    """``deletion:``: the token_auth of a user with admin access to the site."""
+
+    token_auth: str = field(repr=False)
+
+
+def parse_deletion(at: At) -> MatomoDeletion | None:
+    if at.mapping(allowed=("token_auth",), required=("token_auth",)) is None:
+        return None
+    token = at.get("token_auth").string()
+    return MatomoDeletion(token) if token is not None else None
+
+
+def _api(settings: MatomoSettings, deletion: MatomoDeletion, method: str,
+         params: dict[str, str]) -> httpx.Request:
+    """A Reporting API call, POSTed so that ``token_auth`` never sits in a URL."""
+    form = {"module": "API", "method": method, "format": "JSON", **params,
+            "token_auth": deletion.token_auth}
+    return httpx.Request("POST", settings.endpoint + API_PATH, data=form,
+                         headers={"User-Agent": USER_AGENT})
+
+
+def plan_deletion(person: Person, settings: MatomoSettings, deletion: MatomoDeletion | None,
+                  ctx: ForgetContext) -> Outcome | Call:
+    """The visits of ``uid`` (``user.id``, as ``prepare`` sends it), found and deleted::
+
+        POST {endpoint}/index.php  module=API&method=PrivacyManager.findDataSubjects
+             &idSite=1&segment=userId==u_42&format=JSON&token_auth=...
+        -> [{"idSite": 1, "idVisit": 7, ...}]
+        POST {endpoint}/index.php  module=API&method=PrivacyManager.deleteDataSubjects
+             &visits[0][idsite]=1&visits[0][idvisit]=7&format=JSON&token_auth=...
+        -> {"log_visit": 1, ...}
+
+    then found again, until Matomo finds none (it answers 401 visits at most at a time).
+    """
+    uid = d.user_id(person)
+    if uid is None:
+        return d.not_keyed("Matomo", person, "uid (user.id)")
+    if deletion is None:
+        return d.manual(MANUAL, "token_auth")
+    # Segment values are URL-encoded inside the segment parameter (Matomo's segment syntax).
+    segment = "userId==" + quote(uid, safe="")
+    find = _api(settings, deletion, "PrivacyManager.findDataSubjects",
+                {"idSite": str(settings.site_id), "segment": segment})
+    total = [0]
+
+    def found(response: httpx.Response) -> Outcome | Call:
+        visits = _answer(response)
+        if isinstance(visits, Outcome):
+            return visits
+        if not isinstance(visits, list):
+            return Outcome("failed", "Matomo's findDataSubjects answer is not a list")
+        pairs = [(v.get("idSite"), v.get("idVisit")) for v in visits if isinstance(v, dict)]
+        if not pairs:
+            return Outcome("deleted", f"{total[0]} visit(s) deleted" if total[0] else
+                           "Matomo has no visit of this user id: nothing to delete")
+        if total[0] >= MAX_ROUNDS * 401:
+            return Outcome("failed", f"{total[0]} visits deleted and Matomo still finds more")
+        params = {}
+        for i, (site, visit) in enumerate(pairs):
+            params[f"visits[{i}][idsite]"] = str(site)
+            params[f"visits[{i}][idvisit]"] = str(visit)
+        total[0] += len(pairs)
+        return Call(_api(settings, deletion, "PrivacyManager.deleteDataSubjects", params),
+                    deleted)
+
+    def deleted(response: httpx.Response) -> Outcome | Call:
+        answer = _answer(response)
+        if isinstance(answer, Outcome):
+            return answer
+        return Call(find, found)  # again: more visits than one answer holds?
+
+    return Call(find, found)
+
+
+def _answer(response: httpx.Response) -> Any:
+    """The API's JSON, or a ``failed`` Outcome: Matomo answers errors with HTTP 200 and
+    ``{"result": "error", "message": ...}``."""
+    if response.status_code != 200:
+        return d.failed(response, "check deletion.token_auth")
+    body = d.json_body(response)
+    if isinstance(body, dict) and body.get("result") == "error":
+        message = str(body.get("message", ""))[:200]
+        return Outcome("failed", f"Matomo: {message} (deletion.token_auth needs admin access"
+                       " to the site)")
+    if body is None:
+        return Outcome("failed", "Matomo's answer is not JSON (is settings.endpoint the"
+                       " Matomo base URL?)")
+    return body
+
+
 DESTINATION = DestinationDef(
     parse_settings=parse_settings,
     max_batch=MAX_BATCH,
@@ -311,5 +423,7 @@ DESTINATION = DestinationDef(
     fields=fields,
     max_bytes=MAX_BYTES,
     vendor="Matomo",
+    deletion=Deletion(parse_deletion, plan_deletion,
+                      "the visits of the user id (PrivacyManager, GDPR tools)"),
     doc="Matomo Tracking HTTP API (bulk): _id from the visit, cip only with token_auth.",
 )

@@ -44,6 +44,7 @@ from relay.destinations.base import (
     parse_name_map,
     sha256_hex,
 )
+from relay.destinations.deletion import procedure_only
 from relay.rules.fields import BAD_VALUE, At
 from relay.types import DestinationDef, Event, FieldMap, StepContext, Verdict
 from relay.version import __version__
@@ -461,6 +462,16 @@ def classify(response: httpx.Response) -> Verdict:
     return verdict
 
 
+# Meta documents no per-person deletion for what the Conversions API received; the person
+# can disconnect it from their account (facebook.com/help/287199741901674).
+DELETION = procedure_only("Meta", (
+    "Meta's Conversions API has no per-person deletion: what it received stays under Meta's"
+    " Business Tools Terms. The person can remove it from their own account: Accounts Center"
+    " > Your information and permissions > Your activity off Meta technologies > Clear"
+    " previous activity, and Disconnect future activity (facebook.com/help/287199741901674);"
+    " write down that the request was passed on"))
+
+
 DESTINATION = DestinationDef(
     parse_settings=parse_settings,
     max_batch=MAX_BATCH,
@@ -470,5 +481,6 @@ DESTINATION = DestinationDef(
     fields=fields,
     max_bytes=MAX_BYTES,
     vendor="Meta (Conversions API)",
+    deletion=DELETION,
     doc="Meta Conversions API server events for a pixel, hashed the way Meta specifies.",
 )

@@ -31,9 +31,21 @@ import httpx
 import orjson
 
 from relay.destinations import analytics as a
+from relay.destinations import deletion as d
 from relay.destinations.base import http_classify, http_detail, parse_endpoint, parse_name_map
 from relay.rules.fields import BAD_VALUE, MISSING_KEY, At
-from relay.types import DestinationDef, Event, FieldMap, StepContext, Verdict
+from relay.types import (
+    Call,
+    Deletion,
+    DestinationDef,
+    Event,
+    FieldMap,
+    ForgetContext,
+    Outcome,
+    Person,
+    StepContext,
+    Verdict,
+)
 from relay.version import __version__
 
 DEFAULT_ENDPOINT = "https://api.mixpanel.com"
@@ -289,6 +301,71 @@ def fields(settings: MixpanelSettings) -> list[FieldMap]:
     return out
 
 
+# -- relay forget -------------------------------------------------------------------------
+
+GDPR_API = "https://mixpanel.com"  # EU residency: https://eu.mixpanel.com
+DELETIONS_PATH = "/api/app/data-deletions/v3.0/"
+COMPLIANCE_TYPES = ("GDPR", "CCPA")
+MANUAL = ("in Mixpanel, the project's settings > Data & Privacy (organization owner or"
+          " admin): submit a deletion request for the person's distinct_id")
+
+
+@dataclass(frozen=True, slots=True)
+class MixpanelDeletion:
+    """``deletion:``: the GDPR OAuth token of an owner or admin (valid one year)."""
+
+    gdpr_token: str = field(repr=False)
+    endpoint: str = GDPR_API
+    compliance_type: str = "GDPR"
+
+
+def parse_deletion(at: At) -> MixpanelDeletion | None:
+    if at.mapping(allowed=("gdpr_token", "endpoint", "compliance_type"),
+                  required=("gdpr_token",)) is None:
+        return None
+    token = at.get("gdpr_token").string()
+    endpoint = parse_endpoint(at.get("endpoint"), GDPR_API)
+    kind = at.get("compliance_type").choice(COMPLIANCE_TYPES, "GDPR")
+    if token is None:
+        return None
+    return MixpanelDeletion(token, endpoint, kind or "GDPR")
+
+
+def plan_deletion(person: Person, settings: MixpanelSettings,
+                  deletion: MixpanelDeletion | None, ctx: ForgetContext) -> Outcome | Call:
+    """A deletion task for the ``distinct_id`` (``user.id``, as ``prepare`` sends it)::
+
+        POST {endpoint}/api/app/data-deletions/v3.0/?token=<project token>
+        Authorization: Bearer <GDPR OAuth token>
+        {"distinct_ids": ["u_42"], "compliance_type": "GDPR"}
+        -> 200 {"status": "ok", "results": {"task_id": ...}}
+    """
+    uid = d.user_id(person)
+    if uid is None:
+        return d.not_keyed("Mixpanel", person, "distinct_id (user.id)")
+    if deletion is None:
+        return d.manual(MANUAL, "gdpr_token")
+    body = orjson.dumps({"distinct_ids": [uid], "compliance_type": deletion.compliance_type})
+    request = httpx.Request(
+        "POST", deletion.endpoint + DELETIONS_PATH, params={"token": settings.token},
+        content=body, headers={"Authorization": f"Bearer {deletion.gdpr_token}",
+                               "Content-Type": "application/json", "User-Agent": USER_AGENT})
+    return Call(request, _tasked)
+
+
+def _tasked(response: httpx.Response) -> Outcome:
+    body = d.json_body(response)
+    if not 200 <= response.status_code < 300 or not isinstance(body, dict) or (
+            body.get("status") != "ok"):
+        return d.failed(response, "check deletion.gdpr_token: the GDPR OAuth token of a"
+                        " project owner or admin, renewed yearly")
+    results = body.get("results")
+    task = results.get("task_id") if isinstance(results, dict) else None
+    named = f"task {task}: " if isinstance(task, str | int) else ""
+    return Outcome("requested", f"{named}Mixpanel deletes the person's events and profile"
+                   " (it may take up to 30 days)")
+
+
 DESTINATION = DestinationDef(
     parse_settings=parse_settings,
     max_batch=MAX_BATCH,
@@ -299,5 +376,7 @@ DESTINATION = DestinationDef(
     # Each record grows by the token at delivery: keep room for it in the 10 MB.
     max_bytes=MAX_BODY - MAX_BATCH * 80,
     vendor="Mixpanel",
+    deletion=Deletion(parse_deletion, plan_deletion,
+                      "a GDPR API deletion task for the distinct_id"),
     doc="Mixpanel Import API (/import?strict=1): per-record errors, $insert_id from event_id.",
 )

@@ -32,6 +32,7 @@ import httpx
 import orjson
 
 from relay.destinations.base import http_classify, parse_endpoint, parse_name_map
+from relay.destinations.deletion import procedure_only
 from relay.rules.fields import BAD_VALUE, At
 from relay.types import OK, DestinationDef, Event, FieldMap, StepContext, Verdict
 
@@ -296,6 +297,14 @@ def fields(settings: PlausibleSettings) -> list[FieldMap]:
     return out
 
 
+# Plausible stores no personal data or IP address (its data policy): nothing per person.
+DELETION = procedure_only("Plausible", (
+    "Plausible has no per-person deletion and keeps no per-person record: no cookies, no"
+    " user ids, no IP addresses stored (plausible.io/data-policy). Nothing to delete unless"
+    " an event property sent to it names the person: check the datamap's fields for"
+    " plausible"))
+
+
 DESTINATION = DestinationDef(
     parse_settings=parse_settings,
     max_batch=1,
@@ -304,5 +313,6 @@ DESTINATION = DestinationDef(
     prepare=prepare,
     fields=fields,
     vendor="Plausible Analytics (Plausible Insights OÜ)",
+    deletion=DELETION,
     doc="Plausible Events API: one event a request, the user's User-Agent and IP as headers.",
 )

@@ -28,6 +28,7 @@ import httpx
 import orjson
 
 from relay.destinations import analytics as a
+from relay.destinations import deletion as d
 from relay.destinations.base import (
     http_classify,
     http_detail,
@@ -35,7 +36,18 @@ from relay.destinations.base import (
     parse_name_map,
 )
 from relay.rules.fields import BAD_VALUE, At
-from relay.types import DestinationDef, Event, FieldMap, StepContext, Verdict
+from relay.types import (
+    Call,
+    Deletion,
+    DestinationDef,
+    Event,
+    FieldMap,
+    ForgetContext,
+    Outcome,
+    Person,
+    StepContext,
+    Verdict,
+)
 from relay.version import __version__
 
 DEFAULT_ENDPOINT = "https://us.i.posthog.com"
@@ -196,6 +208,85 @@ def fields(settings: PostHogSettings) -> list[FieldMap]:
     return out
 
 
+# -- relay forget -------------------------------------------------------------------------
+
+# The private API lives on the app host, not on the ingestion host capture posts to.
+PRIVATE_HOSTS = {"https://us.i.posthog.com": "https://us.posthog.com",
+                 "https://eu.i.posthog.com": "https://eu.posthog.com"}
+MANUAL = ("in PostHog, People: search the person by their distinct id (the user id), open"
+          " them and choose Delete person, with their events")
+
+
+@dataclass(frozen=True, slots=True)
+class PostHogDeletion:
+    """``deletion:``: a personal API key (``phx_...``, scope person:write) and the project."""
+
+    personal_api_key: str = field(repr=False)
+    project_id: str
+    endpoint: str | None = None  # None: the app host of settings.endpoint's region
+
+
+def parse_deletion(at: At) -> PostHogDeletion | None:
+    if at.mapping(allowed=("personal_api_key", "project_id", "endpoint"),
+                  required=("personal_api_key", "project_id")) is None:
+        return None
+    key = at.get("personal_api_key").string()
+    project_at = at.get("project_id")
+    project = project_at.string() if not isinstance(project_at.value, int) else str(
+        project_at.value)
+    if project is not None and not project.isdigit():
+        project_at.error(BAD_VALUE, "a PostHog project id is a number",
+                         "it is in the project's settings and its URLs")
+        project = None
+    endpoint = parse_endpoint(at.get("endpoint"), "") if at.get("endpoint").present else None
+    if key is None or project is None:
+        return None
+    return PostHogDeletion(key, project, endpoint or None)
+
+
+def plan_deletion(person: Person, settings: PostHogSettings, deletion: PostHogDeletion | None,
+                  ctx: ForgetContext) -> Outcome | Call:
+    """Find the person by ``distinct_id`` (``user.id``, as ``prepare`` sends it), then
+    delete them with their events::
+
+        GET  {api}/api/projects/{project}/persons/?distinct_id=u_42   Bearer phx_...
+        DELETE {api}/api/projects/{project}/persons/{id}/?delete_events=true
+    """
+    distinct = d.user_id(person)
+    if distinct is None:
+        return d.not_keyed("PostHog", person, "distinct_id (user.id)")
+    if deletion is None:
+        return d.manual(MANUAL, "personal_api_key, project_id")
+    api = deletion.endpoint or PRIVATE_HOSTS.get(settings.endpoint, settings.endpoint)
+    base = f"{api}/api/projects/{deletion.project_id}/persons/"
+    headers = {"Authorization": f"Bearer {deletion.personal_api_key}",
+               "User-Agent": USER_AGENT}
+    find = httpx.Request("GET", base, params={"distinct_id": distinct}, headers=headers)
+
+    def found(response: httpx.Response) -> Outcome | Call:
+        if response.status_code != 200:
+            return d.failed(response, "check deletion.personal_api_key: a personal API key"
+                            " with the person:write scope, and deletion.project_id")
+        body = d.json_body(response)
+        results = body.get("results") if isinstance(body, dict) else None
+        if not isinstance(results, list):
+            return Outcome("failed", "PostHog's answer has no results list")
+        ids = [str(r.get("id") or r.get("uuid")) for r in results if isinstance(r, dict)]
+        if not ids:
+            return Outcome("deleted", "PostHog has no person with this distinct id: nothing"
+                           " to delete")
+        return Call(httpx.Request("DELETE", f"{base}{ids[0]}/",
+                                  params={"delete_events": "true"}, headers=headers), deleted)
+
+    def deleted(response: httpx.Response) -> Outcome:
+        if response.status_code in (200, 202, 204, 404):
+            return Outcome("requested", "person deleted; PostHog deletes their events in the"
+                           " background (delete_events=true)")
+        return d.failed(response, "the personal API key needs the person:write scope")
+
+    return Call(find, found)
+
+
 DESTINATION = DestinationDef(
     parse_settings=parse_settings,
     max_batch=MAX_BATCH,
@@ -205,5 +296,7 @@ DESTINATION = DestinationDef(
     fields=fields,
     max_bytes=MAX_BODY - ENVELOPE_BYTES,
     vendor="PostHog",
+    deletion=Deletion(parse_deletion, plan_deletion,
+                      "the person and their events, by distinct_id (user.id)"),
     doc="PostHog capture (/batch/): events with a stable uuid, $ip only when kept.",
 )

@@ -25,9 +25,21 @@ from typing import Any, Final
 import httpx
 import orjson
 
+from relay.destinations import deletion as d
 from relay.destinations.base import http_classify, http_detail, parse_endpoint, parse_name_map
 from relay.rules.fields import BAD_VALUE, MISSING_KEY, At
-from relay.types import DestinationDef, Event, FieldMap, StepContext, Verdict
+from relay.types import (
+    Call,
+    Deletion,
+    DestinationDef,
+    Event,
+    FieldMap,
+    ForgetContext,
+    Outcome,
+    Person,
+    StepContext,
+    Verdict,
+)
 from relay.version import __version__
 
 DEFAULT_ENDPOINT = "https://api.segment.io"  # EU workspaces: https://events.eu1.segmentapis.com
@@ -289,6 +301,74 @@ def classify(response: httpx.Response) -> Verdict:
     return http_classify(response)
 
 
+# -- relay forget -------------------------------------------------------------------------
+
+PUBLIC_API = "https://api.segmentapis.com"  # EU workspaces: https://eu1.api.segmentapis.com
+REGULATIONS = ("SUPPRESS_WITH_DELETE", "DELETE_ONLY", "SUPPRESS_WITH_DELETE_INTERNAL",
+               "DELETE_INTERNAL")
+MANUAL = ("in Segment, Settings > End User Privacy: add a deletion request (Suppress and"
+          " Delete) for the person's userId")
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentDeletion:
+    """``deletion:``: a Public API token (a workspace token with the deletion permission)."""
+
+    public_api_token: str = field(repr=False)
+    endpoint: str = PUBLIC_API
+    regulation: str = "SUPPRESS_WITH_DELETE"
+
+
+def parse_deletion(at: At) -> SegmentDeletion | None:
+    if at.mapping(allowed=("public_api_token", "endpoint", "regulation"),
+                  required=("public_api_token",)) is None:
+        return None
+    token = at.get("public_api_token").string()
+    endpoint = parse_endpoint(at.get("endpoint"), PUBLIC_API)
+    regulation = at.get("regulation").choice(REGULATIONS, "SUPPRESS_WITH_DELETE")
+    if token is None:
+        return None
+    return SegmentDeletion(token, endpoint, regulation or "SUPPRESS_WITH_DELETE")
+
+
+def plan_deletion(person: Person, settings: SegmentSettings, deletion: SegmentDeletion | None,
+                  ctx: ForgetContext) -> Outcome | Call:
+    """A workspace regulation for the ``userId`` (``user.id``, as ``prepare`` sends it)::
+
+        POST {endpoint}/regulations   Authorization: Bearer <Public API token>
+        {"regulationType": "SUPPRESS_WITH_DELETE", "subjectType": "USER_ID",
+         "subjectIds": ["u_42"]}
+        -> 200 {"data": {"regulateId": "..."}}
+    """
+    uid = d.user_id(person)
+    if uid is None:
+        return d.not_keyed("Segment", person, "userId (user.id)")
+    if deletion is None:
+        return d.manual(MANUAL, "public_api_token")
+    body = orjson.dumps({"regulationType": deletion.regulation, "subjectType": "USER_ID",
+                         "subjectIds": [uid]})
+    request = httpx.Request(
+        "POST", deletion.endpoint + "/regulations", content=body,
+        headers={"Authorization": f"Bearer {deletion.public_api_token}",
+                 "Content-Type": "application/vnd.segment.v1+json",
+                 "Accept": "application/vnd.segment.v1+json, application/json",
+                 "User-Agent": USER_AGENT})
+    return Call(request, _regulated)
+
+
+def _regulated(response: httpx.Response) -> Outcome:
+    if response.status_code != 200:
+        return d.failed(response, "check deletion.public_api_token: a Public API token of"
+                        " the workspace, allowed to create regulations")
+    body = d.json_body(response)
+    data = body.get("data") if isinstance(body, dict) else None
+    regulate = data.get("regulateId") if isinstance(data, dict) else None
+    if not isinstance(regulate, str):
+        return Outcome("failed", "Segment's answer has no data.regulateId")
+    return Outcome("requested", f"regulation {regulate}: Segment suppresses the userId and"
+                   " deletes its data (and asks the destinations it supports to)")
+
+
 DESTINATION = DestinationDef(
     parse_settings=parse_settings,
     max_batch=MAX_BATCH,
@@ -298,5 +378,7 @@ DESTINATION = DestinationDef(
     fields=fields,
     max_bytes=MAX_REQUEST_BYTES - WRAPPER_BYTES,
     vendor="Segment",
+    deletion=Deletion(parse_deletion, plan_deletion,
+                      "a workspace regulation (SUPPRESS_WITH_DELETE) for the userId"),
     doc="Segment messages to POST {endpoint}/v1/batch, the write key as the basic user.",
 )

@@ -41,6 +41,7 @@ from relay.destinations.base import (
     parse_name_map,
     sha256_hex,
 )
+from relay.destinations.deletion import procedure_only
 from relay.rules.fields import BAD_VALUE, At
 from relay.types import DestinationDef, Event, FieldMap, StepContext, Verdict
 from relay.version import __version__
@@ -335,6 +336,15 @@ def classify(response: httpx.Response) -> Verdict:
     return Verdict("permanent", f"{NAME}: {what}", status)
 
 
+# TikTok documents no per-person deletion for Events API data; the person can clear it in
+# the app (support.tiktok.com, "Control your off-TikTok data").
+DELETION = procedure_only("TikTok", (
+    "TikTok's Events API has no per-person deletion. The person can clear what advertisers"
+    " shared in the TikTok app: Profile > Menu > Settings and privacy > Ads > Clear activity,"
+    " and Disconnect advertisers (support.tiktok.com: Control your off-TikTok data); write"
+    " down that the request was passed on"))
+
+
 DESTINATION = DestinationDef(
     parse_settings=parse_settings,
     max_batch=MAX_BATCH,
@@ -344,5 +354,6 @@ DESTINATION = DestinationDef(
     fields=fields,
     max_bytes=MAX_BYTES,
     vendor="TikTok (Events API)",
+    deletion=DELETION,
     doc="TikTok Events API 2.0 web events for a pixel, hashed the way TikTok specifies.",
 )

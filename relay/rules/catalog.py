@@ -24,15 +24,26 @@ class StepKind(Protocol):
     def parse(self) -> Callable[[At], Any]: ...
 
 
+class DeletionKind(Protocol):
+    """How a destination type deletes a person, as the loader sees it: how to type its
+    ``deletion:`` settings."""
+
+    @property
+    def parse(self) -> Callable[[At], Any]: ...
+
+
 class DestinationKind(Protocol):
-    """A destination type, as the loader sees it: how to type its settings, and the most
-    events one request may carry."""
+    """A destination type, as the loader sees it: how to type its settings and its deletion
+    settings (None: the type deletes nothing), and the most events one request may carry."""
 
     @property
     def parse_settings(self) -> Callable[[At], Any]: ...
 
     @property
     def max_batch(self) -> int: ...
+
+    @property
+    def deletion(self) -> DeletionKind | None: ...
 
 
 @dataclass(frozen=True, slots=True)

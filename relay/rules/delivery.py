@@ -3,10 +3,14 @@ they go. Step kinds and destination types come from the catalog (``relay.rules.c
 
 from __future__ import annotations
 
+from typing import Any
+
+from relay.rules.catalog import DestinationKind
 from relay.rules.codes import (
     BATCH_TOO_LARGE,
     MIN_ABOVE_MAX,
     MISSING_PURPOSE,
+    NO_DELETION,
     NOT_A_STEP,
     UNKNOWN_DESTINATION_TYPE,
     UNKNOWN_STEP,
@@ -18,7 +22,7 @@ from relay.rules.reader import Reader
 
 DESTINATION_KEYS = (
     "type", "purpose", "events", "when", "pipeline", "settings", "retry", "timeout",
-    "concurrency", "batch_size", "circuit_breaker", "legal_basis", "retention",
+    "concurrency", "batch_size", "circuit_breaker", "legal_basis", "retention", "deletion",
 )
 RETRY_KEYS = ("attempts", "max_backoff", "max_age", "base_backoff")
 # GDPR Art. 6(1); the datamap prints it.
@@ -84,6 +88,7 @@ def destinations(r: Reader, section: At) -> dict[str, Destination]:
         breaker = get("circuit_breaker")
         if breaker.present:
             breaker.mapping(("failures", "cooldown"))
+        deletion = _deletion(get("deletion"), kind, ddef)
         d = Destination(name, kind or "", purpose)
         legal = get("legal_basis").choice(LEGAL_BASES)
         dest = Destination(
@@ -97,10 +102,22 @@ def destinations(r: Reader, section: At) -> dict[str, Destination]:
             breaker_cooldown=r.positive(breaker.get("cooldown"), d.breaker_cooldown),
             legal_basis=legal,
             retention=get("retention").string(),
+            deletion=deletion,
         )
         if ddef is not None:
             out[name] = dest
     return out
+
+
+def _deletion(at: At, kind: str | None, ddef: DestinationKind | None) -> Any:
+    """``deletion:``: the settings ``relay forget`` uses at the vendor (typed by the type)."""
+    if not at.present or ddef is None:
+        return None
+    if ddef.deletion is None:
+        at.error(NO_DELETION, f"{kind} destinations have no deletion settings",
+                 "relay forget has no vendor API to call for this type: remove 'deletion'")
+        return None
+    return ddef.deletion.parse(at)
 
 
 def _destination_events(r: Reader, at: At) -> tuple[str, ...] | None:

@@ -270,6 +270,7 @@ class Destination:
     breaker_cooldown: float = DEFAULT_BREAKER_COOLDOWN
     legal_basis: str | None = None
     retention: str | None = None
+    deletion: Any = None  # typed by the type's Deletion.parse; None: no deletion settings
 
 
 @dataclass(frozen=True, slots=True)

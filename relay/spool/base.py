@@ -77,6 +77,15 @@ class DeadLetter:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """What ``Spool.forget`` deleted: outbox rows, dead letters, quarantined events."""
+
+    spool: int = 0
+    dead_letters: int = 0
+    quarantined: int = 0
+
+
 class Spool(Protocol):
     async def start(self) -> None: ...
     async def close(self) -> None: ...
@@ -113,3 +122,6 @@ class Spool(Protocol):
     async def dlq_purge(self, destination: str | None = None, through: int | None = None) -> int:
         """Delete dead letters (with ``through``, only those whose id is at most that)."""
     async def quarantine_list(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    async def forget(self, event_ids: Sequence[str]) -> Forgotten:
+        """Delete every copy of these events (``relay forget``): their outbox rows and dead
+        letters, by event id, and the quarantined events whose kept copy names one."""

@@ -64,4 +64,8 @@ class State(Protocol):
         """How many copies wait now, per (destination, purpose), across every process
         sharing the store; pairs with nothing waiting may be absent."""
 
+    async def forget_events(self, event_ids: Sequence[str]) -> tuple[int, int]:
+        """Drop the held copies and the events waiting for consent whose event id is one of
+        ``event_ids`` (``relay forget``): (held copies, waiting events) dropped."""
+
     async def close(self) -> None: ...

@@ -193,6 +193,28 @@ class MemoryState:
     async def pending_counts(self) -> dict[WaitKey, int]:
         return dict(self._waiting)
 
+    async def forget_events(self, event_ids: Sequence[str]) -> tuple[int, int]:
+        ids = set(event_ids)
+        held = 0
+        for hid, (_, copy, aliases) in list(self._copies.items()):
+            if copy.get("event_id") in ids:
+                del self._copies[hid]
+                for alias in aliases:
+                    self._held.pop(alias, None)
+                held += 1
+        pending = 0
+        for cid, items in list(self._pending.items()):
+            kept = [(d, i) for d, i in items if i.event_id not in ids]
+            for _, item in items:
+                if item.event_id in ids:
+                    self._count(item, -1)
+                    pending += 1
+            if kept:
+                self._pending[cid] = kept
+            else:
+                del self._pending[cid]
+        return held, pending
+
     def _count(self, item: Pending, sign: int) -> None:
         """Add (1) or remove (-1) an item in the totals the bound and the gauge read."""
         self._pending_count += sign

@@ -158,10 +158,14 @@ class RedisState:
             return None
         return head, item
 
-    async def _take(self, cid: str, keep: Callable[[dict[str, Any]], bool]) -> list[Pending]:
+    async def _take(
+        self, cid: str, keep: Callable[[dict[str, Any]], bool], *, only_taken: bool = False
+    ) -> list[Pending]:
         """Take this browser's waiting events that ``keep`` does not keep, in one
         transaction with their ids' removal from the gauge's sets (retried when another
-        process changed the list meanwhile); the kept ones stay, unchanged."""
+        process changed the list meanwhile); the kept ones stay, unchanged. With
+        ``only_taken`` a copy that cannot be opened stays too, and a list with nothing
+        to take is left as it is."""
         key = self.p + "p:" + cid
         async with self.r.pipeline(transaction=True) as pipe:
             while True:
@@ -170,11 +174,13 @@ class RedisState:
                     blobs = await pipe.lrange(key, 0, -1)
                     ttl_ms = await pipe.pttl(key)
                     taken: list[Pending] = []
-                    kept: list[tuple[Any, float]] = []
+                    kept: list[tuple[Any, float | None]] = []
                     gone: list[tuple[str, str]] = []  # (pair, id)
                     for blob in blobs:
                         opened = self._open(cid, blob)
                         if opened is None:
+                            if only_taken:
+                                kept.append((blob, None))
                             continue
                         head, item = opened
                         if keep(head):
@@ -182,13 +188,17 @@ class RedisState:
                             continue
                         taken.append(item)
                         gone.extend((f"{d}|{p}", head["id"]) for d, p in item.waits.items())
+                    if only_taken and not taken:
+                        return []  # the pipeline's reset on leaving unwatches the key
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.delete(key)
                     if kept:
                         pipe.rpush(key, *(blob for blob, _ in kept))
                         if ttl_ms > 0:
                             pipe.pexpire(key, ttl_ms)
-                        pipe.zadd(self.p + "pz", {cid: min(d for _, d in kept)})
+                        deadlines = [d for _, d in kept if d is not None]
+                        if deadlines:
+                            pipe.zadd(self.p + "pz", {cid: min(deadlines)})
                     else:
                         pipe.zrem(self.p + "pz", cid)
                     for pair, pid in gone:
@@ -215,6 +225,23 @@ class RedisState:
                 pipe.zremrangebyscore(self._wait_key(_text(pair)), 0, now - PENDING_SLACK)
             await pipe.execute()
         return out
+
+    async def forget_events(self, event_ids: Sequence[str]) -> tuple[int, int]:
+        """Held copies by their first alias (``eid:<event id>``); waiting events by opening
+        every browser's list (their event ids are sealed), taking only the matching ones."""
+        ids = set(event_ids)
+        if not ids:
+            return 0, 0
+        held = 0
+        for eid in sorted(ids):
+            if await self._pop("eid:" + eid) is not None:
+                held += 1
+        pending = 0
+        for raw in await self.r.zrange(self.p + "pz", 0, -1):
+            taken = await self._take(_text(raw), lambda head: head["event_id"] not in ids,
+                                     only_taken=True)
+            pending += len(taken)
+        return held, pending
 
     async def pending_counts(self) -> dict[WaitKey, int]:
         pairs = [_text(p) for p in await self.r.smembers(self.p + "pk")]

@@ -301,3 +301,53 @@ def test_sealer_round_trip_rotation_and_tampering() -> None:
         Sealer(["new"]).open(blob)
     with pytest.raises(SealError):
         old.open(blob[:-1] + bytes([blob[-1] ^ 1]))
+
+
+async def _exercise_forget_events(state: State) -> None:
+    """Held copies and waiting events of the given event ids go; the others stay."""
+    await state.hold(["eid:e1", "cid:c1:purchase"], {"event": "purchase", "event_id": "e1",
+                                                       "fields": {}}, 60)
+    await state.hold(["eid:e2"], {"event": "purchase", "event_id": "e2", "fields": {}}, 60)
+    await state.pend(_item("c1", "e3", {"archive": "analytics"}), 60)
+    await state.pend(_item("c1", "e4", {"archive": "analytics"}), 60)
+    await state.pend(_item("c2", "e5"), 60)
+
+    assert await state.forget_events(["e1", "e3", "e5", "unknown"]) == (1, 2)
+
+    assert await state.take(["cid:c1:purchase"]) is None  # every alias of e1 went
+    assert await state.take(["eid:e2"]) is not None
+    assert await state.pending_counts() == {("archive", "analytics"): 1}
+    assert [i.event_id for i in await state.release("c1")] == ["e4"]
+    assert await state.release("c2") == []
+    assert await state.forget_events([]) == (0, 0)
+
+
+async def test_memory_forget_events() -> None:
+    await _exercise_forget_events(MemoryState(100, 60, Clock()))
+
+
+async def test_redis_forget_events() -> None:
+    state = _redis_state()
+    await _reachable(state)
+    try:
+        await _exercise_forget_events(state)
+    finally:
+        await state.close()
+
+
+async def test_redis_forget_events_keeps_what_it_cannot_open() -> None:
+    """A copy sealed under a secret no longer listed is not dropped by a forget: only the
+    copies that are the person's go, and a list with none of them is not rewritten."""
+    a = _redis_state()
+    await _reachable(a)
+    try:
+        await a.pend(_item("c1", "e1"), 60)
+        await a.r.rpush(a.p + "p:c1", b"not sealed")
+        await a.pend(_item("c2", "e2"), 60)
+        assert await a.forget_events(["e1"]) == (0, 1)
+        assert await a.r.lrange(a.p + "p:c1", 0, -1) == [b"not sealed"]
+        before = await a.r.lrange(a.p + "p:c2", 0, -1)
+        assert await a.forget_events(["e9"]) == (0, 0)
+        assert await a.r.lrange(a.p + "p:c2", 0, -1) == before
+    finally:
+        await a.close()

@@ -15,8 +15,18 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+import orjson
+
 from relay.errors import SpoolUnavailable
-from relay.spool.base import Claimed, DeadLetter, Quarantined, Row, SpoolStats, iso_utc
+from relay.spool.base import (
+    Claimed,
+    DeadLetter,
+    Forgotten,
+    Quarantined,
+    Row,
+    SpoolStats,
+    iso_utc,
+)
 from relay.spool.sqlite.depths import RECOUNT_EVERY, Delta, Depths
 from relay.spool.sqlite.schema import CLAIMED, DEAD, IDS, SCHEMA, trim
 from relay.spool.sqlite.schema import ids as id_list
@@ -363,4 +373,32 @@ class SqliteSpool:
             ]
 
         result: list[dict[str, Any]] = await self._submit(work, write=False)
+        return result
+
+    # -- forgetting a person ----------------------------------------------------------
+
+    async def forget(self, event_ids: Sequence[str]) -> Forgotten:
+        """Delete the outbox rows, dead letters and quarantined events of ``event_ids``, in
+        one transaction. A row a worker is sending right now goes too: its ``ack`` then
+        finds nothing (the vendor's copy is the vendor's deletion's business)."""
+        if not event_ids:
+            return Forgotten()
+        param = orjson.dumps(sorted(set(event_ids))).decode()
+
+        def work(conn: sqlite3.Connection, delta: Delta) -> Forgotten:
+            wanted = "event_id IN (SELECT value FROM json_each(?))"
+            outbox = conn.execute(f"DELETE FROM outbox WHERE {wanted} RETURNING destination",
+                                  (param,)).fetchall()
+            dead = conn.execute(f"DELETE FROM dead WHERE {wanted} RETURNING destination",
+                                (param,)).fetchall()
+            # A quarantined event is kept as its masked copy, which keeps the event id.
+            held = conn.execute(
+                "DELETE FROM quarantine WHERE json_valid(CAST(payload AS TEXT)) AND"
+                " json_extract(CAST(payload AS TEXT), '$.event_id') IN"
+                " (SELECT value FROM json_each(?))", (param,)).rowcount
+            delta.spool.subtract(d for (d,) in outbox)
+            delta.dlq.subtract(d for (d,) in dead)
+            return Forgotten(len(outbox), len(dead), int(held))
+
+        result: Forgotten = await self._submit(work)
         return result

@@ -14,10 +14,18 @@ pointed at a private proxy) that refuses a wrong secret with 403; Google itself 
 
 from __future__ import annotations
 
+import base64
 import ipaddress
+import json
 import re
 import time
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from .base import Reply, Request, StandIn
 
@@ -46,6 +54,10 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _EMAIL = re.compile(r"[^@\s\"]+@[^@\s\"]+\.[a-z]{2,}", re.IGNORECASE)
 
 
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 def _name_ok(name: Any) -> bool:
     return (isinstance(name, str) and 0 < len(name) <= 40 and name[0].isalpha()
             and all(c.isalnum() or c == "_" for c in name))
@@ -55,13 +67,70 @@ class Ga4StandIn(StandIn):
     name = "ga4"
 
     def __init__(self, measurement_id: str = "G-E2ETEST01", api_secret: str = "e2e-mp-secret-7",
-                 *, gateway: bool = False) -> None:
+                 *, gateway: bool = False, property_id: str = "424242") -> None:
         self.measurement_id = measurement_id
         self.api_secret = api_secret
         self.gateway = gateway
+        self.property_id = property_id
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self._tokens: set[str] = set()
+        self.user_deletions: list[dict[str, Any]] = []  # submitUserDeletion bodies accepted
         super().__init__()
 
+    # -- the Admin API's user deletion, behind Google's OAuth (a service account) ---------
+
+    def write_service_account_key(self, path: Path) -> Path:
+        """A service account's JSON key whose token_uri is this stand-in's token endpoint."""
+        pem = self._key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()).decode()
+        path.write_text(json.dumps({
+            "type": "service_account", "project_id": "e2e", "private_key_id": "e2e-key-1",
+            "private_key": pem, "client_email": "relay-forget@e2e.iam.gserviceaccount.com",
+            "token_uri": f"{self.endpoint}/token"}))
+        return path
+
+    def _token(self, request: Request) -> Reply:
+        """The OAuth 2.0 JWT bearer grant: the assertion signed with the service account's
+        key (RS256), for this token endpoint, asking for the analytics.edit scope."""
+        form = {k: v[-1] for k, v in parse_qs(request.body.decode()).items()}
+        if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
+            return Reply.json(400, {"error": "unsupported_grant_type"})
+        try:
+            head, claims, signature = form["assertion"].split(".")
+            self._key.public_key().verify(_unb64(signature), f"{head}.{claims}".encode(),
+                                          padding.PKCS1v15(), hashes.SHA256())
+            header, body = json.loads(_unb64(head)), json.loads(_unb64(claims))
+        except (KeyError, ValueError, InvalidSignature):
+            return Reply.json(400, {"error": "invalid_grant", "error_description": "bad JWT"})
+        now = time.time()
+        if (header.get("alg") != "RS256" or body.get("aud") != f"{self.endpoint}/token"
+                or body.get("scope") != "https://www.googleapis.com/auth/analytics.edit"
+                or not body.get("iat", 0) - 60 <= now <= body.get("exp", 0)):
+            return Reply.json(400, {"error": "invalid_grant", "error_description": "claims"})
+        token = f"ya29.e2e-{len(self._tokens) + 1}"
+        self._tokens.add(token)
+        return Reply.json(200, {"access_token": token, "expires_in": 3599,
+                                "token_type": "Bearer"})
+
+    def _submit(self, request: Request) -> Reply:
+        auth = request.headers.get("authorization", "")
+        if not auth.startswith("Bearer ") or auth[7:] not in self._tokens:
+            return Reply.json(401, {"error": {"code": 401, "status": "UNAUTHENTICATED"}})
+        if request.path != f"/v1alpha/properties/{self.property_id}:submitUserDeletion":
+            return Reply.json(403, {"error": {"code": 403, "status": "PERMISSION_DENIED"}})
+        body = request.json()
+        fields = ("userId", "clientId", "appInstanceId", "userProvidedData")
+        if not isinstance(body, dict) or len(body) != 1 or next(iter(body)) not in fields:
+            return Reply.json(400, {"error": {"code": 400, "status": "INVALID_ARGUMENT"}})
+        self.user_deletions.append(body)
+        return Reply.json(200, {"deletionRequestTime": "2026-11-28T12:00:00Z"})
+
     def check(self, request: Request) -> Reply:
+        if request.method == "POST" and request.path == "/token":
+            return self._token(request)
+        if request.method == "POST" and request.path.startswith("/v1alpha/properties/"):
+            return self._submit(request)
         if request.path not in (COLLECT, DEBUG):
             return Reply(404, b"<html>Not Found</html>", (("Content-Type", "text/html"),))
         if request.method != "POST":

@@ -19,7 +19,7 @@ import json
 import re
 import time
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from .base import Reply, Request, StandIn
 
@@ -38,7 +38,51 @@ class MatomoStandIn(StandIn):
         self.superuser = superuser
         super().__init__()
 
+    admin_token = "e2e-matomo-admin-token-auth"
+
+    def visits(self) -> list[tuple[int, int, str]]:
+        """(idsite, idvisit, uid) of every tracked request with a uid not deleted: one visit
+        a request, numbered in arrival order."""
+        gone = set(getattr(self, "_deleted", ()))
+        out = []
+        for n, params in enumerate(self.accepted, 1):
+            uid = params.get("uid")
+            if uid and n not in gone:
+                out.append((int(params.get("idsite", 0)), n, str(uid)))
+        return out
+
+    def _api(self, request: Request) -> Reply:
+        """The Reporting API's PrivacyManager methods, as POSTed forms (errors in a 200)."""
+        form = {k: v[-1] for k, v in parse_qs(request.body.decode()).items()}
+        if "token_auth" in request.query:
+            request.problem("token_auth in the URL")
+        if form.get("module") != "API" or form.get("format") != "JSON":
+            request.problem("not module=API&format=JSON")
+        if form.get("token_auth") != self.admin_token:
+            return Reply.json(200, {"result": "error", "message": "You can't access this"
+                                    " resource as it requires 'admin' access."})
+        method = form.get("method")
+        if method == "PrivacyManager.findDataSubjects":
+            segment = form.get("segment", "")
+            if not segment.startswith("userId=="):
+                return Reply.json(200, {"result": "error", "message": "bad segment"})
+            uid = unquote(segment[len("userId=="):])
+            found = [{"idSite": s, "idVisit": v, "userId": u} for s, v, u in self.visits()
+                     if u == uid and s == int(form.get("idSite", 0))]
+            return Reply.json(200, found[:401])
+        if method == "PrivacyManager.deleteDataSubjects":
+            deleted = getattr(self, "_deleted", [])
+            i = 0
+            while f"visits[{i}][idvisit]" in form:
+                deleted.append(int(form[f"visits[{i}][idvisit]"]))
+                i += 1
+            self._deleted = deleted
+            return Reply.json(200, {"log_visit": i, "log_link_visit_action": i})
+        return Reply.json(200, {"result": "error", "message": f"unknown method {method}"})
+
     def check(self, request: Request) -> Reply:
+        if request.method == "POST" and request.path == "/index.php":
+            return self._api(request)
         if request.method != "POST" or request.path != "/matomo.php":
             return Reply(404, b"not found", (("Content-Type", "text/html"),))
         if "token_auth" in request.query:

@@ -70,7 +70,31 @@ class MixpanelStandIn(StandIn):
                                           and user == self.api_secret)
         return False
 
+    gdpr_token = "e2e-mixpanel-gdpr-oauth"
+    DELETIONS = "/api/app/data-deletions/v3.0/"
+
+    @property
+    def deletions(self) -> list[Any]:
+        """The deletion tasks created (the GDPR API's data-deletions v3.0)."""
+        with self._lock:
+            return [r.json() for r in self.requests
+                    if r.path == self.DELETIONS and r.reply and r.reply.status == 200]
+
+    def _delete(self, request: Request) -> Reply:
+        if request.param("token") != self.token:
+            return Reply.json(400, {"status": "error", "error": "invalid project token"})
+        if request.headers.get("authorization") != f"Bearer {self.gdpr_token}":
+            return Reply.json(401, {"status": "error", "error": "invalid OAuth token"})
+        body = request.json()
+        ids = body.get("distinct_ids") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not 1 <= len(ids) <= 1999 or (
+                body.get("compliance_type", "GDPR") not in ("GDPR", "CCPA")):
+            return Reply.json(400, {"status": "error", "error": "invalid distinct_ids"})
+        return Reply.json(200, {"status": "ok", "results": {"task_id": len(self.requests)}})
+
     def check(self, request: Request) -> Reply:
+        if request.method == "POST" and request.path == self.DELETIONS:
+            return self._delete(request)
         if request.method != "POST" or request.path != "/import":
             return _error(404, "not found", "Not Found")
         if not self._authenticated(request):

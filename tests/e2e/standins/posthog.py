@@ -34,12 +34,48 @@ def _text(status: int, body: str) -> Reply:
 class PostHogStandIn(StandIn):
     name = "posthog"
 
-    def __init__(self, api_key: str) -> None:
+    def __init__(self, api_key: str, *, personal_api_key: str = "phx_e2ePersonalKey01",
+                 project_id: str = "7") -> None:
         self.api_key = api_key
         self.uuids: list[str] = []  # every uuid accepted, repeats included (retries)
+        self.personal_api_key = personal_api_key
+        self.project_id = project_id
+        self.deleted: list[str] = []  # distinct ids of persons deleted (with their events)
         super().__init__()
 
+    def person_id(self, distinct_id: str) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_OID, f"person:{distinct_id}"))
+
+    def _persons(self, request: Request) -> Reply:
+        """The private API's persons: ``GET .../persons/?distinct_id=`` (a person for every
+        distinct id captured and not deleted) and ``DELETE .../persons/{id}/``, with a
+        personal API key as the bearer token."""
+        if request.headers.get("authorization") != f"Bearer {self.personal_api_key}":
+            return Reply.json(401, {"type": "authentication_error",
+                                    "detail": "Invalid personal API key."})
+        base = f"/api/projects/{self.project_id}/persons/"
+        if not request.path.startswith(base):
+            return Reply.json(404, {"detail": "Not found."})
+        known = {i["distinct_id"] for i in self.accepted} - set(self.deleted)
+        if request.method == "GET" and request.path == base:
+            wanted = request.param("distinct_id")
+            results = [{"id": self.person_id(wanted), "distinct_ids": [wanted]}] if (
+                wanted is not None and wanted in known) else []
+            return Reply.json(200, {"next": None, "previous": None, "results": results})
+        if request.method == "DELETE":
+            pid = request.path[len(base):].strip("/")
+            if request.param("delete_events") != "true":
+                request.problem("a person deleted without delete_events=true")
+            match = [d for d in known if self.person_id(d) == pid]
+            if not match:
+                return Reply.json(404, {"detail": "Not found."})
+            self.deleted.extend(match)
+            return Reply(204, b"")
+        return Reply.json(405, {"detail": f"Method {request.method} not allowed."})
+
     def check(self, request: Request) -> Reply:
+        if request.path.startswith("/api/projects/"):
+            return self._persons(request)
         if request.method != "POST" or request.path != "/batch/":
             return _text(404, "not found")
         if len(request.body) > MAX_BODY:

@@ -73,7 +73,36 @@ class SegmentStandIn(StandIn):
         key = body.get("writeKey") if isinstance(body, dict) else None
         return key if isinstance(key, str) else None
 
+    public_api_token = "sgp_e2ePublicApiToken01"
+    REGULATION_TYPES = ("SUPPRESS_WITH_DELETE", "SUPPRESS_WITH_DELETE_INTERNAL", "DELETE_ONLY",
+                        "DELETE_INTERNAL", "SUPPRESS_ONLY", "UNSUPPRESS")
+
+    @property
+    def regulations(self) -> list[Any]:
+        """The regulations created (``POST /regulations`` of the Public API)."""
+        with self._lock:
+            return [r.json() for r in self.requests
+                    if r.path == "/regulations" and r.reply and r.reply.status == 200]
+
+    def _regulate(self, request: Request) -> Reply:
+        if request.headers.get("authorization") != f"Bearer {self.public_api_token}":
+            return Reply.json(401, {"errors": [{"type": "unauthorized",
+                                                "message": "Unauthorized"}]})
+        body = request.json()
+        if not isinstance(body, dict):
+            return Reply.json(422, {"errors": [{"type": "validation", "message": "body"}]})
+        ids = body.get("subjectIds")
+        if (body.get("regulationType") not in self.REGULATION_TYPES
+                or body.get("subjectType") not in ("USER_ID", "OBJECT_ID")
+                or not isinstance(ids, list) or not 1 <= len(ids) <= 5000
+                or not all(isinstance(i, str) and i for i in ids)):
+            return Reply.json(422, {"errors": [{"type": "validation",
+                                                "message": "Validation failure"}]})
+        return Reply.json(200, {"data": {"regulateId": f"reg{len(self.requests) + 1:08d}"}})
+
     def check(self, request: Request) -> Reply:
+        if request.method == "POST" and request.path == "/regulations":
+            return self._regulate(request)
         if request.method != "POST" or request.path != "/v1/batch":
             request.problem(f"{request.method} {request.path}: the relay posts to /v1/batch")
             return Reply.json(404, {"success": False, "message": "Not Found"})
