@@ -1,15 +1,17 @@
 """``relay demo``: the shop, the relay, its admin pages and stand-in vendors on one port.
 
-    /                     the shop (consent banner, products, cart, checkout)
-    /demo/checkout        the shop's backend: posts the signed purchase to the relay
-    /demo/vendors         what each stand-in vendor received, and what was stripped
-    /demo/vendors/{name}  the stand-in vendors' endpoints (the rules' webhook destinations)
-    /t/...                the relay (create_app), with the shipped demo rules
-    /admin/...            the relay's admin app: /admin/debug is the live view
+    /                       the shop (consent banner, products, cart, checkout)
+    /demo/checkout          the shop's backend: posts the signed purchase to the relay
+    /demo/vendors           what each stand-in vendor received, and what was stripped
+    /demo/vendors/{name}/…  the stand-in vendors (each vendor destination's endpoint)
+    /t/...                  the relay (create_app), with the shipped demo rules
+    /admin/...              the relay's admin app: /admin/debug is the live view
 
 The rules are ``relay/demo/rules``; ``DEMO_HOST``, ``DEMO_PORT`` and ``DEMO_VAR`` point its
-destinations at this process and its spool and archive at a temp directory, and the cookie
-and backend secrets are fresh random values, passed to ``create_app`` as its ``env``.
+destinations at this process and its spool and archive at a temp directory, and the cookie,
+backend and vendor secrets are fresh random values, passed to ``create_app`` as its ``env``.
+While it runs, the demo reads the relay's debug feed (``feed``): what it decided for each
+event, and which events each delivery attempt carried.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ from relay.demo.context import (
     DemoConfig,
     demo_env,
 )
+from relay.demo.feed import follow
+from relay.demo.lineup import VENDOR_PATH
 from relay.demo.record import Tap
 from relay.runtime import Runtime
 
@@ -61,7 +65,8 @@ def _routes(relay_app: Starlette, admin_app: Starlette, prefix: str) -> list[Bas
         Route("/demo/reset", shop.reset, methods=["GET"]),
         Route("/demo/vendors", vendors.page, methods=["GET"]),
         Route("/demo/vendors.json", vendors.data, methods=["GET"]),
-        Route(vendors.VENDOR_PATH + "{vendor}", vendors.receive, methods=["POST"]),
+        Route(VENDOR_PATH + "{vendor}/{path:path}", vendors.receive,
+              methods=["GET", "POST", "PUT", "DELETE"]),
         Mount(prefix, app=relay_app),
         Mount(ADMIN_MOUNT, app=admin_app),
     ]
@@ -83,16 +88,20 @@ def create_demo_app(
         transport=transport or httpx.AsyncHTTPTransport(),
     )
     runtime: Runtime = relay_app.state.relay
-    demo = Demo(config, runtime, env["DEMO_BACKEND_SECRET"], transport)
+    demo = Demo(config, runtime, env, transport)
     rules = runtime.rules
     browser = next((s.name for s in rules.sources.values() if s.type == "browser"), "browser")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with relay_app.router.lifespan_context(relay_app):
+            reader = asyncio.create_task(follow(runtime.debug, demo.decisions, demo.inbox))
             try:
                 yield
             finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
                 await demo.close()
 
     app = Starlette(

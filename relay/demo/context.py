@@ -9,6 +9,9 @@ from pathlib import Path
 
 import httpx
 
+from relay.demo.decisions import Decisions
+from relay.demo.inbox import Inbox
+from relay.demo.lineup import Vendor, lineup
 from relay.demo.record import Recorder
 from relay.rules.model import Rules
 from relay.runtime import Runtime
@@ -39,13 +42,18 @@ class DemoConfig:
 
 
 def demo_env(config: DemoConfig) -> dict[str, str]:
-    """The variables the demo rules use."""
+    """The variables the demo rules use: where this process is, and fresh random secrets
+    (the cookie's, the backend's, and the vendors' keys its stand-ins expect)."""
     return {
         "DEMO_HOST": config.loopback,
         "DEMO_PORT": str(config.port),
         "DEMO_VAR": str(config.workdir.resolve()),
         "DEMO_COOKIE_SECRET": secrets.token_urlsafe(32),
         "DEMO_BACKEND_SECRET": secrets.token_urlsafe(32),
+        "DEMO_GA4_API_SECRET": secrets.token_urlsafe(16),
+        "DEMO_POSTHOG_API_KEY": "phc_" + secrets.token_hex(20),
+        "DEMO_META_ACCESS_TOKEN": "EAA" + secrets.token_hex(24),
+        "DEMO_TIKTOK_ACCESS_TOKEN": secrets.token_hex(20),
     }
 
 
@@ -56,14 +64,18 @@ class Demo:
         self,
         config: DemoConfig,
         runtime: Runtime,
-        backend_secret: str,
+        env: dict[str, str],
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
         self.runtime = runtime
-        self.backend_secret = backend_secret
+        self.env = env  # demo_env: what the rules read, secrets included
+        self.backend_secret = env["DEMO_BACKEND_SECRET"]
         self.recorder = Recorder()
+        self.decisions = Decisions(self.recorder)
+        self.inbox = Inbox()
         self.rules_dir = RULES_DIR
+        self.vendors: list[Vendor] = lineup(runtime.rules, config.base_url)
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
 

@@ -1,9 +1,10 @@
-"""The demo's memory: what clients sent the relay and what each stand-in vendor received.
+"""The demo's memory of what clients sent the relay.
 
 ``Tap`` is an ASGI middleware in front of the whole demo app: it copies the bodies of
 ``POST {prefix}/e`` (the browser) and ``POST {prefix}/hook/{source}`` (the backend) into the
 ``Recorder`` and hands the request on unchanged, so the vendors page can put each delivery
 next to what was originally sent. Everything is in memory and bounded; nothing is written.
+(What the vendors received is ``inbox``; what the relay decided, ``decisions``.)
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-KEEP_EVENTS = 500  # per vendor, and event ids remembered from clients
+KEEP_EVENTS = 500  # event ids remembered from clients
+CONSENT_EVENT = "consent_update"  # the snippet's consent choice
 TAP_MAX_BYTES = 256 * 1024  # larger bodies pass through unrecorded (the relay answers 413)
 TAP_MAX_EVENTS = 1000
 
@@ -41,18 +43,12 @@ class Sent:
     at: float
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
-    vendor: str
-    event: Event
-    at: float
-
-
 class Recorder:
     def __init__(self, keep: int = KEEP_EVENTS) -> None:
         self.keep = keep
         self._sent: OrderedDict[str, list[Sent]] = OrderedDict()
-        self._received: dict[str, deque[Received]] = {}
+        # consent choices sent without an event id (the relay makes one): in arrival order
+        self._choices: deque[Sent] = deque(maxlen=keep)
         self.version = 0  # bumped on every change, so pages re-render only when needed
 
     def client_sent(self, source: str, events: Sequence[Any], now: float | None = None) -> None:
@@ -60,6 +56,8 @@ class Recorder:
         for event in events:
             eid = event.get("event_id") if isinstance(event, dict) else None
             if not isinstance(eid, str):
+                if isinstance(event, dict) and event.get("event") == CONSENT_EVENT:
+                    self._choices.append(Sent(source, event, at))
                 continue
             self._sent.setdefault(eid, []).append(Sent(source, event, at))
             self._sent.move_to_end(eid)
@@ -67,18 +65,14 @@ class Recorder:
                 self._sent.popitem(last=False)
         self.version += 1
 
-    def vendor_received(self, vendor: str, events: Sequence[Event]) -> None:
-        box = self._received.setdefault(vendor, deque(maxlen=self.keep))
-        now = time.time()
-        for event in events:
-            box.append(Received(vendor, event, now))
-        self.version += 1
-
     def sent(self, event_id: Any) -> list[Sent]:
+        """What clients sent with this event id, in the order the relay got them."""
         return list(self._sent.get(event_id, [])) if isinstance(event_id, str) else []
 
-    def received(self, vendor: str) -> list[Received]:
-        return list(self._received.get(vendor, ()))
+    def next_choice(self) -> Sent | None:
+        """The oldest consent choice sent without an event id not taken yet (the relay
+        decides them in the order they arrived)."""
+        return self._choices.popleft() if self._choices else None
 
 
 def _browser_copy(raw: Any, ip: str | None, user_agent: str | None) -> Any:

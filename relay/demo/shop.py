@@ -5,12 +5,14 @@ authoritative ``purchase`` to the relay's webhook (``{prefix}/hook/backend``), s
 the source's HMAC secret, with the ``event_id`` the browser used, the correlation cookie it
 read from the request as ``correlation_id``, and the consent the shopper chose (read from the
 consent tool's cookie, as a backend would). The relay keeps the browser's copy of the
-purchase until this one arrives, merges the browser's page and device into it, and delivers
-it once per destination.
+purchase until this one arrives, merges the browser's page, click ids and user agent into
+it, and delivers it once per destination. The backend knows its customer: the event carries
+the customer number (``user.id``) and the email the receipt goes to.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections import Counter
@@ -33,8 +35,9 @@ from relay.types import Event
 BACKEND_SOURCE = "backend"  # the webhook source in relay/demo/rules/relay.yaml
 CONSENT_COOKIE = "demo_consent"  # the shop's consent tool stores the choice here
 CURRENCY = "EUR"
-# Arriving "from an ad": UTM parameters and a click id show URL cleaning at the vendors.
-LANDING_QUERY = "utm_source=newsletter&utm_medium=email&utm_campaign=spring&gclid=demo-gclid-42"
+# Arriving "from an ad" on Meta: UTM parameters and Meta's click id (fbclid) show URL cleaning
+# at every vendor, and what reaches the ad platforms only when ads is granted.
+LANDING_QUERY = "utm_source=newsletter&utm_medium=email&utm_campaign=spring&fbclid=demo-fbclid-42"
 # Something the backend knows and no vendor should get: the purchase contract drops it.
 INTERNAL_NOTE = "fraud score 0.02; picked in warehouse B"
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -112,17 +115,27 @@ def parse_consent(cookie: str | None, purposes: tuple[str, ...]) -> dict[str, st
     return out
 
 
+def customer_id(email: str) -> str:
+    """The shop's customer number for an email (its own records, in a real shop).
+
+    >>> customer_id(" Ann@Example.com ") == customer_id("ann@example.com")
+    True
+    """
+    digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()
+    return f"C{int(digest[:8], 16) % 1_000_000:06d}"
+
+
 def backend_event(
     order: Order, consent: dict[str, str], correlation: str | None, ip: str | None
 ) -> Event:
     """The authoritative purchase as the shop's backend knows it: the order from its own
-    records, the customer's email, the shopper's address and consent, and the correlation
-    cookie's value (the relay verifies it and links the browser's copy)."""
+    records, the customer (number and email), the shopper's address and consent, and the
+    correlation cookie's value (the relay verifies it and links the browser's copy)."""
     event: Event = {"event": "purchase", "event_id": order.event_id}
     if consent:
         event["consent"] = consent
     if order.email:
-        event["user"] = {"email": order.email}
+        event["user"] = {"id": customer_id(order.email), "email": order.email}
     if ip:
         event["context"] = {"ip": ip}
     event["properties"] = {

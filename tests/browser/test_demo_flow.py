@@ -1,12 +1,13 @@
 """The demo in headless Chromium: ``relay demo`` as a user runs it, clicked through.
 
-Accept analytics, deny ads, view a product, add it to the cart, buy. The analytics vendor
-gets each event once (the purchase once, though the browser and the backend both sent it);
-the ads vendor gets nothing; the vendors page and the debug view show it.
+Accept analytics, deny ads, view a product, add it to the cart, buy. Each analytics vendor
+(GA4, PostHog, Plausible, in their own formats) gets each event once (the purchase once,
+though the browser and the backend both sent it); the ads vendors (Meta, TikTok) get
+nothing; the vendors page and the debug view show it.
 
 And the landing page view, which waits at the relay until the banner is answered: "Accept
-all" releases it to every vendor with its ``gclid``; accepting analytics alone releases it
-without, and the ads copy waits on until ads is decided.
+all" releases it to every vendor, Meta getting its ``fbclid`` as its own ``fbc``; accepting
+analytics alone releases it without, and the ads copies wait on until ads is decided.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ WAIT_SECONDS = 15.0
 SETTLE_SECONDS = 1.5  # a duplicate delivery, if there were one, would have arrived by then
 
 Vendors = dict[str, list[dict[str, Any]]]
+ANALYTICS = ("ga4", "posthog", "plausible")
+ADS = ("meta", "tiktok")
+EVERY = (*ANALYTICS, *ADS, "archive")
 
 
 @pytest.fixture
@@ -94,7 +98,7 @@ def tally(events: list[dict[str, Any]]) -> dict[str, int]:
 def shop_flow(page: Page, base: str) -> str:
     """Click through the shop; returns the purchase's event_id."""
     page.goto(base + "/")
-    assert "gclid=" in page.url  # the landing URL "from an ad"
+    assert "fbclid=" in page.url  # the landing URL "from an ad"
     page.wait_for_function("window.relay && window.relay.loaded === true")
     page.click("#analytics-accept")
     page.click("#ads-deny")
@@ -120,36 +124,62 @@ def test_demo_purchase_reaches_each_granted_vendor_once(chromium: Browser, demo_
         event_id = shop_flow(page, demo_url)
 
         want = {"page_view", "product_view", "add_to_cart", "purchase"}
-        wait_for(demo_url, lambda g: want <= set(tally(g["analytics"])))
+        wait_for(demo_url, lambda g: all(want <= set(tally(g[v])) for v in ANALYTICS))
         time.sleep(SETTLE_SECONDS)
         got = vendors(demo_url)
-        assert tally(got["analytics"]) == dict.fromkeys(want, 1), tally(got["analytics"])
-        assert got["ads"] == []
-        assert tally(got["archive"]) == dict.fromkeys(want, 1)
+        for name in (*ANALYTICS, "archive"):
+            assert tally(got[name]) == dict.fromkeys(want, 1), (name, tally(got[name]))
+        for name in ADS:
+            assert got[name] == [], name
 
-        for name in ("analytics", "archive"):
+        for name in (*ANALYTICS, "archive"):
             [purchase] = [e for e in got[name] if e["event"] == "purchase"]
             assert purchase["event_id"] == event_id
             assert purchase["source"] == "backend"  # the authoritative copy
-            assert purchase["received"]["properties"]["value"] == 12.0
+            assert purchase["problems"] == []
             # Both copies reached the relay; one delivery went out.
             assert {s["source"] for s in purchase["sent"]} == {"browser", "backend"}
-            assert len(purchase["received"]["user"]["email"]) == 64  # hashed
-            assert "click_ids" not in purchase["received"]["context"]  # ads denied
-        [page_view] = [e for e in got["analytics"] if e["event"] == "page_view"]
-        assert page_view["received"]["context"]["ip"] == "127.0.0.0"
-        assert "gclid" not in page_view["received"]["context"]["page"]["url"]
-        changes = " | ".join(page_view["changes"])
-        assert "IP truncated" in changes and "?gclid" in changes, changes
+            assert "fbclid" not in str(purchase["payload"])  # ads denied
+        ga4 = {e["event"]: e["payload"] for e in got["ga4"]}
+        # Google takes user data only with ad consent: the relay says why it is not sent.
+        assert "user_data" not in ga4["purchase"]
+        [ga4_purchase] = [e for e in got["ga4"] if e["event"] == "purchase"]
+        assert "user_data not sent: no 'ads' consent" in ga4_purchase["relay_notes"]
+        assert ga4["page_view"]["ip_override"] == "127.0.0.0"
+        assert ga4["page_view"]["consent"]["ad_user_data"] == "DENIED"
+        page_location = ga4["page_view"]["events"][0]["params"]["page_location"]
+        assert "utm_source=newsletter" in page_location and "fbclid" not in page_location
+        posthog = {e["event"]: e["payload"] for e in got["posthog"]}
+        assert len(posthog["purchase"]["properties"]["$set"]["email_sha256"]) == 64  # hashed
+        assert posthog["page_view"]["event"] == "$pageview"
+        plausible = {e["event"]: e["payload"] for e in got["plausible"]}
+        assert plausible["page_view"]["body"]["name"] == "pageview"
+        assert "User-Agent" not in plausible["page_view"].get("headers", {})
+        [page_view] = [e for e in got["ga4"] if e["event"] == "page_view"]
+        notes = " | ".join(page_view["notes"])
+        assert "IP truncated: 127.0.0.1 -> 127.0.0.0 (ip_override)" in notes, notes
+        assert "removed ?fbclid" in notes, notes
 
         # The vendors page shows the same, for a person.
         page.goto(demo_url + "/demo/vendors")
-        page.wait_for_selector("[data-vendor=analytics] [data-event=purchase]")
-        assert page.locator("[data-vendor=analytics] [data-event=purchase]").count() == 1
-        assert page.locator("[data-vendor=analytics] [data-event=page_view]").count() == 1
-        assert page.locator("[data-vendor=ads] [data-event]").count() == 0
-        assert "nothing received" in (page.text_content("[data-vendor=ads]") or "")
-        assert "IP truncated" in (page.text_content("[data-vendor=analytics]") or "")
+        page.wait_for_selector("[data-vendor=ga4] [data-event=purchase]")
+        for name in ANALYTICS:
+            assert page.locator(f"[data-vendor={name}] [data-event=purchase]").count() == 1
+            assert page.locator(f"[data-vendor={name}] [data-event=page_view]").count() == 1
+        for name in ADS:
+            assert page.locator(f"[data-vendor={name}] [data-event]").count() == 0
+            assert "nothing received" in (page.text_content(f"[data-vendor={name}]") or "")
+        assert "IP truncated" in (page.text_content("[data-vendor=ga4]") or "")
+        assert page.locator("[data-vendor=meta] [data-vendor-event]").count() == 0
+        landing = page.locator("#decisions tr[data-row-event=page_view]")
+        assert landing.count() == 1
+        # Choice 1 (analytics granted) released it to analytics; choice 2 (ads denied)
+        # suppressed the ads copies that waited on.
+        assert landing.locator("[data-cell=ga4]").text_content() == "sent after choice 1"
+        meta = landing.locator("[data-cell=meta]")
+        assert meta.get_attribute("data-outcome") == "suppressed"
+        assert (meta.text_content() or "").startswith("suppressed after choice 2")
+        assert page.locator("#decisions tr[data-choice]").count() == 2
 
         # And the relay's live debug view is on the same port.
         response = page.goto(demo_url + "/admin/debug")
@@ -162,24 +192,23 @@ def test_demo_purchase_reaches_each_granted_vendor_once(chromium: Browser, demo_
 def pending(base: str) -> dict[str, float]:
     """relay_consent_pending per destination, from the demo's admin metrics."""
     text = httpx.get(base + "/admin/metrics", trust_env=False).text
-    return {dest: metric(text, "relay_consent_pending", destination=dest)
-            for dest in ("analytics_vendor", "ads_vendor", "archive")}
+    return {dest: metric(text, "relay_consent_pending", destination=dest) for dest in EVERY}
 
 
 def landing_page(page: Page, base: str) -> str:
     """Open the shop from an ad and wait until its page view waits at the relay; returns
-    the landing URL's gclid."""
+    the landing URL's fbclid."""
     page.goto(base + "/")
-    gclid = parse_qs(urlparse(page.url).query)["gclid"][0]
+    fbclid = parse_qs(urlparse(page.url).query)["fbclid"][0]
     page.wait_for_function("window.relay && window.relay.loaded === true")
     deadline = time.monotonic() + WAIT_SECONDS
-    while pending(base) != {"analytics_vendor": 1, "ads_vendor": 1, "archive": 1}:
+    while pending(base) != dict.fromkeys(EVERY, 1):
         if time.monotonic() > deadline:
             pytest.fail(f"the landing page view never waited for consent: {pending(base)}")
         time.sleep(0.1)
     time.sleep(SETTLE_SECONDS)
     assert all(got == [] for got in vendors(base).values()), "sent before the banner"
-    return gclid
+    return fbclid
 
 
 def test_accept_all_releases_the_landing_page_view_with_its_click_id(
@@ -188,20 +217,32 @@ def test_accept_all_releases_the_landing_page_view_with_its_click_id(
     context.set_default_timeout(TIMEOUT_MS)
     try:
         page = context.new_page()
-        gclid = landing_page(page, demo_url)
+        fbclid = landing_page(page, demo_url)
         page.click("#accept-all")
-        got = wait_for(demo_url, lambda g: all(tally(g[v]) == {"page_view": 1}
-                                               for v in ("analytics", "ads", "archive")))
-        for name in ("analytics", "ads", "archive"):
-            [view] = got[name]
-            received = view["received"]
-            assert received["context"]["click_ids"] == {"gclid": gclid}, name
-            assert received["consent"] == {"analytics": "granted", "ads": "granted"}
-            assert "gclid" not in received["context"]["page"]["url"]  # the URL stays clean
-        assert pending(demo_url) == {"analytics_vendor": 0, "ads_vendor": 0, "archive": 0}
+        got = wait_for(demo_url, lambda g: all(tally(g[v]) == {"page_view": 1} for v in EVERY))
+        # The ads vendor gets the click id in its own format: Meta's fbc.
+        [meta] = got["meta"]
+        assert meta["vendor_event"] == "PageView" and meta["problems"] == []
+        fbc = meta["payload"]["user_data"]["fbc"]
+        assert fbc.startswith("fb.1.") and fbc.endswith("." + fbclid), fbc
+        assert "fbclid" not in meta["payload"]["event_source_url"]  # the URL stays clean
+        assert "click id fbclid kept (user_data.fbc)" in meta["notes"]
+        [tiktok] = got["tiktok"]
+        assert tiktok["vendor_event"] == "Pageview" and tiktok["problems"] == []
+        [posthog] = got["posthog"]
+        assert posthog["payload"]["properties"]["fbclid"] == fbclid
+        [ga4] = got["ga4"]
+        assert ga4["payload"]["consent"] == {"ad_user_data": "GRANTED",
+                                             "ad_personalization": "GRANTED"}
+        [archived] = got["archive"]
+        assert archived["payload"]["context"]["click_ids"] == {"fbclid": fbclid}
+        assert archived["payload"]["consent"] == {"analytics": "granted", "ads": "granted"}
+        for name in EVERY:
+            assert fbclid not in str(got[name][0]["payload"].get("context", {}).get("page"))
+        assert pending(demo_url) == dict.fromkeys(EVERY, 0)
         time.sleep(SETTLE_SECONDS)
         assert {k: tally(v) for k, v in vendors(demo_url).items()} == {
-            "analytics": {"page_view": 1}, "ads": {"page_view": 1}, "archive": {"page_view": 1}}
+            name: {"page_view": 1} for name in EVERY}
     finally:
         context.close()
 
@@ -212,24 +253,24 @@ def test_accepting_analytics_only_releases_it_without_its_click_id(
     context.set_default_timeout(TIMEOUT_MS)
     try:
         page = context.new_page()
-        gclid = landing_page(page, demo_url)
+        fbclid = landing_page(page, demo_url)
         page.click("#analytics-accept")
         got = wait_for(demo_url, lambda g: all(tally(g[v]) == {"page_view": 1}
-                                               for v in ("analytics", "archive")))
-        for name in ("analytics", "archive"):
+                                               for v in (*ANALYTICS, "archive")))
+        for name in (*ANALYTICS, "archive"):
             [view] = got[name]
-            received = view["received"]
-            assert "click_ids" not in received["context"], name
-            assert gclid not in str(received)
-            assert received["consent"] == {"analytics": "granted"}
-        # Ads is still undecided: its copy keeps waiting, then the denial drops it.
-        assert pending(demo_url) == {"analytics_vendor": 0, "ads_vendor": 1, "archive": 0}
+            assert fbclid not in str(view["payload"]), name
+            assert view["problems"] == []
+        assert got["archive"][0]["payload"]["consent"] == {"analytics": "granted"}
+        # Ads is still undecided: its copies keep waiting, then the denial drops them.
+        assert pending(demo_url) == {**dict.fromkeys(EVERY, 0), "meta": 1, "tiktok": 1}
         page.click("#ads-deny")
         deadline = time.monotonic() + WAIT_SECONDS
-        while pending(demo_url)["ads_vendor"] != 0:
-            assert time.monotonic() < deadline, "the denial did not end the ads copy's wait"
+        while any(pending(demo_url)[name] for name in ADS):
+            assert time.monotonic() < deadline, "the denial did not end the ads copies' wait"
             time.sleep(0.1)
         time.sleep(SETTLE_SECONDS)
-        assert vendors(demo_url)["ads"] == []
+        got = vendors(demo_url)
+        assert got["meta"] == [] and got["tiktok"] == []
     finally:
         context.close()

@@ -1,7 +1,8 @@
 """Events that wait for a consent choice (relay/engine/waiting.py): a copy released by a
 choice is what it would have been had the choice come first, with memory and Redis state.
 
-The demo's rules: analytics and ads opt-in for everyone, the ``minimize`` pipeline with
+The rules in ``waiting_rules/`` (what the demo's were before its vendors became vendor
+types): analytics and ads opt-in for everyone, the ``minimize`` pipeline with
 ``click_ids: {keep_for: ads}`` on ``analytics_vendor``, ``ads_vendor`` and ``archive``.
 """
 
@@ -15,7 +16,6 @@ from typing import Any
 import orjson
 import pytest
 
-from relay.demo.context import RULES_DIR
 from relay.engine import Engine
 from relay.engine.results import Batch, Meta
 from relay.observe.mask import Masker
@@ -28,6 +28,7 @@ from relay.state.redis import RedisState
 from relay.state.seal import Sealer
 from tests.state.test_state import REDIS_URL
 
+RULES_DIR = Path(__file__).parent / "waiting_rules"
 GCLID = "Cj0KCQ-test-gclid"
 LANDING = f"http://127.0.0.1:8080/?utm_source=newsletter&gclid={GCLID}"
 ALL = {"analytics": "granted", "ads": "granted"}
