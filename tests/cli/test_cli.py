@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from relay.cli import NOT_YET, main, parser
+from tests.e2e.relayproc import free_port
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -96,7 +97,8 @@ def test_a_spool_left_in_the_working_directory_is_pointed_out(
     when the var directory has none yet, may hold copies to deliver."""
     rules = tmp_path / "rules"
     rules.mkdir()
-    (rules / "relay.yaml").write_text("relay: {spool: 'sqlite:///spool.db'}\n")
+    (rules / "relay.yaml").write_text(
+        f"relay: {{spool: 'sqlite:///spool.db', admin: {{port: {free_port()}}}}}\n")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "spool.db").write_bytes(b"")
     assert main(["dlq", "list", "--rules", str(rules), "--var", "state"]) == 0

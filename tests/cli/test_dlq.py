@@ -13,6 +13,7 @@ import pytest
 from relay.cli import main
 from relay.spool.base import Row
 from relay.spool.sqlite import SqliteSpool
+from tests.e2e.relayproc import free_port
 
 RULES = """\
 destinations:
@@ -32,7 +33,10 @@ class Terminal(io.StringIO):
 def rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "rules.yaml").write_text(RULES)
+    # An admin port nothing listens on: these are the runs without a live relay (the live
+    # path is tests/e2e's), whatever else runs on this machine's default 9901.
+    (tmp_path / "rules" / "rules.yaml").write_text(
+        RULES + f"relay: {{admin: {{port: {free_port()}}}}}\n")
     return tmp_path / "rules"
 
 
