@@ -127,7 +127,7 @@ destinations:
 """)
     assert lines == ["dest.yaml:5:76: R204 destinations.ga4.settings.ad_consent: unknown "
                      "purpose 'add' (did you mean 'ads'?)"]
-    _, lines = rules_with(tmp_path, """\
+    rules, lines = rules_with(tmp_path, """\
 destinations:
   ga4:
     type: ga4
@@ -135,6 +135,8 @@ destinations:
     settings: {measurement_id: G-TEST1234, api_secret: s3cret, ad_consent: analytics}
 """)
     assert lines == []
+    # the destination keeps its own name (the purpose it names once replaced it)
+    assert rules is not None and set(rules.destinations) == {"archive", "ga4"}
 
 
 @pytest.mark.parametrize(("given", "hint"), [
