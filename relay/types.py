@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 if TYPE_CHECKING:
     import httpx
 
+    from relay.fieldset import FieldSet
     from relay.rules.fields import At
 
 # An event is the JSON envelope of SPEC section 3 as a dict. Steps may mutate the event they
@@ -37,12 +38,20 @@ class StepFn(Protocol):
     def __call__(self, event: Event, options: Any, ctx: StepContext) -> Event | None: ...
 
 
+class PathsFn(Protocol):
+    def __call__(self, fields: FieldSet, options: Any) -> FieldSet: ...
+
+
 @dataclass(frozen=True, slots=True)
 class StepDef:
-    """A pipeline step: ``parse`` types its options (reporting mistakes), ``apply`` runs it."""
+    """A pipeline step: ``parse`` types its options (reporting mistakes), ``apply`` runs it,
+    ``paths`` says what it does to the fields an event can carry (removes, adds, renames or
+    hashes), as a pure function of a ``relay.fieldset.FieldSet``: the datamap's model of
+    ``apply``, which tests/pipeline/test_paths.py holds it to."""
 
     parse: Callable[[At], Any]
     apply: StepFn
+    paths: PathsFn
     doc: str = ""
 
 
