@@ -1,7 +1,7 @@
 """``relay``: the command line. Thin: parse arguments, call the package's functions.
 
 One module per group of commands: ``rules`` (check, test), ``serve``, ``dlq``, ``trace``,
-``reconcile``; ``worker`` is
+``reconcile``, ``datamap``; ``worker`` is
 the app ``relay serve --workers N`` starts in each worker process. docs/cli.md is the
 reference; every subcommand's ``--help`` has a description and shows its defaults.
 """
@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from relay.cli import datamap
 from relay.cli.common import DEFAULT_RULES, DEFAULT_VAR, log_level
 from relay.cli.diff import cmd_diff
 from relay.cli.dlq import cmd_dlq
@@ -34,7 +35,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 NOT_YET = {
-    "datamap": "the record of processing",
     "forget": "deletion requests",
 }
 
@@ -187,6 +187,17 @@ def parser() -> argparse.ArgumentParser:
                    " event, source, destination; '' for one total row")
     r.add_argument("--format", choices=FORMATS, default="text", help="output format")
     r.set_defaults(func=cmd_reconcile)
+
+    a = with_dirs(command(
+        "datamap", "the record of processing: who receives which fields, why, how long",
+        "The record of processing (GDPR art. 30), computed from the rules: per destination the"
+        "\nrecipient, purpose, legal basis, retention, consent defaults, events, pipeline steps"
+        "\nand every field it can receive (in the vendor's own names where it maps them), and"
+        "\nwhich of them arrive hashed. Exit 1 when the rules have an error.",
+    ))
+    a.add_argument("--format", choices=datamap.FORMATS, default="md",
+                   help="md: a Markdown document; json: the documented contract")
+    a.set_defaults(func=datamap.cmd_datamap)
 
     m = command(
         "demo", "a demo shop, stand-in vendors and the debug view on one port",
