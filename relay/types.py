@@ -93,6 +93,18 @@ class FieldMap:
     hashed: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class AdUse:
+    """What a vendor destination sends for advertising (the policy lint, R302 and R304):
+    ``fields``, prefixes of the vendor's field names (none: all it receives), under the
+    consent of the purpose ``purpose`` (None: the destination's own), which the settings key
+    ``setting`` named when the rules chose it."""
+
+    fields: tuple[str, ...] = ()
+    purpose: str | None = None
+    setting: str | None = None
+
+
 Prepare = Callable[[Event, Any, StepContext], "Event | None"]
 
 
@@ -122,6 +134,8 @@ class DestinationDef:
     max_bytes: int | None = None
     group: Callable[[Event], str] | None = None
     vendor: str = ""  # who receives the data, for the datamap ("Google Analytics 4", ...)
+    # An ad platform's type: what of it serves advertising (None: nothing).
+    ads: Callable[[Any], AdUse] | None = None
     # Settings naming local files: the settings with each path passed through the function
     # (``relay.registry.place`` resolves them under the var directory).
     place: Callable[[Any, Callable[[str], str]], Any] | None = None

@@ -65,6 +65,8 @@ def _terms(rules: Rules, entry: Entry) -> list[tuple[str, str]]:
     else:
         about = _code(purpose.name) + (f": {purpose.description}" if purpose.description
                                        else "")
+        if purpose.essential:
+            about += " (strictly necessary)"
         consent = _defaults(entry.consent.defaults)
         gpc = (f"`Sec-GPC: 1` makes it {entry.consent.gpc} unless the user chose"
                if entry.consent.gpc else "no effect")

@@ -16,8 +16,8 @@ from relay.spool.sqlite import SqliteSpool
 
 RULES = """\
 destinations:
-  ga4: {type: log, events: "*"}
-  meta: {type: log, events: "*"}
+  ga4: {type: log, events: "*", legal_basis: consent, retention: 7 days}
+  meta: {type: log, events: "*", legal_basis: consent, retention: 7 days}
 """
 
 
