@@ -1,5 +1,5 @@
 """The registry: every pipeline step, destination type and ``when`` matcher the rules can
-name, and the rules loader bound to it.
+name, the privacy lint (``relay.datamap.policy``), and the rules loader bound to them.
 
     from relay.registry import load_rules
     rules = load_rules("rules")            # raises relay.rules.RulesError with every error
@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 
 from relay import rules as _rules
+from relay.datamap import policy
 from relay.destinations import DESTINATIONS
 from relay.engine.match import parse_when
 from relay.pipeline import STEPS
@@ -29,7 +30,7 @@ from relay.rules.source import RawRules
 from relay.rules.varpath import under_var
 from relay.spool.factory import place_url
 
-CATALOG = Catalog(steps=STEPS, destinations=DESTINATIONS, when=parse_when)
+CATALOG = Catalog(steps=STEPS, destinations=DESTINATIONS, when=parse_when, policy=policy.check)
 
 
 def check_rules(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 if TYPE_CHECKING:
     import httpx
 
+    from relay.fieldset import FieldSet
     from relay.rules.fields import At
 
 # An event is the JSON envelope of SPEC section 3 as a dict. Steps may mutate the event they
@@ -37,12 +38,20 @@ class StepFn(Protocol):
     def __call__(self, event: Event, options: Any, ctx: StepContext) -> Event | None: ...
 
 
+class PathsFn(Protocol):
+    def __call__(self, fields: FieldSet, options: Any) -> FieldSet: ...
+
+
 @dataclass(frozen=True, slots=True)
 class StepDef:
-    """A pipeline step: ``parse`` types its options (reporting mistakes), ``apply`` runs it."""
+    """A pipeline step: ``parse`` types its options (reporting mistakes), ``apply`` runs it,
+    ``paths`` says what it does to the fields an event can carry (removes, adds, renames or
+    hashes), as a pure function of a ``relay.fieldset.FieldSet``: the datamap's model of
+    ``apply``, which tests/pipeline/test_paths.py holds it to."""
 
     parse: Callable[[At], Any]
     apply: StepFn
+    paths: PathsFn
     doc: str = ""
 
 
@@ -82,6 +91,18 @@ class FieldMap:
     ours: str
     theirs: str
     hashed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AdUse:
+    """What a vendor destination sends for advertising (the policy lint, R302 and R304):
+    ``fields``, prefixes of the vendor's field names (none: all it receives), under the
+    consent of the purpose ``purpose`` (None: the destination's own), which the settings key
+    ``setting`` named when the rules chose it."""
+
+    fields: tuple[str, ...] = ()
+    purpose: str | None = None
+    setting: str | None = None
 
 
 Prepare = Callable[[Event, Any, StepContext], "Event | None"]
@@ -172,6 +193,8 @@ class DestinationDef:
     max_bytes: int | None = None
     group: Callable[[Event], str] | None = None
     vendor: str = ""  # who receives the data, for the datamap ("Google Analytics 4", ...)
+    # An ad platform's type: what of it serves advertising (None: nothing).
+    ads: Callable[[Any], AdUse] | None = None
     # Settings naming local files: the settings with each path passed through the function
     # (``relay.registry.place`` resolves them under the var directory).
     place: Callable[[Any, Callable[[str], str]], Any] | None = None

@@ -1,8 +1,8 @@
 """``relay``: the command line. Thin: parse arguments, call the package's functions.
 
 One module per group of commands: ``rules`` (check, test), ``serve``, ``dlq``, ``trace``,
-``reconcile``, ``forget`` (``admin``: the running relay's admin listener); ``worker`` is
-the app ``relay serve --workers N`` starts in each worker process. docs/cli.md is the
+``reconcile``, ``datamap``, ``forget`` (``admin``: the running relay's admin listener);
+``worker`` is the app ``relay serve --workers N`` starts in each worker process. docs/cli.md is the
 reference; every subcommand's ``--help`` has a description and shows its defaults.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
+from relay.cli import datamap
 from relay.cli.common import DEFAULT_RULES, DEFAULT_VAR, log_level
 from relay.cli.diff import cmd_diff
 from relay.cli.dlq import cmd_dlq
@@ -34,9 +34,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return serve(args.host, args.port)
 
 
-NOT_YET = {
-    "datamap": "the record of processing",
-}
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -212,6 +209,17 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--format", choices=FORMATS, default="text", help="output format")
     r.set_defaults(func=cmd_reconcile)
 
+    a = with_dirs(command(
+        "datamap", "the record of processing: who receives which fields, why, how long",
+        "The record of processing (GDPR art. 30), computed from the rules: per destination the"
+        "\nrecipient, purpose, legal basis, retention, consent defaults, events, pipeline steps"
+        "\nand every field it can receive (in the vendor's own names where it maps them), and"
+        "\nwhich of them arrive hashed. Exit 1 when the rules have an error.",
+    ))
+    a.add_argument("--format", choices=datamap.FORMATS, default="md",
+                   help="md: a Markdown document; json: the documented contract")
+    a.set_defaults(func=datamap.cmd_datamap)
+
     m = command(
         "demo", "a demo shop, stand-in vendors and the debug view on one port",
         "A demo shop with a consent banner, the relay with its demo rules, stand-in vendors"
@@ -223,25 +231,10 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--port", type=port, default=DEMO_PORT, help="the port")
     m.set_defaults(func=cmd_demo)
 
-    for name, what in NOT_YET.items():
-        n = command(name, f"{what} (not in this release)",
-                    f"{what[0].upper()}{what[1:]}: not in this release (exits 2).")
-        n.set_defaults(func=_not_yet(what))
     return p
 
 
-def _not_yet(what: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        print(f"relay: {what} is not in this release yet", file=sys.stderr)
-        return 2
-
-    return run
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    p = parser()
-    args, rest = p.parse_known_args(argv)  # a command not in this release takes anything
-    if rest and args.command not in NOT_YET:
-        p.error(f"unrecognized arguments: {' '.join(rest)}")
+    args = parser().parse_args(argv)
     code: int = args.func(args)
     return code

@@ -84,6 +84,7 @@ DESTINATION = DestinationDef(
     max_batch=MAX_BATCH,
     write=write,
     place=place,
+    vendor="none: a file on the relay's host (settings.path)",
     doc="Append events as JSON lines to settings.path (a relative path is under the var "
     "directory; optionally fsync each batch).",
 )

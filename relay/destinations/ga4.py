@@ -44,7 +44,7 @@ from relay.destinations.base import (
     parse_name_map,
 )
 from relay.rules.fields import BAD_VALUE, At
-from relay.types import OK, DestinationDef, Event, FieldMap, StepContext, Verdict
+from relay.types import OK, AdUse, DestinationDef, Event, FieldMap, StepContext, Verdict
 from relay.version import __version__
 
 DEFAULT_ENDPOINT = "https://www.google-analytics.com"  # EU: https://region1.google-analytics.com
@@ -349,6 +349,13 @@ def group(item: Event) -> str:
     return orjson.dumps(head, option=orjson.OPT_SORT_KEYS).decode()
 
 
+def ad_use(settings: Ga4Settings) -> AdUse:
+    """``user_data`` (the user-provided data Google matches for ads) is sent for advertising,
+    under the purpose ``ad_consent`` names (default ``ads``); the rest is analytics."""
+    return AdUse(("user_data",), settings.ad_consent,
+                 "ad_consent" if settings.purpose_settings else None)
+
+
 def build_request(items: Sequence[Event], settings: Ga4Settings) -> httpx.Request:
     """One Measurement Protocol request for ``items`` of one ``group``: their shared fields
     once, all their events, and the earliest event's time as the request's
@@ -492,6 +499,7 @@ DESTINATION = DestinationDef(
     classify=classify,
     prepare=prepare,
     fields=fields,
+    ads=ad_use,
     max_bytes=MAX_BYTES,
     group=group,
     vendor="Google Analytics 4 (Google LLC)",

@@ -47,5 +47,6 @@ DESTINATION = DestinationDef(
     parse_settings=parse_settings,
     max_batch=MAX_BATCH,
     write=write,
+    vendor="none: the relay's own log (logger relay.destination.log)",
     doc="Log each event (as the destination receives it) on the relay.destination.log logger.",
 )

@@ -46,7 +46,7 @@ from relay.destinations.base import (
 )
 from relay.destinations.deletion import procedure_only
 from relay.rules.fields import BAD_VALUE, At
-from relay.types import DestinationDef, Event, FieldMap, StepContext, Verdict
+from relay.types import AdUse, DestinationDef, Event, FieldMap, StepContext, Verdict
 from relay.version import __version__
 
 NAME = "meta_capi"
@@ -411,6 +411,12 @@ def fields(settings: MetaSettings) -> list[FieldMap]:
     return out
 
 
+def ad_use(settings: MetaSettings) -> AdUse:
+    """All of it: Meta takes conversions to attribute and target ads, under the
+    destination's own purpose."""
+    return AdUse()
+
+
 def build_request(items: Sequence[Event], settings: MetaSettings) -> httpx.Request:
     body: dict[str, Any] = {"data": list(items)}
     if settings.test_event_code:
@@ -479,6 +485,7 @@ DESTINATION = DestinationDef(
     classify=classify,
     prepare=prepare,
     fields=fields,
+    ads=ad_use,
     max_bytes=MAX_BYTES,
     vendor="Meta (Conversions API)",
     deletion=DELETION,

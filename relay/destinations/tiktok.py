@@ -43,7 +43,7 @@ from relay.destinations.base import (
 )
 from relay.destinations.deletion import procedure_only
 from relay.rules.fields import BAD_VALUE, At
-from relay.types import DestinationDef, Event, FieldMap, StepContext, Verdict
+from relay.types import AdUse, DestinationDef, Event, FieldMap, StepContext, Verdict
 from relay.version import __version__
 
 NAME = "tiktok"
@@ -281,6 +281,12 @@ def fields(settings: TikTokSettings) -> list[FieldMap]:
     ]
 
 
+def ad_use(settings: TikTokSettings) -> AdUse:
+    """All of it: TikTok takes conversions to attribute and target ads, under the
+    destination's own purpose."""
+    return AdUse()
+
+
 def build_request(items: Sequence[Event], settings: TikTokSettings) -> httpx.Request:
     body: dict[str, Any] = {"event_source": "web", "event_source_id": settings.pixel_code}
     if settings.test_event_code:
@@ -352,6 +358,7 @@ DESTINATION = DestinationDef(
     classify=classify,
     prepare=prepare,
     fields=fields,
+    ads=ad_use,
     max_bytes=MAX_BYTES,
     vendor="TikTok (Events API)",
     deletion=DELETION,

@@ -94,5 +94,6 @@ DESTINATION = DestinationDef(
     max_batch=MAX_BATCH,
     build_request=build_request,
     classify=http_classify,
+    vendor="the receiver at settings.url",
     doc="POST events as JSON to settings.url, one per request or {batch: [...]}, HMAC-signed.",
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from relay.fieldset import FieldSet
 from relay.pipeline.params import CLICK_ID_PARAMS, CLICK_ID_SET
 from relay.pipeline.url import clean_page
 from relay.rules.fields import MISSING_KEY, UNKNOWN_CHOICE, At
@@ -41,6 +42,11 @@ def parse(at: At) -> ClickIdsOptions:
 
 def _is_click_id(name: str) -> bool:
     return name in CLICK_ID_SET
+
+
+def paths(fields: FieldSet, options: ClickIdsOptions) -> FieldSet:
+    """``drop`` removes ``context.click_ids``; ``keep_for`` keeps them (when granted)."""
+    return fields if options.keep_for is not None else fields.drop("context.click_ids")
 
 
 def apply(event: Event, options: ClickIdsOptions, ctx: StepContext) -> Event:

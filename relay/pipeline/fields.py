@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from relay.fieldset import FieldSet, shape
 from relay.paths import delete, set_
 from relay.rules.fields import BAD_VALUE, MISSING_KEY, At
 from relay.types import Event, StepContext
@@ -67,6 +68,12 @@ class DropOptions:
 
 def parse_drop(at: At) -> DropOptions:
     return DropOptions(parse_paths(at))
+
+
+def paths_drop(fields: FieldSet, options: DropOptions) -> FieldSet:
+    for path in options.paths:
+        fields = fields.drop(path)
+    return fields
 
 
 def apply_drop(event: Event, options: DropOptions, ctx: StepContext) -> Event:
@@ -125,6 +132,10 @@ def _prune(obj: dict[str, Any], trie: Trie, prefix: str, removed: list[str]) -> 
     return out
 
 
+def paths_allow(fields: FieldSet, options: AllowOptions) -> FieldSet:
+    return fields.only(options.paths, ALWAYS_KEPT)
+
+
 def apply_allow(event: Event, options: AllowOptions, ctx: StepContext) -> Event:
     """Keep only the listed fields (and ``ALWAYS_KEPT``); everything else is removed."""
     trie = _trie(options.paths)
@@ -172,6 +183,12 @@ def parse_set(at: At) -> SetOptions:
             continue
         out.append((path, entry.value))
     return SetOptions(tuple(out))
+
+
+def paths_set(fields: FieldSet, options: SetOptions) -> FieldSet:
+    for path, value in options.values:
+        fields = fields.put(path, shape(value))
+    return fields
 
 
 def apply_set(event: Event, options: SetOptions, ctx: StepContext) -> Event:

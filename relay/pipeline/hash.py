@@ -18,6 +18,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from relay.fieldset import FieldSet
 from relay.paths import split
 from relay.personal import HEX64, is_phone_field, normalize_identifier
 from relay.pipeline.fields import parse_paths
@@ -58,6 +59,13 @@ def _target(path: str) -> tuple[tuple[str, ...], str, bool]:
     """``path`` taken apart once: (parent keys, field name, is a phone field)."""
     parent, _, name = path.rpartition(".")
     return (split(parent) if parent else ()), name, is_phone_field(name)
+
+
+def paths(fields: FieldSet, options: HashOptions) -> FieldSet:
+    """Each listed field hashed (or removed: a value that cannot be hashed goes)."""
+    for path in options.paths:
+        fields = fields.hash(path)
+    return fields
 
 
 def apply(event: Event, options: HashOptions, ctx: StepContext) -> Event:

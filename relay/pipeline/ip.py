@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, cast
 
+from relay.fieldset import FieldSet
 from relay.personal import truncate
 from relay.pipeline.fields import parse_choice
 from relay.rules.fields import At
@@ -29,6 +30,11 @@ class IpOptions:
 
 def parse(at: At) -> IpOptions:
     return IpOptions(cast(IpMode, parse_choice(at, IP_MODES, "strip")))
+
+
+def paths(fields: FieldSet, options: IpOptions) -> FieldSet:
+    """``strip`` removes ``context.ip``; ``truncate`` and ``keep`` leave it there."""
+    return fields.drop("context.ip") if options.mode == "strip" else fields
 
 
 def apply(event: Event, options: IpOptions, ctx: StepContext) -> Event:

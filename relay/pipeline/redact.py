@@ -24,6 +24,7 @@ from typing import Any, Literal, cast
 
 import orjson
 
+from relay.fieldset import FieldSet
 from relay.personal import HEX64, MIN_DIGITS, MIN_TEXT, may_hold_personal_data, redact_text
 from relay.pipeline.fields import parse_choice
 from relay.rules.fields import At
@@ -126,6 +127,11 @@ def _dotted(path: KeyPath) -> str:
     return "".join(
         f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(path)
     )
+
+
+def paths(fields: FieldSet, options: RedactOptions) -> FieldSet:
+    """The same fields: only what their strings say changes."""
+    return fields
 
 
 def apply(event: Event, options: RedactOptions, ctx: StepContext) -> Event:

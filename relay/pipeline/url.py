@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
+from relay.fieldset import FieldSet
 from relay.pipeline.params import CLICK_ID_SET
 from relay.rules.diagnostics import suggest
 from relay.rules.fields import BAD_VALUE, MISSING_KEY, UNKNOWN_CHOICE, At
@@ -166,6 +167,11 @@ def drop_needles(drop: frozenset[str]) -> tuple[str, ...] | None:
     if all(name.isascii() and " " not in name for name in names):
         return tuple(sorted(names))
     return None
+
+
+def paths(fields: FieldSet, options: UrlOptions) -> FieldSet:
+    """The same fields: only the values of the page's URLs change."""
+    return fields
 
 
 def apply(event: Event, options: UrlOptions, ctx: StepContext) -> Event:

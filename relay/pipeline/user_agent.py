@@ -16,6 +16,7 @@ from typing import Literal, cast
 
 import user_agents
 
+from relay.fieldset import LEAF, Branch, FieldSet
 from relay.pipeline.fields import parse_choice
 from relay.rules.fields import At
 from relay.types import Event, StepContext
@@ -50,6 +51,18 @@ def device(ua: str) -> tuple[str, str, str]:
     else:
         kind = "other"
     return kind, str(parsed.os.family), str(parsed.browser.family)
+
+
+DEVICE = Branch({"type": LEAF, "os": LEAF, "browser": LEAF})
+
+
+def paths(fields: FieldSet, options: UserAgentOptions) -> FieldSet:
+    """``device`` replaces ``context.user_agent`` by ``context.device.{type, os, browser}``
+    (beside what ``context.device`` held), ``drop`` removes it, ``keep`` keeps it."""
+    if options.mode == "keep" or not fields.has("context.user_agent"):
+        return fields
+    out = fields.drop("context.user_agent")
+    return out.merge("context.device", DEVICE) if options.mode == "device" else out
 
 
 def apply(event: Event, options: UserAgentOptions, ctx: StepContext) -> Event:

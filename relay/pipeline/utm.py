@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 from urllib.parse import unquote_plus
 
+from relay.fieldset import LEAF, Branch, FieldSet
 from relay.pipeline.fields import parse_choice
 from relay.pipeline.url import clean_page
 from relay.rules.fields import At
@@ -45,6 +46,19 @@ def parse(at: At) -> UtmOptions:
 
 def _is_utm(name: str) -> bool:
     return name.startswith("utm_")
+
+
+CAMPAIGN = Branch({key: LEAF for key in CAMPAIGN_KEYS.values()}, other=LEAF)  # utm_x -> x
+
+
+def paths(fields: FieldSet, options: UtmOptions) -> FieldSet:
+    """``collapse`` adds ``context.campaign.{source, medium, name, term, content}`` and any
+    other ``utm_x`` as ``context.campaign.x``, from the page URL or ``search``; ``drop``
+    changes only values."""
+    if options.mode == "drop" or not (fields.has("context.page.url")
+                                      or fields.has("context.page.search")):
+        return fields
+    return fields.merge("context.campaign", CAMPAIGN)
 
 
 def apply(event: Event, options: UtmOptions, ctx: StepContext) -> Event:

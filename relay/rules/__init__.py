@@ -29,9 +29,12 @@ def check_rules(
     directory: str | os.PathLike[str], catalog: Catalog, env: Mapping[str, str] | None = None
 ) -> tuple[Rules | None, list[Diagnostic]]:
     """Read and validate ``directory``: the rules (None if any error) and all diagnostics,
-    sorted by file, line and column. ``env`` defaults to ``os.environ``."""
+    sorted by file, line and column, the catalog's policy warnings included (on rules
+    without errors). ``env`` defaults to ``os.environ``."""
     raw = read_rules_dir(directory, env)
     rules = parse_rules(raw, catalog)
+    if catalog.policy is not None and not raw.reporter.errors:
+        catalog.policy(rules, raw.reporter)
     diagnostics = _scrub(raw.reporter.sorted(), raw)
     if any(d.severity == "error" for d in diagnostics):
         return None, diagnostics

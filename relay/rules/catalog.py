@@ -1,5 +1,5 @@
 """What the rules can name that lives outside them: pipeline step kinds, destination types
-and the ``when`` matchers.
+and the ``when`` matchers; and the policy checks that need those components.
 
 The rules are read below the components they configure (a step's module uses
 ``relay.rules.fields.At`` to type its options), so the loader cannot import them: the
@@ -13,8 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from relay.rules.diagnostics import Reporter
 from relay.rules.fields import At
-from relay.rules.model import Matcher
+from relay.rules.model import Matcher, Rules
 
 
 class StepKind(Protocol):
@@ -48,6 +49,10 @@ class DestinationKind(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Catalog:
+    """``policy`` runs on rules without errors and reports warnings about them (the privacy
+    lint, ``relay.datamap.policy``, reads the pipelines and vendor mappings through them)."""
+
     steps: Mapping[str, StepKind]
     destinations: Mapping[str, DestinationKind]
     when: Callable[[At], tuple[Matcher, ...]]
+    policy: Callable[[Rules, Reporter], None] | None = None

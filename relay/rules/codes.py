@@ -8,6 +8,7 @@ The shared codes (R1xx) live in ``relay.rules.fields`` and the file codes (R0xx)
 from __future__ import annotations
 
 __all__ = [
+    "ADS_WITHOUT_ADS_PURPOSE",
     "BAD_AUTH",
     "BAD_AUTHORITY",
     "BAD_EVENT_NAME",
@@ -31,8 +32,10 @@ __all__ = [
     "DUPLICATE_TEST",
     "EMPTY_SECRET",
     "FIELDS_NOT_DELIVERED",
+    "GRANTED_IN_EU",
     "HOPS_IGNORED",
     "INSECURE_SAME_SITE",
+    "IP_TO_ADS",
     "MIN_ABOVE_MAX",
     "MISSING_PURPOSE",
     "NEEDS_AUTHORITY",
@@ -40,10 +43,14 @@ __all__ = [
     "NOT_FOR_SOURCE_TYPE",
     "NO_DELETION",
     "NO_EXPECTATION",
+    "NO_LEGAL_BASIS",
+    "NO_RETENTION",
+    "OPEN_CONTRACT_TO_VENDOR",
     "PATH_CLASH",
     "PIPELINE_WITHOUT_VENDOR",
     "SECOND_BROWSER",
     "SEGMENT_WITHOUT_KEYS",
+    "UNHASHED_IDENTIFIER",
     "UNKNOWN_DESTINATION",
     "UNKNOWN_DESTINATION_TYPE",
     "UNKNOWN_EVENT",
@@ -116,6 +123,14 @@ UNKNOWN_OUTCOME = "R270"
 DUPLICATE_TEST = "R271"
 NO_EXPECTATION = "R272"
 FIELDS_NOT_DELIVERED = "R273"
-# Policy (R3xx): warnings that `relay check --strict` and `relay serve` on a non-loopback
-# address treat as errors (relay.rules.policy)
+# Policy (R3xx): warnings that `relay check --strict` treats as errors. A weak secret also
+# stops `relay serve` on a non-loopback address (relay.rules.policy); the others are the
+# privacy lint, computed with the datamap (relay.datamap.policy).
 WEAK_SECRET = "R301"
+ADS_WITHOUT_ADS_PURPOSE = "R302"
+UNHASHED_IDENTIFIER = "R303"
+IP_TO_ADS = "R304"
+NO_LEGAL_BASIS = "R305"
+NO_RETENTION = "R306"
+GRANTED_IN_EU = "R307"
+OPEN_CONTRACT_TO_VENDOR = "R308"

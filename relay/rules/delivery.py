@@ -77,8 +77,8 @@ def destinations(r: Reader, section: At) -> dict[str, Destination]:
         pipeline = r.ref("pipeline", get("pipeline")) if get("pipeline").present else None
         settings = ddef.parse_settings(get("settings")) if ddef is not None else None
         # Settings that name a purpose (a vendor's ad_consent) are checked like `purpose`.
-        for key, name in getattr(settings, "purpose_settings", ()):
-            r.refer("purpose", name, get("settings").get(key))
+        for key, named in getattr(settings, "purpose_settings", ()):
+            r.refer("purpose", named, get("settings").get(key))
         batch = get("batch_size").integer(minimum=1)
         if ddef is not None and batch is not None and batch > ddef.max_batch:
             get("batch_size").error(BATCH_TOO_LARGE,

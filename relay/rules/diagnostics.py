@@ -90,9 +90,11 @@ class Reporter:
     ) -> None:
         self.diagnostics.append(Diagnostic(self.mark(path, key=key), code, path, message, hint))
 
-    def warning(self, path: Path, code: str, message: str, hint: str | None = None) -> None:
+    def warning(
+        self, path: Path, code: str, message: str, hint: str | None = None, *, key: bool = False
+    ) -> None:
         self.diagnostics.append(
-            Diagnostic(self.mark(path), code, path, message, hint, severity="warning")
+            Diagnostic(self.mark(path, key=key), code, path, message, hint, severity="warning")
         )
 
     @property

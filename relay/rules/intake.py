@@ -34,7 +34,7 @@ from relay.rules.model import (
 from relay.rules.policy import check_secrets
 from relay.rules.reader import Reader
 
-PURPOSE_KEYS = ("description", "default", "gpc", "pending_window")
+PURPOSE_KEYS = ("description", "default", "gpc", "pending_window", "essential")
 SOURCE_KEYS = ("type", "auth", "write_keys")
 CONTRACT_KEYS = (
     "version", "authority", "confirm_window", "enrich_from_browser", "properties",
@@ -79,6 +79,7 @@ def purposes(r: Reader, section: At) -> dict[str, Purpose]:
             gpc=cast(Any, gpc),
             pending_window=r.positive(at.get("pending_window"),
                                       Purpose(name).pending_window),
+            essential=at.get("essential").boolean(False) or False,
         )
     return out
 

@@ -174,6 +174,8 @@ class Purpose:
     defaults: dict[str, ConsentState] = field(default_factory=lambda: {"*": "granted"})
     gpc: ConsentState | None = None
     pending_window: float = DEFAULT_PENDING_WINDOW
+    # Strictly necessary for what the user asked for: only the policy lint reads it (R307).
+    essential: bool = False
 
 
 @dataclass(frozen=True, slots=True)

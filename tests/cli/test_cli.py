@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.cli import NOT_YET, main, parser
+from relay.cli import main, parser
 from tests.e2e.relayproc import free_port
 
 
@@ -20,8 +20,7 @@ def _subcommands() -> dict[str, argparse.ArgumentParser]:
 
 def test_the_commands() -> None:
     assert set(_subcommands()) == {"serve", "check", "test", "dlq", "demo", "trace", "diff",
-                                   "reconcile", "forget", *NOT_YET}
-    assert set(NOT_YET) == {"datamap"}
+                                   "reconcile", "forget", "datamap"}
 
 
 @pytest.mark.parametrize("name", sorted(_subcommands()))
@@ -82,12 +81,6 @@ def test_serve_on_a_taken_port_says_so_in_one_line(
     err = capsys.readouterr().err
     assert f"relay serve: cannot listen on 127.0.0.1:{port}" in err
     assert "Traceback" not in err
-
-
-@pytest.mark.parametrize("name", sorted(NOT_YET))
-def test_not_yet_commands_say_so(name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([name, "--rules", "x", "anything"]) == 2
-    assert "not in this release yet" in capsys.readouterr().err
 
 
 def test_a_spool_left_in_the_working_directory_is_pointed_out(

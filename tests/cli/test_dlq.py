@@ -17,8 +17,8 @@ from tests.e2e.relayproc import free_port
 
 RULES = """\
 destinations:
-  ga4: {type: log, events: "*"}
-  meta: {type: log, events: "*"}
+  ga4: {type: log, events: "*", legal_basis: consent, retention: 7 days}
+  meta: {type: log, events: "*", legal_basis: consent, retention: 7 days}
 """
 
 

@@ -127,14 +127,21 @@ destinations:
 """)
     assert lines == ["dest.yaml:5:76: R204 destinations.ga4.settings.ad_consent: unknown "
                      "purpose 'add' (did you mean 'ads'?)"]
-    _, lines = rules_with(tmp_path, """\
+    rules, lines = rules_with(tmp_path, """\
 destinations:
   ga4:
     type: ga4
     purpose: analytics
     settings: {measurement_id: G-TEST1234, api_secret: s3cret, ad_consent: analytics}
+    legal_basis: consent
+    retention: 14 months
 """)
-    assert lines == []
+    # Valid, and the destination keeps its name; the privacy lint warns: GA4's user_data is
+    # for Google Ads, and analytics is no ads purpose.
+    assert rules is not None and set(rules.destinations) == {"archive", "ga4"}
+    assert [line.split(": ")[1] for line in lines] == [
+        "R302 destinations.ga4.settings.ad_consent"]
+    assert lines[0].startswith("dest.yaml:5:76: ")
 
 
 @pytest.mark.parametrize(("given", "hint"), [
@@ -167,6 +174,8 @@ destinations:
     type: ga4
     purpose: analytics
     settings: {measurement_id: G-TEST1234, api_secret: plain-written-mp-secret}
+    legal_basis: consent
+    retention: 14 months
 """)
     assert lines == [] and rules is not None
     shown = masked_tree(rules)["destinations"]["ga4"]["settings"]
@@ -588,6 +597,8 @@ destinations:
     purpose: analytics
     pipeline: ga4_min
     settings: {measurement_id: G-TEST1234, api_secret: mp-secret-1}
+    legal_basis: consent
+    retention: 14 months
 """
 
 

@@ -274,6 +274,8 @@ destinations:
     purpose: analytics
     pipeline: visitors
     settings: {domain: shop.example}
+    legal_basis: consent
+    retention: 24 months
 """)
     assert lines == [] and rules is not None
     ua = "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"

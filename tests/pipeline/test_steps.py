@@ -159,7 +159,7 @@ def test_run_stops_on_none() -> None:
         calls.append("none")
         return None
 
-    STEPS["_test_none"] = StepDef(lambda at: None, apply_none)
+    STEPS["_test_none"] = StepDef(lambda at: None, apply_none, lambda fields, options: fields)
     try:
         drop = STEPS["drop"].parse(At(["x"], (), Reporter()))
         steps = (Step("_test_none", None), Step("drop", drop))

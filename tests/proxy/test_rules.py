@@ -20,8 +20,8 @@ from relay.rules.model import (
 BASE = """\
 relay: {country_header: CF-IPCountry}
 purposes:
-  analytics: {default: {"*": granted}}
-  ads: {default: {"*": granted}, gpc: denied}
+  analytics: {default: {EU: denied, "*": granted}}
+  ads: {default: {EU: denied, "*": granted}, gpc: denied}
 """
 PIN = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
 

@@ -8,10 +8,11 @@ import pytest
 from relay.registry import check_rules
 from relay.rules import Diagnostic, Rules
 
-# A small valid rules set; each test adds one snippet to it in a second file.
+# A small valid rules set, free of warnings; each test adds one snippet to it in a second
+# file.
 BASE = """\
 purposes:
-  analytics: {default: {"*": granted}}
+  analytics: {default: {EU: denied, "*": granted}}
 sources:
   browser: {type: browser}
   backend: {type: webhook, auth: {bearer: rules-test-bearer-token}}
@@ -20,8 +21,10 @@ events:
 pipelines:
   clean:
     - ip: truncate
+    - hash: [user.email, user.phone]
 destinations:
-  archive: {type: file, events: "*", settings: {path: var/x.jsonl}}
+  archive: {type: file, events: "*", pipeline: clean, settings: {path: var/x.jsonl},
+            legal_basis: consent, retention: 30 days}
 """
 
 Check = Callable[..., tuple[Rules | None, list[Diagnostic]]]
