@@ -6,6 +6,7 @@ required, never optional: a test that asks for ``redis_url`` fails loudly withou
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ from .relayproc import RelayProcess
 from .rulesdir import make_rules
 from .vendor import StandInVendor
 
-REDIS_URL = "redis://127.0.0.1:6379/15"  # a dedicated database, flushed before and after
+# A dedicated database, flushed before and after (RELAY_TEST_REDIS_E2E picks another, so two
+# checkouts can run their suites side by side).
+REDIS_URL = os.environ.get("RELAY_TEST_REDIS_E2E", "redis://127.0.0.1:6379/15")
 
 MakeRelay = Callable[..., RelayProcess]
 MakeVendor = Callable[..., StandInVendor]

@@ -218,7 +218,11 @@ class RelayProcess:
         return "".join(p.read_text(errors="replace") for p in self.out_files if p.exists())
 
     def cli(self, *args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
-        """The ``relay`` CLI in this relay's working directory, on its rules (so on its spool)."""
+        """The ``relay`` CLI in this relay's working directory, on its rules (so on its spool).
+        ``dlq`` and ``forget`` look for this relay's admin listener (``--admin-port``), as
+        for a relay started with ``--admin-port``: never another relay on the default port."""
         argv = [args[0], "--rules", str(self.rules_dir), *args[1:]] if args else []
+        if args and args[0] in ("dlq", "forget") and "--admin-port" not in args:
+            argv += ["--admin-port", str(self.admin_port)]
         extra = {k: v for k, v in self.env.items() if k.startswith("RELAY_")}
         return run_cli(argv, cwd=self.workdir, env=extra, timeout=timeout)
