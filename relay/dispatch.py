@@ -60,6 +60,28 @@ LEASE_MARGIN = 10.0  # a claim's lease is the request timeout plus this
 LINGER = 0.02  # after a wake-up, how long new rows may gather before the claim
 ERROR_PAUSE = 1.0  # after an unexpected error (the spool unavailable, say) before trying again
 
+
+def _facts(event: Event | None) -> dict[str, Any]:
+    """What a delivery hop line says about the event besides its id (SPEC: source, event,
+    schema version, consent), from the copy as spooled; nothing personal."""
+    if not isinstance(event, dict):
+        return {}
+    return {
+        "source": event.get("source"),
+        "event": event.get("event"),
+        "schema": event.get("schema"),
+        "consent": event.get("consent") if isinstance(event.get("consent"), dict) else None,
+    }
+
+
+def _row_facts(row: Claimed) -> dict[str, Any]:
+    """``_facts`` of a claimed row's payload (the retry and dead-letter paths, off the hot one)."""
+    try:
+        return _facts(orjson.loads(row.payload))
+    except ValueError:
+        return {}
+
+
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
 Rng = Callable[[], float]
@@ -414,6 +436,7 @@ class Dispatcher:
         self._record(lane, verdict)
         if self.on_attempt is not None:
             self.on_attempt(lane.name, [r.event_id for r in rows], verdict, status)
+        about = {row.id: event for row, event in zip(rows, events, strict=False)}
         if verdict.kind == "ok" and verdict.failed:
             rows = await self._refused(lane, rows, verdict, status)
         if verdict.kind == "ok":
@@ -423,6 +446,7 @@ class Dispatcher:
                 hop(
                     "delivered",
                     event_id=row.event_id,
+                    **_facts(about.get(row.id)),
                     destination=lane.name,
                     status=status,
                     attempt=row.attempts + 1,
@@ -548,12 +572,16 @@ class Dispatcher:
                 hop(
                     "retried",
                     event_id=row.event_id,
+                    **_row_facts(row),
                     destination=lane.name,
                     status=status,
                     attempt=attempt,
                     retry_in=round(delay, 3),
                 )
         if exhausted:
+            if self.on_attempt is not None:  # the debug view: that retry was their last
+                last = Verdict("permanent", f"retries exhausted: {verdict.detail}", status)
+                self.on_attempt(lane.name, [r.event_id for r in exhausted], last, status)
             await self._dead(lane, exhausted, verdict, status)
 
     async def _dead(
@@ -576,6 +604,7 @@ class Dispatcher:
                 hop(
                     "dead-lettered",
                     event_id=row.event_id,
+                    **_row_facts(row),
                     destination=lane.name,
                     status=status,
                     attempt=attempt,
