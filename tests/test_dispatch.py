@@ -288,6 +288,22 @@ async def test_exhausted_retries_dead_letter(make_rig: Callable[..., Awaitable[R
     assert len(vendor.requests) == 3
 
 
+async def test_the_debug_feed_hears_that_the_last_retry_dead_lettered(
+    make_rig: Callable[..., Awaitable[Rig]]
+) -> None:
+    rig = await make_rig(hook(retry=Retry(attempts=2), breaker_failures=0))
+    seen: list[tuple[str, list[str], str, str]] = []
+    rig.dispatcher.on_attempt = lambda d, ids, v, status: seen.append((d, ids, v.kind, v.detail))
+    rig.vendors["hook"].answer = lambda r: httpx.Response(503, text="maintenance")
+    await rig.put(events(1))
+    await until(lambda: rig.spool.depths()[1].get("hook") == 1)
+    assert seen == [
+        ("hook", ["e0"], "retry", "HTTP 503: maintenance"),
+        ("hook", ["e0"], "retry", "HTTP 503: maintenance"),
+        ("hook", ["e0"], "permanent", "retries exhausted: HTTP 503: maintenance"),
+    ]
+
+
 async def test_max_age_dead_letters(
     make_rig: Callable[..., Awaitable[Rig]], vt: VirtualTime
 ) -> None:
