@@ -218,7 +218,7 @@ async def test_bots_are_dropped_flagged_or_kept_and_counted(
             seen.append(meta)
             return await original(items, meta)
 
-        rt.engine.process = spy  # type: ignore[method-assign]
+        rt.engine.process = spy  # type: ignore[method-assign,assignment]
         flagged = await _post(app, {"user-agent": HEADLESS_UA})
         assert flagged.status_code == 202 and flagged.json()["accepted"] == 1
         assert seen[-1].bot is True
