@@ -134,14 +134,14 @@ def sources(r: Reader, section: At) -> dict[str, Source]:
         origins_at, bots_at = at.get("allowed_origins"), at.get("bots")
         origins = _origins(origins_at) if origins_at.present else None
         bots = _bots(bots_at) if bots_at.present else Bots()
-        for present, key, only in ((auth_at, "auth", "webhook"),
-                                   (keys_at, "write_keys", "segment"),
-                                   (origins_at, "allowed_origins", "browser"),
-                                   (bots_at, "bots", "browser")):
-            if present.present and kind != only:
+        for present, key, only in ((auth_at, "auth", ("webhook",)),
+                                   (keys_at, "write_keys", ("segment",)),
+                                   (origins_at, "allowed_origins", ("browser", "segment")),
+                                   (bots_at, "bots", ("browser",))):
+            if present.present and kind not in only:
                 r.rep.error(present.path, NOT_FOR_SOURCE_TYPE,
                             f"{key} does not apply to a {kind} source",
-                            f"only {only} sources take {key}", key=True)
+                            f"only {' and '.join(only)} sources take {key}", key=True)
         browser = next((s for s in out.values() if s.type == "browser"), None)
         if kind == "browser" and browser is not None:
             at.get("type").error(SECOND_BROWSER,

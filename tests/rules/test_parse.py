@@ -535,6 +535,8 @@ def test_bot_defaults_and_one_action_for_both() -> None:
      [("R101", "sources.browser.bots.robots")]),
     ("sources:\n  partner: {type: webhook, auth: {bearer: rules-test-bearer-token},"
      " allowed_origins: ['*']}\n", [("R228", "sources.partner.allowed_origins")]),
+    ("sources:\n  apps: {type: segment, write_keys: [rules-test-write-key-0123], bots: drop}\n",
+     [("R228", "sources.apps.bots")]),
 ])
 def test_browser_abuse_key_mistakes(
     check: Check, snippet: str, expected: list[tuple[str, str]]
