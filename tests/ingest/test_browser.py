@@ -229,3 +229,24 @@ async def test_bots_are_dropped_flagged_or_kept_and_counted(
         assert get("relay_bot_events_total", {"source": "browser", "action": "flag"}) == 1
     finally:
         await rt.stop()
+
+
+async def test_when_the_buckets_cannot_answer_the_request_passes(
+    rules_dir: Any, env: dict[str, str], tmp_path: Any
+) -> None:
+    app = _abuse_app(rules_dir, env, tmp_path,
+                     relay="  rate_limit: {per_second: 1, burst: 1}\n")
+    rt: Runtime = app.state.relay
+
+    class Down:
+        rate, burst = 1.0, 1.0
+
+        async def take(self, client: str) -> float:
+            raise ConnectionError("Redis is away")
+
+    try:
+        await rt.ensure_started()
+        rt.limiter = Down()
+        assert [(await _post(app, {})).status_code for _ in range(3)] == [202, 202, 202]
+    finally:
+        await rt.stop()
