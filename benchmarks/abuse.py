@@ -69,19 +69,19 @@ async def main() -> None:
     results: dict[str, list[float]] = {}
     few = max(args.calls // 100, 50)  # uncached parses are slow: fewer of them
     for run in range(args.runs):
-        tag = uuid.uuid4().hex
+        tag = f"r{run}-{uuid.uuid4().hex}"  # never seen before: uncached
         checks: dict[str, float] = {
             "baseline: orjson.loads(page view)": per_call(lambda i: orjson.loads(BODY),
                                                           args.calls),
             "bot_kind, cached": per_call(lambda i: bots.bot_kind(UA), args.calls),
-            "bot_kind, uncached": per_call(lambda i: bots.bot_kind(f"{UA} r{run}-{tag}-{i}"),
+            "bot_kind, uncached": per_call(lambda i, t=tag: bots.bot_kind(f"{UA} {t}-{i}"),
                                            few),
             "origin.refused, cached": per_call(
                 lambda i: origin.refused(ALLOWED, "https://www.shop.example", None,
                                          "shop.example", None), args.calls),
             "origin.refused, uncached": per_call(
-                lambda i: origin.refused(ALLOWED, f"https://a{i}-{tag}.shop.example", None,
-                                         "shop.example", None), args.calls),
+                lambda i, t=tag: origin.refused(ALLOWED, f"https://a{i}-{t}.shop.example",
+                                                None, "shop.example", None), args.calls),
             "MemoryBuckets.take": await per_await(memory.take, args.calls),
             "RedisBuckets.take": await per_await(shared.take, max(args.calls // 10, 100)),
         }
