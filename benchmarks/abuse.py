@@ -47,6 +47,15 @@ def per_call(fn: Callable[[int], object], calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
+def new_user_agents(tag: str) -> Callable[[int], object]:
+    return lambda i: bots.bot_kind(f"{UA} {tag}-{i}")
+
+
+def new_origins(tag: str) -> Callable[[int], object]:
+    return lambda i: origin.refused(ALLOWED, f"https://a{i}-{tag}.shop.example", None,
+                                    "shop.example", None)
+
+
 async def per_await(take: Callable[[str], object], calls: int) -> float:
     start = time.perf_counter()
     for i in range(calls):
@@ -74,14 +83,11 @@ async def main() -> None:
             "baseline: orjson.loads(page view)": per_call(lambda i: orjson.loads(BODY),
                                                           args.calls),
             "bot_kind, cached": per_call(lambda i: bots.bot_kind(UA), args.calls),
-            "bot_kind, uncached": per_call(lambda i, t=tag: bots.bot_kind(f"{UA} {t}-{i}"),
-                                           few),
+            "bot_kind, uncached": per_call(new_user_agents(tag), few),
             "origin.refused, cached": per_call(
                 lambda i: origin.refused(ALLOWED, "https://www.shop.example", None,
                                          "shop.example", None), args.calls),
-            "origin.refused, uncached": per_call(
-                lambda i, t=tag: origin.refused(ALLOWED, f"https://a{i}-{t}.shop.example",
-                                                None, "shop.example", None), args.calls),
+            "origin.refused, uncached": per_call(new_origins(tag), args.calls),
             "MemoryBuckets.take": await per_await(memory.take, args.calls),
             "RedisBuckets.take": await per_await(shared.take, max(args.calls // 10, 100)),
         }
