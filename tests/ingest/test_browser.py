@@ -6,6 +6,8 @@ Starlette app) and tests/e2e (through ``relay serve``'s direct dispatch).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -127,8 +129,11 @@ HEADLESS_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like 
 GOOGLEBOT_UA = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 
 
-def _abuse_app(rules_dir: Any, env: dict[str, str], tmp_path: Any, *, relay: str = "",
-               browser: str = "{type: browser}") -> Starlette:
+@contextlib.asynccontextmanager
+async def _abuse_app(rules_dir: Any, env: dict[str, str], tmp_path: Any, *, relay: str = "",
+                     browser: str = "{type: browser}") -> AsyncIterator[tuple[Starlette, Runtime]]:
+    """The shipped rules with ``relay`` added to the relay section and the browser source
+    replaced by ``browser``: the app and its runtime, stopped afterwards."""
     from relay.app import create_app
 
     relay_yaml = rules_dir / "relay.yaml"
@@ -137,7 +142,12 @@ def _abuse_app(rules_dir: Any, env: dict[str, str], tmp_path: Any, *, relay: str
     sources = rules_dir / "sources.yaml"
     sources.write_text(sources.read_text().replace("browser: {type: browser}",
                                                    f"browser: {browser}"))
-    return create_app(rules_dir, var_dir=tmp_path / "var", env=env)
+    app = create_app(rules_dir, var_dir=tmp_path / "var", env=env)
+    rt: Runtime = app.state.relay
+    try:
+        yield app, rt
+    finally:
+        await rt.stop()
 
 
 async def _post(app: Starlette, headers: dict[str, str], ip: str = "203.0.113.7"
@@ -151,10 +161,8 @@ async def _post(app: Starlette, headers: dict[str, str], ip: str = "203.0.113.7"
 async def test_a_foreign_origin_is_refused_403_and_counted(
     rules_dir: Any, env: dict[str, str], tmp_path: Any
 ) -> None:
-    app = _abuse_app(rules_dir, env, tmp_path,
-                     browser="{type: browser, allowed_origins: [https://shop.example]}")
-    rt: Runtime = app.state.relay
-    try:
+    browser = "{type: browser, allowed_origins: [https://shop.example]}"
+    async with _abuse_app(rules_dir, env, tmp_path, browser=browser) as (app, rt):
         r = await _post(app, {"origin": "https://evil.example"})
         assert r.status_code == 403
         assert r.json() == {"error": "origin https://evil.example may not post events here "
@@ -165,30 +173,22 @@ async def test_a_foreign_origin_is_refused_403_and_counted(
         assert (await _post(app, {})).status_code == 202  # not a browser
         get = rt.metrics.registry.get_sample_value
         assert get("relay_origin_refused_total", {"source": "browser"}) == 1
-    finally:
-        await rt.stop()
 
 
 async def test_without_allowed_origins_the_own_host_and_loopback_may_post(
     rules_dir: Any, env: dict[str, str], tmp_path: Any
 ) -> None:
-    app = _abuse_app(rules_dir, env, tmp_path)
-    rt: Runtime = app.state.relay
-    try:
+    async with _abuse_app(rules_dir, env, tmp_path) as (app, _rt):
         assert (await _post(app, {"origin": "https://shop.example"})).status_code == 202
         assert (await _post(app, {"origin": "http://localhost:3000"})).status_code == 202
         assert (await _post(app, {"origin": "https://evil.example"})).status_code == 403
-    finally:
-        await rt.stop()
 
 
 async def test_over_the_rate_the_answer_is_429_with_retry_after_per_address(
     rules_dir: Any, env: dict[str, str], tmp_path: Any
 ) -> None:
-    app = _abuse_app(rules_dir, env, tmp_path,
-                     relay="  rate_limit: {per_second: 0.2, burst: 2}\n")
-    rt: Runtime = app.state.relay
-    try:
+    limit = "  rate_limit: {per_second: 0.2, burst: 2}\n"
+    async with _abuse_app(rules_dir, env, tmp_path, relay=limit) as (app, rt):
         assert [(await _post(app, {})).status_code for _ in range(2)] == [202, 202]
         r = await _post(app, {})
         assert r.status_code == 429
@@ -197,16 +197,12 @@ async def test_over_the_rate_the_answer_is_429_with_retry_after_per_address(
         assert (await _post(app, {}, ip="198.51.100.9")).status_code == 202
         get = rt.metrics.registry.get_sample_value
         assert get("relay_rate_limited_total", {"endpoint": "browser"}) == 1
-    finally:
-        await rt.stop()
 
 
 async def test_bots_are_dropped_flagged_or_kept_and_counted(
     rules_dir: Any, env: dict[str, str], tmp_path: Any
 ) -> None:
-    app = _abuse_app(rules_dir, env, tmp_path)
-    rt: Runtime = app.state.relay
-    try:
+    async with _abuse_app(rules_dir, env, tmp_path) as (app, rt):
         dropped = await _post(app, {"user-agent": GOOGLEBOT_UA})
         assert dropped.status_code == 202
         assert dropped.json() == {"accepted": 0, "duplicates": 0, "rejected": [],
@@ -227,26 +223,19 @@ async def test_bots_are_dropped_flagged_or_kept_and_counted(
         get = rt.metrics.registry.get_sample_value
         assert get("relay_bot_events_total", {"source": "browser", "action": "drop"}) == 1
         assert get("relay_bot_events_total", {"source": "browser", "action": "flag"}) == 1
-    finally:
-        await rt.stop()
 
 
 async def test_when_the_buckets_cannot_answer_the_request_passes(
     rules_dir: Any, env: dict[str, str], tmp_path: Any
 ) -> None:
-    app = _abuse_app(rules_dir, env, tmp_path,
-                     relay="  rate_limit: {per_second: 1, burst: 1}\n")
-    rt: Runtime = app.state.relay
-
     class Down:
         rate, burst = 1.0, 1.0
 
         async def take(self, client: str) -> float:
             raise ConnectionError("Redis is away")
 
-    try:
+    limit = "  rate_limit: {per_second: 1, burst: 1}\n"
+    async with _abuse_app(rules_dir, env, tmp_path, relay=limit) as (app, rt):
         await rt.ensure_started()
         rt.limiter = Down()
         assert [(await _post(app, {})).status_code for _ in range(3)] == [202, 202, 202]
-    finally:
-        await rt.stop()
