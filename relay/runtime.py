@@ -40,8 +40,9 @@ from relay.registry import check_rules, load_rules, place
 from relay.rules.model import Rules, Source
 from relay.spool.base import Spool
 from relay.spool.factory import open_spool, sqlite_path
-from relay.state import State, open_state
-from relay.state.ratelimit import RateLimiter
+from relay.state import RedisState, State, open_state
+from relay.state.ratelimit import Buckets, ClientKeys, MemoryBuckets
+from relay.state.ratelimit_redis import RedisBuckets
 from relay.state.seal import Sealer
 
 RELOAD_POLL_SECONDS = 1.0
@@ -146,11 +147,27 @@ class Runtime:
         sampler = Sampler(sample.path, sample.rate, sample.max_bytes) if sample else None
         self.engine = Engine(rules, state, self.metrics, self.masker, subjects=self.subjects,
                              sampler=sampler, watched=lambda: self.debug.listening)
-        self.limiter = RateLimiter(relay.rate_limit.per_second, relay.rate_limit.burst)
+        self.limiter = self._buckets(rules, state, secrets_)
         self._browser = next((s for s in rules.sources.values() if s.type == "browser"), None)
         self._write_keys = {
             k: s for s in rules.sources.values() if s.type == "segment" for k in s.write_keys
         }
+
+    def _buckets(self, rules: Rules, state: State, secrets_: list[str]) -> Buckets | None:
+        """The rate limit's buckets: None when it is off; in Redis with a Redis state store;
+        the running ones when the reload did not change them (memory keeps its counts)."""
+        limit = rules.relay.rate_limit
+        if limit.per_second <= 0:
+            return None
+        old: Buckets | None = getattr(self, "limiter", None)
+        keys = ClientKeys(secrets_)
+        if isinstance(state, RedisState):
+            return RedisBuckets(state.r, limit.per_second, limit.burst, keys, state.p)
+        if (isinstance(old, MemoryBuckets) and (old.rate, old.burst) == (limit.per_second,
+                                                                         float(limit.burst))
+                and old.keys.of("") == keys.of("")):
+            return old
+        return MemoryBuckets(limit.per_second, limit.burst, keys)
 
     @property
     def rules(self) -> Rules:

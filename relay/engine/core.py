@@ -242,6 +242,8 @@ class Engine(ConsentWaits):
                 if value:
                     ctx[key] = value
             ctx["gpc"] = meta.gpc
+            if meta.bot:
+                ctx["bot"] = True
             if meta.correlation_id:
                 ev["correlation_id"] = meta.correlation_id
             return

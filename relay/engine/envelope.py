@@ -48,7 +48,7 @@ ENVELOPE_KEYS: Final = frozenset(
 )
 # Set by the relay itself; a browser payload cannot set them.
 RELAY_KEYS: Final = ("source", "received_at", "correlation_id")
-RELAY_CONTEXT_KEYS: Final = ("ip", "user_agent", "country", "gpc")
+RELAY_CONTEXT_KEYS: Final = ("ip", "user_agent", "country", "gpc", "bot")
 
 
 # The optional short strings of the top level, in the order they are checked.

@@ -36,6 +36,7 @@ class Meta:
     country: str | None = None
     gpc: bool = False
     correlation_id: str | None = None  # verified (unsigned) id, never the cookie value
+    bot: bool = False  # a recognised bot the source flags: context.bot
     verify_correlation: Callable[[str], str | None] | None = None  # for webhook echoes
 
 

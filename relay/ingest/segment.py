@@ -25,6 +25,7 @@ import orjson
 from starlette.types import Receive, Scope
 
 from relay.engine.envelope import kind_of
+from relay.ingest import origin
 from relay.ingest.body import decompress, media_type
 from relay.ingest.commit import process_trusted
 from relay.ingest.endpoint import Answer
@@ -182,6 +183,14 @@ async def segment(rt: Runtime, scope: Scope, receive: Receive) -> Answer:
     source = _write_key(rt, headers, data, basic)
     if isinstance(source, str):
         return _unauthorized(source)
+    if source.allowed_origins is not None:  # analytics.js's write key is public: opt-in check
+        refused = origin.refused(source.allowed_origins, headers.get("origin"),
+                                 headers.get("referer"), headers.get("host"),
+                                 headers.get("x-forwarded-host"))
+        if refused is not None:
+            rt.metrics.origin_refused.labels(source.name).inc()
+            return fail(403, "forbidden", f"origin {refused} may not post events here "
+                        f"(sources.{source.name}.allowed_origins)")
     try:
         kind, messages, sent_at = _messages(call, data)
     except _Refused as refused:

@@ -371,6 +371,18 @@ class Metrics:
             "endpoint",
             "status",
         )
+        self.rate_limited = counter(
+            "relay_rate_limited", "Requests answered 429: the client address is over its rate",
+            "endpoint",
+        )
+        self.origin_refused = counter(
+            "relay_origin_refused",
+            "Browser requests answered 403: their page's origin is not allowed", "source",
+        )
+        self.bot_events = counter(
+            "relay_bot_events", "Events from recognised bots, by what was done with them",
+            "source", "action",
+        )
         self.delivery_latency = self._histogram(
             "relay_delivery_latency_seconds", "Vendor request latency", "destination"
         )

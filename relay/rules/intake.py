@@ -9,6 +9,7 @@ from typing import Any, cast
 from relay.rules.codes import (
     BAD_AUTH,
     BAD_EVENT_NAME,
+    BAD_ORIGIN,
     BAD_REGION,
     CONSTRAINT_MISMATCH,
     MIN_ABOVE_MAX,
@@ -22,8 +23,10 @@ from relay.rules.codes import (
 from relay.rules.diagnostics import suggest
 from relay.rules.fields import At
 from relay.rules.model import (
+    BOT_ACTIONS,
     FIELD_TYPES,
     BearerAuth,
+    Bots,
     Contract,
     Events,
     FieldSpec,
@@ -35,7 +38,8 @@ from relay.rules.policy import check_secrets
 from relay.rules.reader import Reader
 
 PURPOSE_KEYS = ("description", "default", "gpc", "pending_window", "essential")
-SOURCE_KEYS = ("type", "auth", "write_keys")
+SOURCE_KEYS = ("type", "auth", "write_keys", "allowed_origins", "bots")
+BOT_KINDS = ("crawlers", "headless")
 CONTRACT_KEYS = (
     "version", "authority", "confirm_window", "enrich_from_browser", "properties",
     "additional_properties",
@@ -64,6 +68,12 @@ TYPE_ALIASES = {
 }
 
 _EVENT_NAME = re.compile(r"^[A-Za-z0-9 _.:/-]{1,128}$")
+# An origin pattern: scheme, host (``*.`` for any subdomain, IPv6 in brackets), port or ``*``.
+_ORIGIN = re.compile(
+    r"^(?P<scheme>https?)://(?P<host>(?:\*\.)?[a-z0-9_-]+(?:\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\])"
+    r"(?::(?P<port>[0-9]{1,5}|\*))?/?$"
+)
+_DEFAULT_PORT = {"http": "80", "https": "443"}
 
 
 def purposes(r: Reader, section: At) -> dict[str, Purpose]:
@@ -121,12 +131,17 @@ def sources(r: Reader, section: At) -> dict[str, Source]:
         if kind == "segment" and not keys_at.present:
             at.error(SEGMENT_WITHOUT_KEYS, "a segment source needs write_keys",
                      'add write_keys: ["${SEGMENT_WRITE_KEY}"]')
-        for present, key, only in ((auth_at, "auth", "webhook"),
-                                   (keys_at, "write_keys", "segment")):
-            if present.present and kind != only:
+        origins_at, bots_at = at.get("allowed_origins"), at.get("bots")
+        origins = _origins(origins_at) if origins_at.present else None
+        bots = _bots(bots_at) if bots_at.present else Bots()
+        for present, key, only in ((auth_at, "auth", ("webhook",)),
+                                   (keys_at, "write_keys", ("segment",)),
+                                   (origins_at, "allowed_origins", ("browser", "segment")),
+                                   (bots_at, "bots", ("browser",))):
+            if present.present and kind not in only:
                 r.rep.error(present.path, NOT_FOR_SOURCE_TYPE,
                             f"{key} does not apply to a {kind} source",
-                            f"only {only} sources take {key}", key=True)
+                            f"only {' and '.join(only)} sources take {key}", key=True)
         browser = next((s for s in out.values() if s.type == "browser"), None)
         if kind == "browser" and browser is not None:
             at.get("type").error(SECOND_BROWSER,
@@ -138,8 +153,54 @@ def sources(r: Reader, section: At) -> dict[str, Source]:
                           "hmac secret" if scheme == "hmac" else "bearer token")
         if kind == "segment" and keys:
             check_secrets(r, name, keys_at, "write key")
-        out[name] = Source(name, cast(Any, kind), auth, keys)
+        out[name] = Source(name, cast(Any, kind), auth, keys, origins, bots)
     return out
+
+
+def origin_pattern(text: str) -> str | None:
+    """An ``allowed_origins`` entry in its canonical form (lowercase, no default port, no
+    trailing slash), or None when it is not one: ``HTTPS://Shop.example:443/`` ->
+    ``https://shop.example``. ``*`` and ``null`` stand for themselves."""
+    text = text.strip().lower()
+    if text in ("*", "null"):
+        return text
+    m = _ORIGIN.match(text)
+    if m is None:
+        return None
+    port = m.group("port")
+    keep = f":{port}" if port and port != _DEFAULT_PORT[m.group("scheme")] else ""
+    return f"{m.group('scheme')}://{m.group('host')}{keep}"
+
+
+def _origins(at: At) -> tuple[str, ...]:
+    out: list[str] = []
+    items = [at] if isinstance(at.value, str) else at.items()
+    for item in items:
+        text = item.string()
+        if text is None:
+            continue
+        pattern = origin_pattern(text)
+        if pattern is None:
+            item.error(BAD_ORIGIN, f"'{text}' is not an origin",
+                       "an origin is scheme://host[:port] with no path, like "
+                       "https://shop.example, https://*.shop.example or http://localhost:*; "
+                       'or "*" for any site')
+            continue
+        out.append(pattern)
+    return tuple(out)
+
+
+def _bots(at: At) -> Bots:
+    d = Bots()
+    if isinstance(at.value, str):
+        action = at.choice(BOT_ACTIONS)
+        return Bots(cast(Any, action), cast(Any, action)) if action else d
+    if at.mapping(BOT_KINDS) is None:
+        return d
+    return Bots(
+        cast(Any, at.get("crawlers").choice(BOT_ACTIONS, d.crawlers) or d.crawlers),
+        cast(Any, at.get("headless").choice(BOT_ACTIONS, d.headless) or d.headless),
+    )
 
 
 def _auth(r: Reader, at: At) -> HmacAuth | BearerAuth | None:

@@ -117,7 +117,8 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    """Per client address, on the browser endpoint; 0 turns it off."""
+    """A token bucket per client address on the browser endpoint (``relay.state.ratelimit``);
+    ``per_second`` 0 turns it off."""
 
     per_second: float = DEFAULT_RATE_PER_SECOND
     burst: int = DEFAULT_RATE_BURST
@@ -189,12 +190,32 @@ class BearerAuth:
     tokens: tuple[str, ...]
 
 
+BotAction = Literal["drop", "flag", "keep"]
+BOT_ACTIONS: tuple[BotAction, ...] = ("drop", "flag", "keep")
+# Declared crawlers (Googlebot, bingbot, ...) are never people: dropped, as GA4 does. Headless
+# browsers may be the site's own synthetic checks and tests: flagged (context.bot), kept.
+DEFAULT_CRAWLER_ACTION: BotAction = "drop"
+DEFAULT_HEADLESS_ACTION: BotAction = "flag"
+
+
+@dataclass(frozen=True, slots=True)
+class Bots:
+    """``sources.<browser>.bots``: what happens to events from a recognised bot."""
+
+    crawlers: BotAction = DEFAULT_CRAWLER_ACTION
+    headless: BotAction = DEFAULT_HEADLESS_ACTION
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
     name: str
     type: SourceType
     auth: HmacAuth | BearerAuth | None = None
     write_keys: tuple[str, ...] = ()
+    # Browser sources: the page origins that may post (None: the relay's own host and
+    # loopback pages; relay.ingest.origin), and what happens to bots' events.
+    allowed_origins: tuple[str, ...] | None = None
+    bots: Bots = field(default_factory=Bots)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ in ``relay.rules.codes``; docs/errors.md lists them all.
 from __future__ import annotations
 
 from relay.rules.catalog import Catalog
-from relay.rules.codes import UNKNOWN_SECTION
+from relay.rules.codes import OPEN_BROWSER_ORIGINS, UNKNOWN_SECTION
 from relay.rules.delivery import destinations, pipelines
 from relay.rules.diagnostics import suggest
 from relay.rules.intake import events, purposes, sources
@@ -64,4 +64,26 @@ def parse_rules(raw: RawRules, catalog: Catalog) -> Rules:
         variables=dict(raw.variables),
     )
     r.check_refs(rules)
+    open_origins(r, rules)
     return rules
+
+
+def open_origins(r: Reader, rules: Rules) -> None:
+    """R320: a browser source without ``allowed_origins`` in rules made for a public
+    deployment (a CDN or proxy forwards the client's address, or the cookie names a domain).
+    The default still refuses other sites' pages, but it trusts the ``Host`` the relay sees,
+    which a CDN may rewrite to its origin's name: then the site's own pages are refused."""
+    relay = rules.relay
+    public = relay.client_ip.header is not None or (
+        relay.cookie.domain is not None
+        and relay.cookie.domain.strip(".").lower() not in ("localhost", "127.0.0.1"))
+    if not public:
+        return
+    for source in rules.sources.values():
+        if source.type == "browser" and source.allowed_origins is None:
+            r.rep.warning(
+                ("sources", source.name), OPEN_BROWSER_ORIGINS,
+                "no allowed_origins: browser events are accepted from pages on the host "
+                "the relay sees in Host or X-Forwarded-Host, and from loopback pages",
+                "list the site's origins, like allowed_origins: [https://shop.example, "
+                'https://*.shop.example] ("*" accepts any site)')

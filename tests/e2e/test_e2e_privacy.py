@@ -117,6 +117,9 @@ def test_no_personal_data_in_logs_metrics_spool_ledger_trace_debug_or_dlq(
         start=False,
     )
     _quarantine_unknown_events(relay)
+    # The pages below are on https://shop.example, the relay on 127.0.0.1: allow the site.
+    edit(relay.rules_dir / "sources.yaml", lambda d: d["sources"]["browser"].update(
+        {"allowed_origins": ["https://shop.example"]}))
     relay.start()
     with client() as http, DebugStream(relay) as debug:
         r = http.post(relay.url("/e"), json={"event": "page_view", "event_id": new_event_id()},

@@ -345,3 +345,36 @@ def test_segment_error_renames_fields() -> None:
         "traits.plan: x; traits.a.b: y")
     assert segment_error("properties.plan: x", "track") == "properties.plan: x"
     assert segment_error("context.user_agent: too long", None) == "context.userAgent: too long"
+
+
+async def test_without_allowed_origins_any_page_may_post_with_the_write_key(
+    seg: httpx.AsyncClient
+) -> None:
+    r = await seg.post("/v1/t", json=track("m-any"),
+                       headers={**auth(), "origin": "https://elsewhere.example"})
+    assert r.status_code == 200, r.text
+
+
+async def test_allowed_origins_refuse_other_pages_403(
+    rules_dir: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    (rules_dir / "zz-segment.yaml").write_text(RULES.replace(
+        "{type: segment,", "{type: segment, allowed_origins: [https://shop.example],"))
+    app = create_app(rules_dir, var_dir=tmp_path / "var", env=env)
+    rt: Runtime = app.state.relay
+    try:
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            r = await c.post("/v1/t", json=track("m-evil"),
+                             headers={**auth(), "origin": "https://evil.example"})
+            assert r.status_code == 403
+            assert r.json()["success"] is False and r.json()["code"] == "forbidden"
+            assert "origin https://evil.example" in r.json()["message"]
+            for headers in ({"origin": "https://shop.example"}, {}):  # a page; a server
+                r = await c.post("/v1/t", json=track("m-" + str(len(headers))),
+                                 headers={**auth(), **headers})
+                assert r.status_code == 200, r.text
+        get = rt.metrics.registry.get_sample_value
+        assert get("relay_origin_refused_total", {"source": "apps"}) == 1
+    finally:
+        await rt.stop()

@@ -69,6 +69,9 @@ def _exercise(m: Metrics) -> None:
     m.rules_reloads.labels("ok")  # shown at 0 before anything is counted
     m.rules_reloads.labels("error").inc()
     m.ingest_failures.labels("browser", "503").inc()
+    m.rate_limited.labels("browser").inc()
+    m.origin_refused.labels("browser").inc()
+    m.bot_events.labels("browser", "drop").inc(3)
     m.proxy_requests.labels("gtag", "200").inc()
     m.proxy_pin_mismatch.labels("gtag").inc()
     m.breaker_open.labels("ga4").set(1)

@@ -14,7 +14,7 @@ BASE = """\
 purposes:
   analytics: {default: {EU: denied, "*": granted}}
 sources:
-  browser: {type: browser}
+  browser: {type: browser, allowed_origins: [https://shop.example]}
   backend: {type: webhook, auth: {bearer: rules-test-bearer-token}}
 events:
   page_view: {}

@@ -17,12 +17,14 @@ from relay.rules.diagnostics import Reporter, dotted
 from relay.rules.model import (
     DEFAULT_CONSENT_MAP,
     BearerAuth,
+    Bots,
     ClientIP,
     Expectation,
     HmacAuth,
     Matcher,
 )
 from relay.rules.source import read_rules_dir
+from tests.rules.conftest import BASE
 
 CASES = Path(__file__).resolve().parent / "cases"
 Check = Callable[..., tuple[Rules | None, list[Diagnostic]]]  # the `check` fixture (conftest)
@@ -43,8 +45,10 @@ SPEC_ENV = {
 
 def test_the_spec_example_parses() -> None:
     rules, diagnostics = check_rules(CASES / "spec", SPEC_ENV)
-    # Only the privacy lint's warnings, about the example's unminimized archive.
-    assert codes(diagnostics) == [("R305", "destinations.archive"),
+    # Only the privacy lint's warnings, about the example's unminimized archive, and that
+    # its browser source, behind a CDN (client_ip), lists no allowed origins.
+    assert codes(diagnostics) == [("R320", "sources.browser"),
+                                  ("R305", "destinations.archive"),
                                   ("R306", "destinations.archive"),
                                   ("R303", "destinations.archive"),
                                   ("R303", "destinations.archive")]
@@ -493,3 +497,68 @@ def test_no_shape_of_mistake_makes_parsing_raise() -> None:
             parent[path[-1]] = copy.deepcopy(replacement)
             reporter = Reporter(spec.reporter.marks, spec.reporter.key_marks)
             parse_rules(dataclasses.replace(spec, tree=tree, reporter=reporter))  # never raises
+
+# The test base without its browser source, for cases that define their own.
+NO_BROWSER = BASE.replace("  browser: {type: browser, allowed_origins: [https://shop.example]}\n",
+                          "")
+
+
+def test_browser_abuse_keys(check: Check) -> None:
+    rules, diagnostics = check(
+        "sources:\n"
+        "  browser:\n"
+        "    type: browser\n"
+        "    allowed_origins: ['HTTPS://Shop.example:443/', 'https://*.shop.example',"
+        " 'http://localhost:*', 'http://127.0.0.1:8000', 'null']\n"
+        "    bots: {crawlers: flag}\n", base=NO_BROWSER,
+    )
+    assert diagnostics == [] and rules is not None
+    browser = rules.sources["browser"]
+    assert browser.allowed_origins == ("https://shop.example", "https://*.shop.example",
+                                       "http://localhost:*", "http://127.0.0.1:8000", "null")
+    assert (browser.bots.crawlers, browser.bots.headless) == ("flag", "flag")
+
+
+def test_bot_defaults_and_one_action_for_both() -> None:
+    assert (Bots().crawlers, Bots().headless) == ("drop", "flag")
+
+
+@pytest.mark.parametrize(("snippet", "expected"), [
+    ("sources:\n  browser: {type: browser, allowed_origins: [https://shop.example/cart]}\n",
+     [("R222", "sources.browser.allowed_origins[0]")]),
+    ("sources:\n  browser: {type: browser, allowed_origins: [shop.example]}\n",
+     [("R222", "sources.browser.allowed_origins[0]")]),
+    ("sources:\n  browser: {type: browser, allowed_origins: ['https://shop.*.example']}\n",
+     [("R222", "sources.browser.allowed_origins[0]")]),
+    ("sources:\n  browser: {type: browser, bots: block}\n", [("R105", "sources.browser.bots")]),
+    ("sources:\n  browser: {type: browser, bots: {robots: drop}}\n",
+     [("R101", "sources.browser.bots.robots")]),
+    ("sources:\n  partner: {type: webhook, auth: {bearer: rules-test-bearer-token},"
+     " allowed_origins: ['*']}\n", [("R228", "sources.partner.allowed_origins")]),
+    ("sources:\n  apps: {type: segment, write_keys: [rules-test-write-key-0123], bots: drop}\n",
+     [("R228", "sources.apps.bots")]),
+])
+def test_browser_abuse_key_mistakes(
+    check: Check, snippet: str, expected: list[tuple[str, str]]
+) -> None:
+    rules, diagnostics = check(snippet, base=NO_BROWSER)
+    assert codes(diagnostics) == expected
+    assert rules is None
+
+
+@pytest.mark.parametrize(("relay", "warned"), [
+    ("relay: {client_ip: {header: CF-Connecting-IP}}\n", True),
+    ("relay: {cookie: {domain: shop.example}}\n", True),
+    ("relay: {cookie: {domain: localhost}}\n", False),
+    ("relay: {prefix: /t}\n", False),
+])
+def test_r320_a_public_deployment_without_allowed_origins(
+    check: Check, relay: str, warned: bool
+) -> None:
+    for browser, expect in (("{type: browser}", warned),
+                            ("{type: browser, allowed_origins: ['*']}", False)):
+        rules, diagnostics = check(relay + f"sources:\n  browser: {browser}\n",
+                                   base=NO_BROWSER)
+        assert rules is not None
+        assert codes(diagnostics) == ([("R320", "sources.browser")] if expect else [])
+        assert all(d.severity == "warning" for d in diagnostics)

@@ -108,7 +108,7 @@ def test_the_shipped_rules_warn_about_their_example_secret() -> None:
     assert rules is not None
     [d] = rules.policy
     assert diagnostics == [d]  # a warning, and the only one
-    assert d.render().startswith("%s:10:18: R301 sources.backend.auth.hmac: source 'backend'"
+    assert d.render().startswith("%s:15:18: R301 sources.backend.auth.hmac: source 'backend'"
                                  % (ROOT / "rules" / "sources.yaml"))
     assert "set BACKEND_SIGNING_SECRET to" in d.render()
     rules, _ = check_rules(ROOT / "rules", {"BACKEND_SIGNING_SECRET": GOOD})
