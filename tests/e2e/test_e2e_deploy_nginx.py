@@ -1,0 +1,202 @@
+"""deploy/cdn/nginx, for real: Debian's nginx on the recipe (rendered with the test's ports)
+in front of two relay replicas sharing Redis state, as deploy/compose.yaml runs them.
+
+What the recipe promises, each checked through nginx: the client address the relay uses is
+the one nginx saw (a client's own X-Forwarded-For is not believed), the correlation cookie's
+Set-Cookie comes back and is honoured on the next request (by either replica), a proxied
+vendor's cookies pass both ways, r.js keeps its caching headers (and its 304), and a proxied
+vendor answer is streamed: the first chunk arrives before the upstream sends the last.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from .conftest import MakeRelay
+from .nginx import Nginx
+from .relayproc import RelayProcess
+
+CLIENT_ADDRESS = "127.0.0.5"  # the test client's source address: not the 127.0.0.1 nginx uses
+SPOOFED = "198.51.100.7"  # what a client writes into X-Forwarded-For itself
+WAIT = 30.0  # the most the slow upstream waits for the test before sending its last chunk
+
+
+@dataclass
+class Seen:
+    forwarded_for: list[str | None] = field(default_factory=list)
+    cookies: list[str | None] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
+    last_sent: bool = False
+    waited_out: bool = False
+
+
+class _Vendor(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _VendorServer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        seen = self.server.seen
+        if self.path == "/slow":
+            self._slow(seen)
+            return
+        seen.forwarded_for.append(self.headers.get("X-Forwarded-For"))
+        seen.cookies.append(self.headers.get("Cookie"))
+        body = b"ok"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Set-Cookie", "vid=v-42; Max-Age=600; Path=/")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _slow(self, seen: Seen) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self._chunk(b"first chunk\n")
+        if not seen.release.wait(WAIT):
+            seen.waited_out = True
+        seen.last_sent = True
+        self._chunk(b"last chunk\n")
+        self._chunk(b"")
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+
+class _VendorServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Vendor)
+        self.seen = Seen()
+
+
+@dataclass
+class Front:
+    nginx: Nginx
+    replicas: list[RelayProcess]
+    vendor: _VendorServer
+
+
+@pytest.fixture
+def front(relays: MakeRelay, redis_url: str) -> Iterator[Front]:
+    vendor = _VendorServer()
+    thread = threading.Thread(target=vendor.serve_forever, daemon=True)
+    thread.start()
+    upstream = f"http://127.0.0.1:{vendor.server_address[1]}/"
+    sections = {
+        # what relay-locations.conf says the rules must say
+        "relay": {"client_ip": {"header": "X-Forwarded-For", "trusted_hops": 1}},
+        "proxy": {"vendor": {"path": "/v/", "upstream": upstream, "forward_ip": "keep",
+                             "cookies": ["vid"], "timeout": "60s"}},
+    }
+    replicas = [relays(name=f"relay-{i}", env={"RELAY_STATE": redis_url}, **sections)
+                for i in (1, 2)]
+    nginx = Nginx([r.port for r in replicas])
+    try:
+        yield Front(nginx.start(), replicas, vendor)
+    finally:
+        nginx.close()
+        vendor.shutdown()
+        vendor.server_close()
+
+
+def _client(**kwargs: object) -> httpx.Client:
+    transport = httpx.HTTPTransport(local_address=CLIENT_ADDRESS)
+    return httpx.Client(transport=transport, timeout=60, trust_env=False, **kwargs)  # type: ignore[arg-type]
+
+
+def _proxied(relay: RelayProcess) -> float:
+    """How many requests this replica proxied on the ``vendor`` route (its /metrics)."""
+    text = httpx.get(relay.admin_url("/metrics"), timeout=10, trust_env=False).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("relay_proxy_requests_total{") and 'route="vendor"' in line)
+
+
+def test_the_relay_uses_the_address_nginx_saw_never_the_clients_header(front: Front) -> None:
+    with _client() as http:
+        for _ in range(2):  # round robin: one to each replica
+            r = http.get(front.nginx.url("/v/ip"), headers={"X-Forwarded-For": SPOOFED})
+            assert r.status_code == 200, r.text
+    assert front.vendor.seen.forwarded_for == [CLIENT_ADDRESS, CLIENT_ADDRESS]
+    assert [_proxied(r) for r in front.replicas] == [1.0, 1.0]
+    # The same request straight to a replica: the relay believes the rightmost entry, so
+    # without nginx appending the real address the client's own header would win.
+    with _client() as http:
+        r = http.get(front.replicas[0].url("/v/ip"), headers={"X-Forwarded-For": SPOOFED})
+        assert r.status_code == 200
+    assert front.vendor.seen.forwarded_for[-1] == SPOOFED
+
+
+def test_the_correlation_cookie_comes_back_through_nginx(front: Front) -> None:
+    event = {"event": "page_view", "event_id": "evt_nginx_1",
+             "context": {"page": {"url": "http://127.0.0.1/"}}}
+    with _client() as http:
+        first = http.post(front.nginx.url("/e"), json=event)
+        assert first.status_code == 202, first.text
+        assert first.headers["cache-control"] == "no-store"
+        issued = first.cookies["_rc"]
+        assert "HttpOnly" in first.headers["set-cookie"]
+        # The next answer comes from the other replica (round robin): it keeps the cookie
+        # it was sent, as one signed with the shared secret.
+        second = http.post(front.nginx.url("/e"), json={**event, "event_id": "evt_nginx_2"})
+        assert second.status_code == 202, second.text
+        assert second.cookies["_rc"] == issued
+    with _client() as fresh:  # control: no cookie sent, a new one issued
+        third = fresh.post(front.nginx.url("/e"), json={**event, "event_id": "evt_nginx_3"})
+        assert third.status_code == 202 and third.cookies["_rc"] != issued
+
+
+def test_a_proxied_vendors_cookie_passes_both_ways(front: Front) -> None:
+    with _client() as http:
+        first = http.get(front.nginx.url("/v/c"))
+        assert first.status_code == 200
+        assert "vid=v-42" in first.headers["set-cookie"]
+        assert "Path=/t/v/" in first.headers["set-cookie"]
+        second = http.get(front.nginx.url("/v/c"))
+        assert second.status_code == 200
+    assert front.vendor.seen.cookies == [None, "vid=v-42"]
+
+
+def test_rjs_keeps_its_caching_headers_and_its_304(front: Front) -> None:
+    with _client() as http:
+        direct = http.get(front.replicas[0].url("/r.js"), headers={"Accept-Encoding": "gzip"})
+        through = http.get(front.nginx.url("/r.js"), headers={"Accept-Encoding": "gzip"})
+        assert through.status_code == 200 and direct.status_code == 200
+        for name in ("cache-control", "etag", "vary", "content-encoding", "content-type"):
+            assert through.headers.get(name) == direct.headers.get(name), name
+        assert through.headers["cache-control"] == "public, max-age=300"
+        assert through.content == direct.content
+        again = http.get(front.nginx.url("/r.js"),
+                         headers={"If-None-Match": through.headers["etag"]})
+        assert again.status_code == 304
+
+
+def test_a_proxied_answer_is_streamed_through_nginx(front: Front) -> None:
+    seen = front.vendor.seen
+    with _client() as http, http.stream("GET", front.nginx.url("/v/slow")) as r:
+        assert r.status_code == 200
+        chunks = r.iter_bytes()
+        got = b""
+        for piece in chunks:
+            got += piece
+            if b"first chunk\n" in got:
+                break
+        first_before_last = not seen.last_sent
+        seen.release.set()
+        got += b"".join(chunks)
+    assert first_before_last, "the first chunk only arrived once the upstream sent the last"
+    assert not seen.waited_out
+    assert got == b"first chunk\nlast chunk\n"
