@@ -1,7 +1,8 @@
 """deploy/cdn: each recipe says what to set in the relay's rules, and that setting is a
 valid rules file (``relay check`` on the shipped rules with it); each recipe covers r.js,
-/e, /hook and /v1; the index's table names the header each recipe uses. The nginx recipe
-runs for real in tests/e2e/test_e2e_deploy_nginx.py; the hosted CDNs cannot run here."""
+/e, /hook and /v1; the index's table names the header each recipe uses. The nginx and
+Caddy recipes run for real in tests/e2e/test_e2e_deploy_cdn.py; the hosted CDNs cannot run
+here."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from tests.e2e.nginx import SITE
+from tests.e2e.fronts import SITE
 
 from .promql import DEPLOY
 

@@ -1,11 +1,15 @@
-"""deploy/cdn/nginx, for real: Debian's nginx on the recipe (rendered with the test's ports)
-in front of two relay replicas sharing Redis state, as deploy/compose.yaml runs them.
+"""deploy/cdn's nginx and Caddy recipes, for real: Debian's nginx and caddy on the recipes
+(rendered with the test's ports) in front of two relay replicas sharing Redis state, as
+deploy/compose.yaml runs them.
 
-What the recipe promises, each checked through nginx: the client address the relay uses is
-the one nginx saw (a client's own X-Forwarded-For is not believed), the correlation cookie's
+What the recipes promise, each checked through each server: the client address the relay uses is
+the one the proxy saw (a client's own X-Forwarded-For is not believed), the correlation cookie's
 Set-Cookie comes back and is honoured on the next request (by either replica), a proxied
 vendor's cookies pass both ways, r.js keeps its caching headers (and its 304), and a proxied
 vendor answer is streamed: the first chunk arrives before the upstream sends the last.
+(nginx also streams that with ``proxy_buffering on`` when the client reads as fast as it
+arrives; the check fails when the answer is held back, e.g. by the relay, or by a proxy
+that waits for the whole body.)
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from .conftest import MakeRelay
-from .nginx import Nginx
+from .conftest import REDIS_URL
+from .fronts import Caddy, Front, Nginx
 from .relayproc import RelayProcess
+from .rulesdir import make_rules
 
-CLIENT_ADDRESS = "127.0.0.5"  # the test client's source address: not the 127.0.0.1 nginx uses
+CLIENT_ADDRESS = "127.0.0.5"  # the test client's source address: not the 127.0.0.1 proxies use
 SPOOFED = "198.51.100.7"  # what a client writes into X-Forwarded-For itself
 WAIT = 30.0  # the most the slow upstream waits for the test before sending its last chunk
 
@@ -84,33 +89,66 @@ class _VendorServer(ThreadingHTTPServer):
 
 
 @dataclass
-class Front:
-    nginx: Nginx
+class Backends:
     replicas: list[RelayProcess]
     vendor: _VendorServer
 
 
-@pytest.fixture
-def front(relays: MakeRelay, redis_url: str) -> Iterator[Front]:
+@dataclass
+class Setup(Backends):
+    proxy: Front  # nginx or Caddy
+
+
+FRONTS: dict[str, type[Nginx] | type[Caddy]] = {"nginx": Nginx, "caddy": Caddy}
+
+
+@pytest.fixture(scope="module")
+def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backends]:
+    """The vendor stand-in and two replicas on Redis state, started once for the module
+    (each test puts a new nginx or Caddy in front and gets a fresh record of the vendor)."""
+    import redis
+
+    store = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        store.ping()
+    except redis.RedisError as exc:
+        store.close()
+        pytest.fail(f"Redis is required for this test at {REDIS_URL}: {exc!r}", pytrace=False)
+    store.flushdb()
     vendor = _VendorServer()
-    thread = threading.Thread(target=vendor.serve_forever, daemon=True)
-    thread.start()
+    threading.Thread(target=vendor.serve_forever, daemon=True).start()
     upstream = f"http://127.0.0.1:{vendor.server_address[1]}/"
     sections = {
-        # what relay-locations.conf says the rules must say
+        # what both recipes say the rules must say
         "relay": {"client_ip": {"header": "X-Forwarded-For", "trusted_hops": 1}},
         "proxy": {"vendor": {"path": "/v/", "upstream": upstream, "forward_ip": "keep",
                              "cookies": ["vid"], "timeout": "60s"}},
     }
-    replicas = [relays(name=f"relay-{i}", env={"RELAY_STATE": redis_url}, **sections)
-                for i in (1, 2)]
-    nginx = Nginx([r.port for r in replicas])
+    base = tmp_path_factory.mktemp("fronts")
+    replicas = [RelayProcess(base / name, make_rules(base / name / "rules", **sections),
+                             env={"RELAY_STATE": REDIS_URL}, name=name)
+                for name in ("relay-1", "relay-2")]
     try:
-        yield Front(nginx.start(), replicas, vendor)
+        for relay in replicas:
+            relay.start()
+        yield Backends(replicas, vendor)
     finally:
-        nginx.close()
+        for relay in replicas:
+            relay.close()
         vendor.shutdown()
         vendor.server_close()
+        store.flushdb()
+        store.close()
+
+
+@pytest.fixture(params=sorted(FRONTS))
+def front(request: pytest.FixtureRequest, backends: Backends) -> Iterator[Setup]:
+    backends.vendor.seen = Seen()
+    server = FRONTS[request.param]([r.port for r in backends.replicas])
+    try:
+        yield Setup(backends.replicas, backends.vendor, server.start())
+    finally:
+        server.close()
 
 
 def _client(**kwargs: object) -> httpx.Client:
@@ -125,68 +163,71 @@ def _proxied(relay: RelayProcess) -> float:
                if line.startswith("relay_proxy_requests_total{") and 'route="vendor"' in line)
 
 
-def test_the_relay_uses_the_address_nginx_saw_never_the_clients_header(front: Front) -> None:
+def test_the_relay_uses_the_address_the_proxy_saw_never_the_clients_header(front: Setup) -> None:
+    before = [_proxied(r) for r in front.replicas]
     with _client() as http:
         for _ in range(2):  # round robin: one to each replica
-            r = http.get(front.nginx.url("/v/ip"), headers={"X-Forwarded-For": SPOOFED})
+            r = http.get(front.proxy.url("/v/ip"), headers={"X-Forwarded-For": SPOOFED})
             assert r.status_code == 200, r.text
     assert front.vendor.seen.forwarded_for == [CLIENT_ADDRESS, CLIENT_ADDRESS]
-    assert [_proxied(r) for r in front.replicas] == [1.0, 1.0]
+    after = [_proxied(r) for r in front.replicas]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1.0, 1.0]
     # The same request straight to a replica: the relay believes the rightmost entry, so
-    # without nginx appending the real address the client's own header would win.
+    # without the proxy setting the real address the client's own header would win.
     with _client() as http:
         r = http.get(front.replicas[0].url("/v/ip"), headers={"X-Forwarded-For": SPOOFED})
         assert r.status_code == 200
     assert front.vendor.seen.forwarded_for[-1] == SPOOFED
 
 
-def test_the_correlation_cookie_comes_back_through_nginx(front: Front) -> None:
-    event = {"event": "page_view", "event_id": "evt_nginx_1",
+def test_the_correlation_cookie_comes_back_through_the_proxy(front: Setup) -> None:
+    ids = f"evt_{front.proxy.name}"
+    event = {"event": "page_view", "event_id": f"{ids}_1",
              "context": {"page": {"url": "http://127.0.0.1/"}}}
     with _client() as http:
-        first = http.post(front.nginx.url("/e"), json=event)
+        first = http.post(front.proxy.url("/e"), json=event)
         assert first.status_code == 202, first.text
         assert first.headers["cache-control"] == "no-store"
         issued = first.cookies["_rc"]
         assert "HttpOnly" in first.headers["set-cookie"]
         # The next answer comes from the other replica (round robin): it keeps the cookie
         # it was sent, as one signed with the shared secret.
-        second = http.post(front.nginx.url("/e"), json={**event, "event_id": "evt_nginx_2"})
+        second = http.post(front.proxy.url("/e"), json={**event, "event_id": f"{ids}_2"})
         assert second.status_code == 202, second.text
         assert second.cookies["_rc"] == issued
     with _client() as fresh:  # control: no cookie sent, a new one issued
-        third = fresh.post(front.nginx.url("/e"), json={**event, "event_id": "evt_nginx_3"})
+        third = fresh.post(front.proxy.url("/e"), json={**event, "event_id": f"{ids}_3"})
         assert third.status_code == 202 and third.cookies["_rc"] != issued
 
 
-def test_a_proxied_vendors_cookie_passes_both_ways(front: Front) -> None:
+def test_a_proxied_vendors_cookie_passes_both_ways(front: Setup) -> None:
     with _client() as http:
-        first = http.get(front.nginx.url("/v/c"))
+        first = http.get(front.proxy.url("/v/c"))
         assert first.status_code == 200
         assert "vid=v-42" in first.headers["set-cookie"]
         assert "Path=/t/v/" in first.headers["set-cookie"]
-        second = http.get(front.nginx.url("/v/c"))
+        second = http.get(front.proxy.url("/v/c"))
         assert second.status_code == 200
     assert front.vendor.seen.cookies == [None, "vid=v-42"]
 
 
-def test_rjs_keeps_its_caching_headers_and_its_304(front: Front) -> None:
+def test_rjs_keeps_its_caching_headers_and_its_304(front: Setup) -> None:
     with _client() as http:
         direct = http.get(front.replicas[0].url("/r.js"), headers={"Accept-Encoding": "gzip"})
-        through = http.get(front.nginx.url("/r.js"), headers={"Accept-Encoding": "gzip"})
+        through = http.get(front.proxy.url("/r.js"), headers={"Accept-Encoding": "gzip"})
         assert through.status_code == 200 and direct.status_code == 200
         for name in ("cache-control", "etag", "vary", "content-encoding", "content-type"):
             assert through.headers.get(name) == direct.headers.get(name), name
         assert through.headers["cache-control"] == "public, max-age=300"
         assert through.content == direct.content
-        again = http.get(front.nginx.url("/r.js"),
+        again = http.get(front.proxy.url("/r.js"),
                          headers={"If-None-Match": through.headers["etag"]})
         assert again.status_code == 304
 
 
-def test_a_proxied_answer_is_streamed_through_nginx(front: Front) -> None:
+def test_a_proxied_answer_is_streamed_through_the_proxy(front: Setup) -> None:
     seen = front.vendor.seen
-    with _client() as http, http.stream("GET", front.nginx.url("/v/slow")) as r:
+    with _client() as http, http.stream("GET", front.proxy.url("/v/slow")) as r:
         assert r.status_code == 200
         chunks = r.iter_bytes()
         got = b""
