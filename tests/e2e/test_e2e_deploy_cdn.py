@@ -39,6 +39,8 @@ class Seen:
     release: threading.Event = field(default_factory=threading.Event)
     last_sent: bool = False
     waited_out: bool = False
+    first_part: threading.Event = field(default_factory=threading.Event)
+    uploaded: bytes = b""
 
 
 class _Vendor(BaseHTTPRequestHandler):
@@ -62,6 +64,28 @@ class _Vendor(BaseHTTPRequestHandler):
         self.send_header("Set-Cookie", "vid=v-42; Max-Age=600; Path=/")
         self.end_headers()
         self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        """A streamed upload: the body read chunk by chunk as it arrives, ``first_part``
+        set as soon as the first chunk is in."""
+        seen = self.server.seen
+        assert self.headers.get("Transfer-Encoding", "").lower() == "chunked", self.headers
+        body = b""
+        while True:
+            size = int(self.rfile.readline().split(b";")[0], 16)
+            data = self.rfile.read(size)
+            self.rfile.readline()
+            if size == 0:
+                break
+            body += data
+            seen.first_part.set()
+        seen.uploaded = body
+        answer = str(len(body)).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
 
     def _slow(self, seen: Seen) -> None:
         self.send_response(200)
@@ -241,3 +265,19 @@ def test_a_proxied_answer_is_streamed_through_the_proxy(front: Setup) -> None:
     assert first_before_last, "the first chunk only arrived once the upstream sent the last"
     assert not seen.waited_out
     assert got == b"first chunk\nlast chunk\n"
+
+
+def test_a_request_body_is_streamed_through_the_proxy(front: Setup) -> None:
+    seen = front.vendor.seen
+    arrived_first: list[bool] = []
+
+    def body() -> Iterator[bytes]:
+        yield b"part one;"
+        arrived_first.append(seen.first_part.wait(WAIT))  # before the rest is even made
+        yield b"part two"
+
+    with _client() as http:
+        r = http.post(front.proxy.url("/v/upload"), content=body())
+    assert r.status_code == 200, r.text
+    assert arrived_first == [True], "the first part only reached the vendor with the rest"
+    assert seen.uploaded == b"part one;part two" and r.text == str(len(seen.uploaded))
