@@ -69,9 +69,9 @@ class _Vendor(BaseHTTPRequestHandler):
         """A streamed upload: the body read chunk by chunk as it arrives, ``first_part``
         set as soon as the first chunk is in."""
         seen = self.server.seen
-        assert self.headers.get("Transfer-Encoding", "").lower() == "chunked", self.headers
         body = b""
-        while True:
+        length = self.headers.get("Content-Length")
+        while length is None:  # chunked: as it comes
             size = int(self.rfile.readline().split(b";")[0], 16)
             data = self.rfile.read(size)
             self.rfile.readline()
@@ -79,6 +79,8 @@ class _Vendor(BaseHTTPRequestHandler):
                 break
             body += data
             seen.first_part.set()
+        if length is not None:  # a body someone held back until it was whole
+            body = self.rfile.read(int(length))
         seen.uploaded = body
         answer = str(len(body)).encode()
         self.send_response(200)
