@@ -6,7 +6,8 @@ What the recipes promise, each checked through each server: the client address t
 the one the proxy saw (a client's own X-Forwarded-For is not believed), the correlation cookie's
 Set-Cookie comes back and is honoured on the next request (by either replica), a proxied
 vendor's cookies pass both ways, r.js keeps its caching headers (and its 304), and a proxied
-vendor answer is streamed: the first chunk arrives before the upstream sends the last.
+vendor answer is streamed: the first chunk arrives before the upstream sends the last,
+and so is an upload: its first part reaches the vendor before the client makes the rest.
 (nginx also streams that with ``proxy_buffering on`` when the client reads as fast as it
 arrives; the check fails when the answer is held back, e.g. by the relay, or by a proxy
 that waits for the whole body.)
