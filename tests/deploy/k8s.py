@@ -2,7 +2,8 @@
 
     .venv/bin/python -m tests.deploy.k8s      # rewrites it after a change to rules/
 
-It holds deploy/rules/relay.yaml (the settings for replicas on Redis) and every other file
+It holds deploy/rules/relay.yaml (the settings for replicas on Redis), deploy/rules/sources.yaml
+(the shipped sources with the site's origin) and every other file
 of the shipped rules/, as they are.
 """
 
@@ -18,13 +19,14 @@ from .promql import DEPLOY, REPO
 CONFIGMAP = DEPLOY / "k8s" / "configmap.yaml"
 HEADER = ("# The relay's rules, mounted at /etc/relay/rules (the relay reloads them when the\n"
           "# kubelet updates the mount). Made by `python -m tests.deploy.k8s` from rules/ and\n"
-          "# deploy/rules/relay.yaml: edit those, or replace this with your own rules:\n"
+          "# deploy/rules/{relay,sources}.yaml: edit those, or replace this with your own rules:\n"
           "#   kubectl create configmap relay-rules --from-file=rules/ --dry-run=client -o yaml\n")
 
 
 def rules_files() -> dict[str, str]:
     files = {p.name: p.read_text() for p in sorted((REPO / "rules").glob("*.yaml"))}
     files["relay.yaml"] = (DEPLOY / "rules" / "relay.yaml").read_text()
+    files["sources.yaml"] = (DEPLOY / "rules" / "sources.yaml").read_text()
     return dict(sorted(files.items()))
 
 

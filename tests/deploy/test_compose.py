@@ -66,8 +66,9 @@ def test_three_relays_on_redis_read_only_healthy_and_after_redis() -> None:
         env = relay["environment"]
         assert env["RELAY_STATE"] == env["RELAY_SPOOL"] == "redis://redis:6379/0"
         assert f"{name}-var:/var/lib/relay" in relay["volumes"]
-        assert "./rules/relay.yaml:/etc/relay/rules/relay.yaml:ro" in relay["volumes"]
-        assert (COMPOSE.parent / "rules" / "relay.yaml").is_file()
+        for file in ("relay.yaml", "sources.yaml"):
+            assert f"./rules/{file}:/etc/relay/rules/{file}:ro" in relay["volumes"]
+            assert (COMPOSE.parent / "rules" / file).is_file()
 
 
 def test_no_secret_has_a_default() -> None:
@@ -104,3 +105,16 @@ def test_nginx_runs_the_cdn_recipe_itself_in_front_of_every_replica() -> None:
     assert nginx["depends_on"] == {n: {"condition": "service_healthy"} for n in RELAYS}
     assert nginx["read_only"] is True and "/var/cache/nginx" in nginx["tmpfs"]
     assert f"127.0.0.1:{listen}/t/healthz" in " ".join(nginx["healthcheck"]["test"])
+
+
+def test_the_deploy_sources_are_the_shipped_ones_but_for_the_sites_origin() -> None:
+    """deploy/rules/sources.yaml is not a second copy to keep up: only its header and the
+    browser source's allowed_origins differ from rules/sources.yaml."""
+    shipped = (COMPOSE.parents[1] / "rules" / "sources.yaml").read_text().splitlines()
+    deploy = (COMPOSE.parent / "rules" / "sources.yaml").read_text().splitlines()
+    body = [line for line in deploy if not line.startswith("#")]
+    added = [line for line in body if line not in shipped]
+    removed = [line for line in shipped if line not in body]
+    assert removed == ["  browser: {type: browser}"], removed
+    assert [line for line in added if not line.lstrip().startswith("#")] == [
+        '  browser: {type: browser, allowed_origins: ["${RELAY_SITE_ORIGIN}"]}']

@@ -30,11 +30,12 @@ K8S = DEPLOY / "k8s"
 VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 HTTP_GRACE = 5.0  # hypercorn's graceful_timeout in relay serve: in-flight requests finish
 SECRET_NAMES = ["RELAY_SECRET", "BACKEND_SIGNING_SECRET", "RELAY_ADMIN_TOKEN", "RELAY_STATE",
-                "RELAY_SPOOL"]
+                "RELAY_SPOOL", "RELAY_SITE_ORIGIN"]
 FILLED = {"RELAY_SECRET": "k8s-test-cookie-secret-0123456789",
           "BACKEND_SIGNING_SECRET": "k8s-test-backend-secret-0123456789",
           "RELAY_ADMIN_TOKEN": "k8s-test-admin-token-0123456789",
-          "RELAY_STATE": "redis://redis:6379/0", "RELAY_SPOOL": "redis://redis:6379/0"}
+          "RELAY_STATE": "redis://redis:6379/0", "RELAY_SPOOL": "redis://redis:6379/0",
+          "RELAY_SITE_ORIGIN": "https://shop.example"}
 
 
 def _manifests() -> dict[tuple[str, str], dict[str, Any]]:
@@ -117,7 +118,8 @@ def test_relay_serve_refuses_the_secrets_placeholders(tmp_path: Path) -> None:
                   str(free_port()), "--rules", str(rules), "--var", str(tmp_path / "var"),
                   env=placeholders)
     assert done.returncode == 1
-    for name in ("RELAY_SECRET", "RELAY_ADMIN_TOKEN", "RELAY_STATE", "RELAY_SPOOL"):
+    for name in ("RELAY_SECRET", "RELAY_ADMIN_TOKEN", "RELAY_STATE", "RELAY_SPOOL",
+                 "RELAY_SITE_ORIGIN"):
         assert f"environment variable {name} is not set" in done.stderr, done.stderr
     # with the others set, the empty backend secret falls back to the shipped example: R301
     done = _relay("serve", "--host", "0.0.0.0", "--port", str(free_port()), "--admin-port",

@@ -93,7 +93,7 @@ def test_the_configmap_mounted_as_the_kubelet_does_reloads_and_probes_pass(
     # The spool as the StatefulSet variant has it: relay.spool redis:// is not built yet
     # (relay.spool.factory says so), so the Deployment's Redis spool cannot run here.
     env = {"RELAY_ADMIN_TOKEN": TOKEN, "RELAY_STATE": redis_url,
-           "RELAY_SPOOL": "sqlite:///var/spool.db"}
+           "RELAY_SPOOL": "sqlite:///var/spool.db", "RELAY_SITE_ORIGIN": "https://shop.example"}
     relay = relays(rules_dir=mount, env=env)
     with httpx.Client(timeout=10, trust_env=False) as http:
         assert http.get(relay.url("/healthz")).status_code == 200  # liveness, startup
