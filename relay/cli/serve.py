@@ -13,6 +13,7 @@ from pathlib import Path
 
 from relay.cli.common import load, log_level, placed
 from relay.cli.servers import listen, run
+from relay.errors import SpoolUnavailable
 from relay.observe.log import configure
 from relay.observe.workers import DIR_ENV, TOKEN_ENV, prepare
 from relay.rules.model import Rules
@@ -108,7 +109,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure(level)
     if not rules.relay.cookie.secrets:  # made once here, before any worker needs it
         load_or_create_secret(Path(args.var))
-    asyncio.run(_release_leases(rules))
+    try:
+        asyncio.run(_release_leases(rules))
+    except (ValueError, SpoolUnavailable) as exc:  # an unknown scheme, a file it cannot open
+        print(f"relay serve: relay.spool: {exc}", file=sys.stderr)
+        for sock in sockets:
+            sock.close()
+        return 1
     print(
         f"relay: serving {rules.relay.prefix}/ on http://{args.host}:{args.port} "
         f"(admin http://{rules.relay.admin.host}:{admin_port}), rules {rules.version}, "

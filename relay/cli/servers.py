@@ -15,7 +15,7 @@ What each server can bound:
 
 | | keep-alive | head size | head read time | any read |
 |---|---|---|---|---|
-| uvicorn | yes | yes (h11 only; httptools: its own 80 KiB) | no | no |
+| uvicorn | yes | yes (``relay.cli.uvicorn_http``) | yes (the same) | no |
 | granian | no (HTTP/1 keep-alive on) | yes (``max_buffer_size``) | yes | no |
 | hypercorn | yes | yes | no | yes (``read_timeout``) |
 """
@@ -37,7 +37,7 @@ SERVERS: tuple[Server, ...] = ("uvicorn", "granian", "hypercorn")
 DEFAULT_SERVER: Server = "uvicorn"  # the fastest robust one measured: benchmarks/README.md
 
 KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open
-HEAD_TIMEOUT = 10  # seconds a client has to send a request's head (granian)
+HEAD_TIMEOUT = 10  # seconds a client has to send a request's head (uvicorn, granian)
 READ_TIMEOUT = 30  # seconds any read may wait (hypercorn)
 MAX_HEAD = 64 * 1024  # bytes of request line and headers
 BACKLOG = 1024  # connections waiting to be accepted, per socket
@@ -103,6 +103,8 @@ async def _until(stop: asyncio.Event, task: asyncio.Future[Any]) -> None:
 async def _uvicorn(app: App, sockets: list[socket.socket], stop: asyncio.Event) -> None:
     import uvicorn
 
+    from relay.cli.uvicorn_http import bounded
+
     class _Server(uvicorn.Server):
         @contextlib.contextmanager
         def capture_signals(self) -> Any:  # the signals are _main's
@@ -110,7 +112,7 @@ async def _uvicorn(app: App, sockets: list[socket.socket], stop: asyncio.Event) 
 
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     config = uvicorn.Config(
-        app, http="httptools", ws="none", lifespan="on", interface="asgi3",
+        app, http=bounded(MAX_HEAD, HEAD_TIMEOUT), ws="none", lifespan="on", interface="asgi3",
         log_config=None, log_level=logging.WARNING, access_log=False,
         proxy_headers=False, server_header=False, date_header=False,
         timeout_keep_alive=KEEP_ALIVE, h11_max_incomplete_event_size=MAX_HEAD,

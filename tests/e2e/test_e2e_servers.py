@@ -2,11 +2,13 @@
 hypercorn``; the other e2e tests run the default): events accepted and delivered, the
 relay's own ``Date`` and ``Server`` headers only, no access log, the client address as the
 connection gives it (the server does not read ``X-Forwarded-For``), a request in flight at
-``SIGTERM`` finished and its event kept, and nothing lost to a ``SIGKILL``."""
+``SIGTERM`` finished and its event kept, and nothing lost to a ``SIGKILL``; a request head
+over the limit answered 431, and a connection that never sends its head closed."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
@@ -24,6 +26,8 @@ SERVERS = ["uvicorn", "granian", "hypercorn"]
 EVENTS = 20
 LOAD = 400
 SETTLE = 0.5  # seconds for the server to read what was sent (not an assertion)
+BIG_HEADER = 200_000  # bytes: over relay.cli.servers.MAX_HEAD
+SLOW_CLOSED_WITHIN = 40.0  # seconds: the head timeout (or hypercorn's keep-alive) is 5-10 s
 
 
 def _head(body: bytes) -> bytes:
@@ -48,6 +52,14 @@ def _answer(sock: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + rest
 
 
+def _oversized_head(relay: RelayProcess) -> bytes:
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=20) as sock:
+        with contextlib.suppress(OSError):  # answered and closed before reading it all
+            sock.sendall(b"GET /t/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: "
+                         + b"a" * BIG_HEADER + b"\r\n\r\n")
+        return sock.recv(100)
+
+
 def _in_flight_at_sigterm(relay: RelayProcess, event_id: str) -> bytes:
     """Send a request whose body is cut in two, SIGTERM the relay between the halves, send
     the rest: the answer."""
@@ -70,6 +82,9 @@ def test_each_server_accepts_delivers_stops_gracefully_and_loses_nothing(
     vendor = vendors(name=f"{server}-vendor")
     relay = relays(args=["--server", server],
                    destinations={"hook": webhook(vendor, events=["page_view"])})
+    slow = socket.create_connection(("127.0.0.1", relay.port), timeout=SLOW_CLOSED_WITHIN)
+    slow.sendall(b"POST /t/e HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the rest
+    assert _oversized_head(relay).startswith(b"HTTP/1.1 431")
     ids = []
     with client() as c:
         for i in range(EVENTS):
@@ -85,6 +100,8 @@ def test_each_server_accepts_delivers_stops_gracefully_and_loses_nothing(
     assert ips == {"127.0.0.0"}, f"not the connection's address, truncated: {ips}"
     assert "POST /t/e" not in relay.log_text(), "the server wrote an access log"
     assert f", {server}" in relay.log_text()
+    with slow:
+        assert slow.recv(100) == b"", "a connection that never sent its head was kept open"
 
     answer = _in_flight_at_sigterm(relay, f"{server}-sigterm")
     assert answer.startswith(b"HTTP/1.1 202"), answer
