@@ -41,6 +41,26 @@ def group_cpu_seconds(pgid: int) -> float:
     return total
 
 
+async def healthy(proc: subprocess.Popen[Any], url: str, timeout: float) -> bool:
+    """Whether ``GET url`` answered 200 within ``timeout`` seconds while ``proc`` ran."""
+    import asyncio
+    import time
+
+    import aiohttp
+
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as s:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                async with s.get(url) as r:
+                    if r.status == 200:
+                        return True
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    return False
+
+
 def child_env(log_level: str | None = None) -> dict[str, str]:
     """This environment without RELAY_* settings or proxies, with the repository importable
     and a fixed cookie secret."""

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiohttp
-from common import child_env, free_port, group_cpu_seconds, stop_process
+from common import child_env, free_port, group_cpu_seconds, healthy, stop_process
 
 from relay.cli.servers import DEFAULT_SERVER, SERVERS
 
@@ -112,18 +112,8 @@ class Server:
         return f"http://127.0.0.1:{self.port}/t/e"
 
     async def ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        async with aiohttp.ClientSession() as s:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    break
-                try:
-                    async with s.get(f"http://127.0.0.1:{self.port}/t/healthz") as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
+        if await healthy(self.proc, f"http://127.0.0.1:{self.port}/t/healthz", START_TIMEOUT):
+            return
         self.stop()
         log = (self.dir / "stderr.log").read_text(errors="replace")[-3000:]
         raise SystemExit(f"{self.config} did not start:\n{log}")
