@@ -3,7 +3,9 @@ hypercorn``; the other e2e tests run the default): events accepted and delivered
 relay's own ``Date`` and ``Server`` headers only, no access log, the client address as the
 connection gives it (the server does not read ``X-Forwarded-For``), a request in flight at
 ``SIGTERM`` finished and its event kept, and nothing lost to a ``SIGKILL``; a request head
-over the limit answered 431, and a connection that never sends its head closed."""
+over the limit answered 431, and a connection that never sends its head closed; and each
+under the master of ``--workers 2`` (both workers serve, SIGHUP reloads each, SIGTERM stops
+all)."""
 
 from __future__ import annotations
 
@@ -122,3 +124,28 @@ def test_each_server_accepts_delivers_stops_gracefully_and_loses_nothing(
                "every accepted event at the vendor after SIGTERM and SIGKILL")
     assert vendor.problems == []
     assert relay.stop() == 0
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_each_server_under_the_workers_master(server: str, relays: MakeRelay,
+                                              redis_url: str) -> None:
+    """``--workers 2``: both workers serve (one metrics page counts both), ``SIGHUP``
+    reloads each in place, ``SIGTERM`` stops them all with exit code 0."""
+    relay = relays(env={"RELAY_STATE": redis_url}, args=["--workers", "2", "--server", server])
+
+    def page() -> str:
+        with client() as c:  # a connection of its own: either worker may accept it
+            return scrape(c, relay)
+
+    wait_until(lambda: metric(page(), "relay_workers", state="answered") == 2, 30,
+               "both workers answering")
+    for i in range(EVENTS):
+        with client() as c:
+            r = post_browser(c, relay, page_view(f"{server}-w-{i}"))
+            assert r.status_code == 202 and r.json()["accepted"] == 1, r.text
+    assert metric(page(), "relay_events_received_total") == EVENTS
+    relay.signal(signal.SIGHUP)
+    wait_until(lambda: metric(page(), "relay_rules_reloads_total", result="ok") == 2, 20,
+               "both workers' reloads counted")
+    assert relay.stop() == 0, relay.log_text()[-3000:]
+    assert f", {server}, 2 workers" in relay.log_text()
