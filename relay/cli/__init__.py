@@ -2,8 +2,9 @@
 
 One module per group of commands: ``rules`` (check, test), ``serve``, ``dlq``, ``trace``,
 ``reconcile``, ``datamap``, ``forget`` (``admin``: the running relay's admin listener);
-``worker`` is the app ``relay serve --workers N`` starts in each worker process. docs/cli.md is the
-reference; every subcommand's ``--help`` has a description and shows its defaults.
+``servers`` runs the relay under uvicorn, granian or hypercorn, ``master`` is the main process
+of ``relay serve --workers N`` and ``worker`` what each of its workers runs. docs/cli.md is
+the reference; every subcommand's ``--help`` has a description and shows its defaults.
 """
 
 from __future__ import annotations
