@@ -106,9 +106,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"relay serve: {exc}", file=sys.stderr)
         return 1
-    configure(level)
-    if not rules.relay.cookie.secrets:  # made once here, before any worker needs it
-        load_or_create_secret(Path(args.var))
     try:
         asyncio.run(_release_leases(rules))
     except (ValueError, SpoolUnavailable) as exc:  # an unknown scheme, a file it cannot open
@@ -116,6 +113,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for sock in sockets:
             sock.close()
         return 1
+    configure(level)
+    if not rules.relay.cookie.secrets:  # made once here, before any worker needs it
+        load_or_create_secret(Path(args.var))
     print(
         f"relay: serving {rules.relay.prefix}/ on http://{args.host}:{args.port} "
         f"(admin http://{rules.relay.admin.host}:{admin_port}), rules {rules.version}, "
