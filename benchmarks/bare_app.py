@@ -1,22 +1,24 @@
 """The baseline for ``benchmarks/ingest.py``: a bare Starlette handler that parses the JSON
-body and answers 202, served by hypercorn exactly as ``relay serve`` serves the relay (one
-worker, the asyncio loop, no access log; see ``_serve_config`` in ``relay/cli.py``).
+body and answers 202, served exactly as ``relay serve`` serves the relay (one process, the
+same server with the same settings: ``relay.cli.servers``).
 
-    python benchmarks/bare_app.py --port 8001
+    python benchmarks/bare_app.py --port 8001 --server uvicorn [--workers 2]
+
+With ``--workers N``, N processes serve the same socket (as ``relay serve --workers N``).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
+import multiprocessing
+import socket
 
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from relay.cli.servers import DEFAULT_SERVER, SERVERS, listen, run
 
 ANSWER = b'{"accepted":1,"duplicates":0,"rejected":[]}'
 
@@ -36,32 +38,36 @@ app = Starlette(routes=[
 ])
 
 
-def config(host: str, port: int) -> Config:
-    """The same settings as ``relay.cli._serve_config`` (minus the admin listener)."""
-    c = Config()
-    c.bind = [f"{host}:{port}"]
-    c.workers = 1
-    c.accesslog = None
-    c.errorlog = "-"
-    c.loglevel = "WARNING"
-    c.graceful_timeout = 5.0
-    return c
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8001)
+    p.add_argument("--server", choices=SERVERS, default=DEFAULT_SERVER)
+    p.add_argument("--workers", type=int, default=1)
     args = p.parse_args()
+    sockets = listen([(args.host, args.port)])
+    if args.workers <= 1:
+        run(args.server, app, sockets)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_worker, args=(args.server, sockets))
+               for _ in range(args.workers)]
+    for w in workers:
+        w.start()
+    import signal
 
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(app, config(args.host, args.port), shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    def stop(signum: int, frame: object) -> None:
+        for w in workers:
+            w.terminate()
 
-    asyncio.run(run())
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for w in workers:
+        w.join()
+
+
+def _worker(server: str, sockets: list[socket.socket]) -> None:
+    run(server, app, sockets)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

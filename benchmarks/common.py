@@ -27,6 +27,40 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """utime + stime of every live process in process group ``pgid`` (a ``relay serve
+    --workers N`` started with ``start_new_session``: its main process and workers)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        if int(fields[2]) == pgid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+async def healthy(proc: subprocess.Popen[Any], url: str, timeout: float) -> bool:
+    """Whether ``GET url`` answered 200 within ``timeout`` seconds while ``proc`` ran."""
+    import asyncio
+    import time
+
+    import aiohttp
+
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as s:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                async with s.get(url) as r:
+                    if r.status == 200:
+                        return True
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    return False
+
+
 def child_env(log_level: str | None = None) -> dict[str, str]:
     """This environment without RELAY_* settings or proxies, with the repository importable
     and a fixed cookie secret."""

@@ -1,6 +1,6 @@
 """Ingest benchmark: ``POST /t/e`` on the real ``relay serve`` (shipped rules, SQLite spool,
-1 hypercorn worker) against a bare Starlette handler (parse JSON, answer 202) under the same
-hypercorn, in the same run.
+one process) against a bare Starlette handler (parse JSON, answer 202) under the same server
+with the same settings, in the same run, for each server of ``--servers``.
 
 Each round starts every configuration afresh, one after the other (interleaved), warms it
 up, then loads it for a fixed time with a closed-loop aiohttp generator (``--concurrency``
@@ -9,6 +9,8 @@ over rounds of throughput, p50/p99 latency and the server's CPU, and the relay/b
 Loopback only; every run is bounded by ``--duration``.
 
     python benchmarks/ingest.py                       # 3 rounds x 10 s, bare and relay
+    python benchmarks/ingest.py --servers uvicorn,granian,hypercorn   # which server is fastest
+    python benchmarks/ingest.py --servers uvicorn,granian --workers 2 --redis redis://127.0.0.1:6379/15
     python benchmarks/ingest.py --rounds 1 --duration 3 --configs relay,relay-quiet
     python benchmarks/ingest.py --configs bare,relay,relay-noledger   # the ledger's cost
 """
@@ -29,7 +31,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiohttp
-from common import child_env, cpu_seconds, free_port, stop_process
+from common import child_env, free_port, group_cpu_seconds, healthy, stop_process
+
+from relay.cli.servers import DEFAULT_SERVER, SERVERS
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 0.5
@@ -54,7 +58,7 @@ HEADERS = {"Content-Type": "application/json", "User-Agent": UA, "CF-IPCountry":
 
 @dataclass
 class Run:
-    config: str
+    config: str  # CONFIG@SERVER
     round: int
     seconds: float
     requests: int
@@ -71,26 +75,33 @@ class Run:
 class Server:
     """One server process of a configuration, in its own scratch directory."""
 
-    def __init__(self, config: str, scratch: Path) -> None:
+    def __init__(self, config: str, scratch: Path, workers: int = 1,
+                 redis_url: str | None = None) -> None:
         self.config = config
+        kind, _, server = config.partition("@")
         self.dir = scratch / config
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
         self.port = free_port()
         env = child_env()
-        if config == "bare":
+        if workers > 1 and redis_url and not config.startswith("bare@"):
+            import redis
+
+            redis.Redis.from_url(redis_url).flushdb()
+            env["RELAY_STATE"] = redis_url  # --workers N needs shared state
+        if kind == "bare":
             cmd = [sys.executable, str(REPO / "benchmarks" / "bare_app.py"), "--port",
-                   str(self.port)]
+                   str(self.port), "--server", server, "--workers", str(workers)]
         else:
             shutil.copytree(REPO / "rules", self.dir / "rules")
-            if config == "relay-noledger":  # the delivery ledger off: what it costs
+            if kind == "relay-noledger":  # the delivery ledger off: what it costs
                 relay_yaml = self.dir / "rules" / "relay.yaml"
                 relay_yaml.write_text(relay_yaml.read_text().replace(
                     "\nrelay:\n", "\nrelay:\n  ledger: off\n", 1))
             cmd = [sys.executable, "-m", "relay", "serve", "--rules", "rules", "--host",
                    "127.0.0.1", "--port", str(self.port), "--admin-port", str(free_port()),
-                   "--workers", "1", "--var", "var"]
-            if config == "relay-quiet":
+                   "--workers", str(workers), "--var", "var", "--server", server]
+            if kind == "relay-quiet":
                 env["RELAY_LOG_LEVEL"] = "WARNING"
         self.log = (self.dir / "stderr.log").open("wb")
         self.proc = subprocess.Popen(cmd, cwd=self.dir, env=env, stdout=self.log,
@@ -101,24 +112,14 @@ class Server:
         return f"http://127.0.0.1:{self.port}/t/e"
 
     async def ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        async with aiohttp.ClientSession() as s:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    break
-                try:
-                    async with s.get(f"http://127.0.0.1:{self.port}/t/healthz") as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
+        if await healthy(self.proc, f"http://127.0.0.1:{self.port}/t/healthz", START_TIMEOUT):
+            return
         self.stop()
         log = (self.dir / "stderr.log").read_text(errors="replace")[-3000:]
         raise SystemExit(f"{self.config} did not start:\n{log}")
 
     def archived(self) -> int | None:
-        if self.config == "bare":
+        if self.config.startswith("bare@"):
             return None
         path = self.dir / "var" / "events.jsonl"
         if not path.exists():
@@ -171,15 +172,15 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 async def one_run(config: str, rnd: int, scratch: Path, args: argparse.Namespace) -> Run:
-    server = Server(config, scratch)
+    server = Server(config, scratch, args.workers, args.redis)
     try:
         await server.ready()
         await load(server.url, args.warmup, args.concurrency, f"w{rnd}")
         archived0 = server.archived()
-        cpu0, own0 = cpu_seconds(server.proc.pid), time.process_time()
+        cpu0, own0 = group_cpu_seconds(server.proc.pid), time.process_time()
         ok, errors, lat, elapsed = await load(server.url, args.duration, args.concurrency,
                                               f"r{rnd}")
-        cpu, own = cpu_seconds(server.proc.pid) - cpu0, time.process_time() - own0
+        cpu, own = group_cpu_seconds(server.proc.pid) - cpu0, time.process_time() - own0
         archived1 = server.archived()
         archived = None if archived0 is None or archived1 is None else archived1 - archived0
     finally:
@@ -208,13 +209,15 @@ def summary(runs: list[Run], configs: list[str]) -> str:
             f"{statistics.median(r.cpu_us_per_req for r in mine):,.0f} | "
             f"{statistics.median(r.loadgen_cores for r in mine):.2f} | "
             f"{_archived(mine)} | {sum(r.errors for r in mine)} |")
-    if "bare" in medians:
-        for config in configs:
-            if config != "bare":
-                ratio = medians[config] / medians["bare"]
-                verdict = "meets" if ratio >= TARGET_RATIO else "BELOW"
-                lines.append(f"\n{config}/bare throughput ratio: {ratio:.2f} ({verdict} the "
-                             f"{TARGET_RATIO:.0%} target)")
+    lines.append("")
+    for config in configs:
+        kind, _, server = config.partition("@")
+        bare = medians.get(f"bare@{server}")
+        if kind != "bare" and bare:
+            ratio = medians[config] / bare
+            verdict = "meets" if ratio >= TARGET_RATIO else "BELOW"
+            lines.append(f"{config} / bare@{server} throughput ratio: {ratio:.2f} ({verdict} "
+                         f"the {TARGET_RATIO:.0%} target)")
     return "\n".join(lines)
 
 
@@ -226,10 +229,17 @@ def _archived(runs: list[Run]) -> str:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = set(configs) - {"bare", "relay", "relay-quiet", "relay-noledger"}
+    kinds = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = set(kinds) - {"bare", "relay", "relay-quiet", "relay-noledger"}
     if unknown:
         raise SystemExit(f"unknown configs: {', '.join(sorted(unknown))}")
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if set(servers) - set(SERVERS):
+        raise SystemExit(f"unknown servers: {', '.join(sorted(set(servers) - set(SERVERS)))} "
+                         f"(expected {', '.join(SERVERS)})")
+    configs = [f"{kind}@{server}" for server in servers for kind in kinds]
+    if args.workers > 1 and not args.redis:
+        raise SystemExit("--workers N > 1 needs --redis redis://127.0.0.1:6379/15 (shared state)")
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
         for rnd in range(1, args.rounds + 1):
@@ -241,7 +251,8 @@ async def main_async(args: argparse.Namespace) -> None:
                     with open(args.json, "a") as fh:
                         fh.write(json.dumps(asdict(run)) + "\n")
     print()
-    print(f"POST /t/e, {len(EVENT)}-byte event, c={args.concurrency}, {args.rounds} rounds x "
+    print(f"POST /t/e, {len(EVENT)}-byte event, {args.workers} process(es), "
+          f"c={args.concurrency}, {args.rounds} rounds x "
           f"{args.duration:g} s (after {args.warmup:g} s warm-up), medians over rounds")
     print(summary(runs, configs))
 
@@ -256,6 +267,12 @@ def main() -> None:
     p.add_argument("--configs", default="bare,relay",
                    help="comma-separated: bare, relay, relay-quiet (RELAY_LOG_LEVEL=WARNING),"
                    " relay-noledger (relay.ledger: off)")
+    p.add_argument("--servers", default=DEFAULT_SERVER,
+                   help=f"comma-separated: {', '.join(SERVERS)} (each config runs under each)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes of the relay and of the bare handler alike")
+    p.add_argument("--redis", help="relay.state for --workers N > 1 (the database is FLUSHED"
+                   " before each run)")
     p.add_argument("--json", help="append each run as a JSON line to this file")
     asyncio.run(main_async(p.parse_args()))
 

@@ -1,7 +1,7 @@
 """Proxy benchmark: the real ``relay serve`` proxying a vendor script (cached, and streamed)
 and a hit endpoint, against a bare Starlette handler that streams the same upstream with
-httpx (``client.send(stream=True)`` + ``StreamingResponse(aiter_raw())``), both under hypercorn
-with one worker, in the same run.
+httpx (``client.send(stream=True)`` + ``StreamingResponse(aiter_raw())``), both under the
+default server of ``relay serve`` with one process, in the same run.
 
 The upstream is a separate aiohttp process on 127.0.0.1 serving a 100 KiB ``vendor.js``
 (pre-gzipped when asked, as a CDN would) and answering ``POST /g/collect`` with 204. Each
@@ -23,7 +23,6 @@ import gzip
 import json
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -100,8 +99,6 @@ def run_upstream(port: int) -> None:
 
 def run_bare(port: int, upstream: str) -> None:
     import httpx
-    from hypercorn.asyncio import serve
-    from hypercorn.config import Config
     from starlette.applications import Starlette
     from starlette.background import BackgroundTask
     from starlette.requests import Request
@@ -138,22 +135,10 @@ def run_bare(port: int, upstream: str) -> None:
         Route(PATHS["hit"], collect, methods=["POST"]),
         Route("/t/healthz", healthz, methods=["GET"]),
     ])
-    config = Config()  # as relay.cli._serve_config: one worker, no access log
-    config.bind = [f"127.0.0.1:{port}"]
-    config.workers = 1
-    config.accesslog = None
-    config.errorlog = "-"
-    config.loglevel = "WARNING"
+    from relay.cli.servers import DEFAULT_SERVER, listen, run
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
-        await client.aclose()
-
-    asyncio.run(main())
+    # The same server with the same settings as relay serve (one process, no access log).
+    run(DEFAULT_SERVER, app, listen([("127.0.0.1", port)]))
 
 
 # -- the harness -----------------------------------------------------------------------

@@ -135,7 +135,7 @@ def serving_app(
             await relay_app(scope, receive, send)
             return
         server = scope.get("server")
-        if server and server[1] == admin_port:
+        if server and int(server[1]) == admin_port:  # granian gives the port as a string
             await admin_app(scope, receive, send)
             return
         path = scope.get("path", "")

@@ -2,8 +2,9 @@
 
 One module per group of commands: ``rules`` (check, test), ``serve``, ``dlq``, ``trace``,
 ``reconcile``, ``datamap``, ``forget`` (``admin``: the running relay's admin listener);
-``worker`` is the app ``relay serve --workers N`` starts in each worker process. docs/cli.md is the
-reference; every subcommand's ``--help`` has a description and shows its defaults.
+``servers`` runs the relay under uvicorn, granian or hypercorn, ``master`` is the main process
+of ``relay serve --workers N`` and ``worker`` what each of its workers runs. docs/cli.md is
+the reference; every subcommand's ``--help`` has a description and shows its defaults.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from relay.cli.forget import cmd_forget
 from relay.cli.reconcile import FORMATS, by_arg, cmd_reconcile, since_arg
 from relay.cli.rules import cmd_check, cmd_test
 from relay.cli.serve import DEFAULT_HOST, DEFAULT_PORT, cmd_serve
+from relay.cli.servers import DEFAULT_SERVER, SERVERS
 from relay.cli.trace import cmd_trace
 
 DEMO_PORT = 8080
@@ -95,7 +97,8 @@ def parser() -> argparse.ArgumentParser:
 
     s = with_dirs(command(
         "serve", "run the relay (and its admin listener)",
-        "Run the relay under hypercorn: the public app under relay.prefix on --host:--port, and"
+        "Run the relay under --server (uvicorn unless told): the public app under relay.prefix"
+        "\non --host:--port, and"
         "\nthe admin listener (/metrics, /readyz, /rules, /dlq, /debug, /reconcile) on"
         "\nrelay.admin's address. Rules reload on file change and SIGHUP.\n\n"
         "On any address but loopback (127.0.0.0/8, ::1, localhost) it refuses to start while"
@@ -108,6 +111,9 @@ def parser() -> argparse.ArgumentParser:
                    "9901 unless set)")
     s.add_argument("--workers", type=positive, default=1, metavar="N",
                    help="worker processes; more than 1 needs relay.state: redis://...")
+    s.add_argument("--server", choices=SERVERS, default=DEFAULT_SERVER,
+                   help=f"the HTTP server (default {DEFAULT_SERVER}: the fastest measured; "
+                   "hypercorn stays supported)")
     s.set_defaults(func=cmd_serve)
 
     c = with_dirs(command(

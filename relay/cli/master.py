@@ -1,13 +1,14 @@
-"""The main process of ``relay serve --workers N``: N hypercorn asyncio workers on shared
-sockets, each running ``relay.cli.worker:app``.
+"""The main process of ``relay serve --workers N``: N worker processes on the listening
+sockets it made, each running the relay under the chosen server (``relay.cli.worker``).
 
-What hypercorn's own ``hypercorn.run.run`` does, except for ``SIGHUP``: there, it stops
-every worker and starts new ones (no worker serves meanwhile, and rules that fail to load
-stop the relay); here it is passed to each worker, which reloads its rules in place like a
-single ``relay serve`` (a failing reload keeps the running rules, and each worker counts it
-in ``relay_rules_reloads_total``).
+The servers' own process managers (uvicorn's, granian's, hypercorn's) are not used: on
+``SIGHUP`` they stop every worker and start new ones (no worker serves meanwhile, and rules
+that fail to load stop the relay); here it is passed to each worker, which reloads its rules
+in place like a single ``relay serve`` (a failing reload keeps the running rules, and each
+worker counts it in ``relay_rules_reloads_total``).
 
-``SIGTERM`` or ``SIGINT`` stops the workers gracefully. A worker that exits on its own
+``SIGTERM`` or ``SIGINT`` is passed to each worker, which stops gracefully (its server
+stops accepting, requests in flight finish, the spool is closed). A worker that exits on its own
 (killed, out of memory, crashed) is started again, and the relay goes on; its counters
 keep counting up (``relay.observe.workers``). One that fails within ``MIN_UPTIME`` of its
 start cannot start: that stops the relay with its exit code, for the service manager.
@@ -19,48 +20,48 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import socket
 import time
+from collections.abc import Sequence
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from relay.cli.servers import Server
 from relay.observe.log import LOG
 
 STOP_TIMEOUT = 30.0  # seconds the workers have to stop before they are killed
 MIN_UPTIME = 5.0  # seconds: a worker that fails sooner is not started again
 
 
-def run_workers(config: Any) -> int:
-    """Serve ``config`` (a hypercorn ``Config`` with ``workers`` and ``application_path``)
-    until told to stop; the exit code."""
-    from hypercorn.asyncio.run import asyncio_worker
+def run_workers(server: Server, sockets: Sequence[socket.socket], workers: int) -> int:
+    """Serve on ``sockets`` with ``workers`` processes until told to stop; the exit code."""
+    from relay.cli.worker import main
 
-    sockets = config.create_sockets()
     ctx = multiprocessing.get_context("spawn")
-    shutdown = ctx.Event()
     processes: list[BaseProcess] = []
     started: dict[int, float] = {}  # pid -> when
     stopping = False
 
     def start() -> None:
-        process = ctx.Process(
-            target=asyncio_worker,
-            kwargs={"config": config, "shutdown_event": shutdown, "sockets": sockets},
-        )
+        process = ctx.Process(target=main, args=(server, list(sockets)))
         process.start()
         processes.append(process)
         started[process.pid or 0] = time.monotonic()
 
-    def stop(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        shutdown.set()
-
-    def reload(signum: int, frame: Any) -> None:
+    def tell(sig: int) -> None:
         for process in processes:
             if process.pid is not None and process.is_alive():
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGHUP)
+                    os.kill(process.pid, sig)
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        tell(signal.SIGTERM)
+
+    def reload(signum: int, frame: Any) -> None:
+        tell(signal.SIGHUP)
 
     # Inherited by the workers until their own handlers are set (SIGHUP: once the relay has
     # started, by ``Runtime.start``): a signal while a worker starts does not kill it.
@@ -68,7 +69,7 @@ def run_workers(config: Any) -> int:
         signal.signal(sig, signal.SIG_IGN)
     exitcode = 0
     try:
-        for _ in range(config.workers):
+        for _ in range(workers):
             start()
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
@@ -97,12 +98,11 @@ def run_workers(config: Any) -> int:
                               "started; stopping", process.pid, code, uptime)
                     exitcode = code if code > 0 else 1
                     stopping = True
-                    shutdown.set()
+                    tell(signal.SIGTERM)
     finally:
-        shutdown.set()
         for process in processes:
             process.kill()
             process.join()
-        for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+        for sock in sockets:
             sock.close()
     return exitcode

@@ -1,4 +1,5 @@
-"""``relay serve``: the relay and its admin listener under hypercorn."""
+"""``relay serve``: the relay and its admin listener under uvicorn, granian or hypercorn
+(``relay.cli.servers``), in one process or ``--workers N`` (``relay.cli.master``)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,12 @@ import asyncio
 import ipaddress
 import os
 import secrets
-import signal
-import socket
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from relay.cli.common import load, log_level, placed
+from relay.cli.servers import listen, run
+from relay.errors import SpoolUnavailable
 from relay.observe.log import configure
 from relay.observe.workers import DIR_ENV, TOKEN_ENV, prepare
 from relay.rules.model import Rules
@@ -24,39 +23,6 @@ from relay.spool.factory import open_spool
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 METRICS_DIR = "metrics"  # under --var: each worker's figures, for one /metrics page
-
-
-def _serve_config(args: argparse.Namespace, admin_host: str, admin_port: int) -> Any:
-    from hypercorn.config import Config
-
-    config = Config()
-    config.bind = [f"{args.host}:{args.port}", f"{admin_host}:{admin_port}"]
-    config.workers = args.workers
-    config.accesslog = None
-    config.errorlog = "-"
-    config.loglevel = "WARNING"
-    config.graceful_timeout = 5.0
-    # The app adds one Date and one Server itself (relay.web.with_date_and_server); with
-    # hypercorn's own, a proxied response would carry the upstream's and hypercorn's.
-    config.include_date_header = False
-    config.include_server_header = False
-    return config
-
-
-def _cannot_listen(binds: Sequence[str]) -> str | None:
-    """Why ``host:port`` addresses cannot be bound (a port taken, an address not this
-    host's), checked before anything starts; None when they can."""
-    for bind in binds:
-        host, _, port = bind.rpartition(":")
-        host = host.strip("[]")
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((host, int(port)))
-            except OSError as exc:
-                return f"cannot listen on {bind}: {exc.strerror or exc}"
-    return None
 
 
 def is_loopback(host: str) -> bool:
@@ -135,18 +101,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     rules = placed(loaded, args.var)
     admin_port = args.admin_port if args.admin_port is not None else rules.relay.admin.port
-    config = _serve_config(args, rules.relay.admin.host, admin_port)
-    problem = _cannot_listen(config.bind)
-    if problem:
-        print(f"relay serve: {problem}", file=sys.stderr)
+    try:
+        sockets = listen([(args.host, args.port), (rules.relay.admin.host, admin_port)])
+    except OSError as exc:
+        print(f"relay serve: {exc}", file=sys.stderr)
+        return 1
+    try:
+        asyncio.run(_release_leases(rules))
+    except (ValueError, SpoolUnavailable) as exc:  # an unknown scheme, a file it cannot open
+        print(f"relay serve: relay.spool: {exc}", file=sys.stderr)
+        for sock in sockets:
+            sock.close()
         return 1
     configure(level)
     if not rules.relay.cookie.secrets:  # made once here, before any worker needs it
         load_or_create_secret(Path(args.var))
-    asyncio.run(_release_leases(rules))
     print(
         f"relay: serving {rules.relay.prefix}/ on http://{args.host}:{args.port} "
-        f"(admin http://{rules.relay.admin.host}:{admin_port}), rules {rules.version}",
+        f"(admin http://{rules.relay.admin.host}:{admin_port}), rules {rules.version}, "
+        f"{args.server}" + (f", {args.workers} workers" if args.workers > 1 else ""),
         file=sys.stderr,
         flush=True,
     )
@@ -158,23 +131,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["RELAY_ADMIN_PORT"] = str(admin_port)
         os.environ["RELAY_PUBLIC"] = "0" if is_loopback(args.host) else "1"
         share_metrics(Path(args.var).resolve() / METRICS_DIR)
-        config.application_path = "relay.cli.worker:app"
-        return run_workers(config)
-    from hypercorn.asyncio import serve
+        return run_workers(args.server, sockets, args.workers)
 
     from relay.app import serving_app
 
     app = serving_app(args.rules, args.var, admin_port,
                       refuse_weak_secrets=not is_loopback(args.host))
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(app, config, shutdown_trigger=stop.wait)
-
-    asyncio.run(main())
+    try:
+        run(args.server, app, sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
     return 0
 
 

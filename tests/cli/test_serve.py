@@ -120,3 +120,17 @@ def test_the_advice_for_state_written_in_the_file(tmp_path: Path) -> None:
     assert state_is_per_process(rules, 1) is None
     (tmp_path / "relay.yaml").write_text("relay: {state: 'redis://127.0.0.1:6379/0'}\n")
     assert state_is_per_process(load_rules(tmp_path, {}), 8) is None
+
+
+def test_serve_says_so_when_the_spool_cannot_be_opened(
+    rules_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("not a directory")
+    monkeypatch.setenv("RELAY_SPOOL", f"sqlite:///{tmp_path}/a-file/spool.db")
+    code = main(["serve", "--rules", str(rules_dir), "--port", "0", "--admin-port", "0"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "relay serve: relay.spool: " in err and "a-file/spool.db" in err, err
+    assert "Traceback" not in err

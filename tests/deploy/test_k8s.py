@@ -19,6 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from relay.cli.servers import GRACE as HTTP_GRACE  # in-flight requests finish, any server
 from relay.runtime import SHUTDOWN_DRAIN_SECONDS
 from tests.e2e.relayproc import free_port, relay_env
 
@@ -28,7 +29,6 @@ from .promql import DEPLOY
 
 K8S = DEPLOY / "k8s"
 VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
-HTTP_GRACE = 5.0  # hypercorn's graceful_timeout in relay serve: in-flight requests finish
 SECRET_NAMES = ["RELAY_SECRET", "BACKEND_SIGNING_SECRET", "RELAY_ADMIN_TOKEN", "RELAY_STATE",
                 "RELAY_SPOOL", "RELAY_SITE_ORIGIN"]
 FILLED = {"RELAY_SECRET": "k8s-test-cookie-secret-0123456789",

@@ -1,4 +1,4 @@
-"""A real ``relay serve`` (hypercorn) in front of a stand-in upstream that sends its own
+"""A real ``relay serve`` in front of a stand-in upstream that sends its own
 ``Date`` and ``Server``: every answer carries exactly one of each."""
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from .conftest import MakeRelay
+from .procs import alive, uptime_over
 from .relayproc import RelayProcess
 from .wire import (
     archived,
@@ -37,17 +38,9 @@ def _workers(relay: RelayProcess) -> list[dict[str, Any]]:
     for path in sorted((relay.var_dir / "metrics").glob("*.json")):
         if path.name != "exited.json":
             record = json.loads(path.read_bytes())
-            if _alive(record["pid"]):
+            if alive(record["pid"]):
                 out.append(record)
     return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _own(record: dict[str, Any], family: str, sample: str) -> float:
@@ -142,7 +135,7 @@ def test_counts_survive_a_killed_worker_and_sighup_reloads_in_place(relays: Make
 
     victim = max(_workers(relay), key=lambda w: _own(w, "relay_events_received",
                                                      "relay_events_received_total"))
-    wait_until(lambda: _uptime_over(victim["pid"], 6.0), 15, "the worker up for 6 s")
+    wait_until(lambda: uptime_over(victim["pid"], 6.0), 15, "the worker up for 6 s")
     os.kill(victim["pid"], signal.SIGKILL)
     wait_until(lambda: len(_workers(relay)) == 2 and victim["id"] not in
                {w["id"] for w in _workers(relay)}, 20, "a new worker in the killed one's place")
@@ -161,12 +154,3 @@ def test_counts_survive_a_killed_worker_and_sighup_reloads_in_place(relays: Make
     assert "exited (code -9)" in relay.log_text()
     assert relay.stop() == 0
 
-
-def _uptime_over(pid: int, seconds: float) -> bool:
-    """Whether process ``pid`` has run ``seconds`` (the main process starts again only a
-    worker that ran a while: one failing at once stops the relay)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    with open(f"/proc/{pid}/stat", "rb") as fh:
-        started = int(fh.read().rsplit(b")", 1)[1].split()[19]) / ticks
-    with open("/proc/uptime") as fh:
-        return float(fh.read().split()[0]) - started >= seconds

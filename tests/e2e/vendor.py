@@ -50,6 +50,8 @@ class Received:
     events: list[dict[str, Any]]
     status: int  # what the stand-in answered
     problems: tuple[str, ...]
+    peer_port: int = 0  # the sender's port: which relay process sent it (tests/e2e/procs.py)
+    answered_at: float = 0.0  # time.monotonic() when the answer was decided
 
     @property
     def ok(self) -> bool:
@@ -69,6 +71,8 @@ class _Shared:
     plan_started: float = field(default_factory=time.monotonic)
     plan_count: int = 0
     release: threading.Event = field(default_factory=threading.Event)
+    in_flight: collections.Counter[int] = field(default_factory=collections.Counter)
+    most_in_flight: int = 0  # the most requests read and not yet answered at one time
 
 
 class StandInVendor:
@@ -153,6 +157,16 @@ class StandInVendor:
 
     def delivered_events(self) -> list[dict[str, Any]]:
         return [e for r in self.received if r.ok for e in r.events]
+
+    def most_in_flight(self) -> int:
+        """The most requests it held unanswered at one time (overlapping claims)."""
+        with self._s.lock:
+            return self._s.most_in_flight
+
+    def in_flight_ports(self) -> set[int]:
+        """The sender ports of the requests read and not yet answered."""
+        with self._s.lock:
+            return {port for port, n in self._s.in_flight.items() if n}
 
     def attempts(self) -> int:
         """Requests that arrived, answered or not (a hanging one is counted at once)."""
@@ -267,6 +281,9 @@ def _handler_class(vendor: StandInVendor) -> type[BaseHTTPRequestHandler]:
             at = time.monotonic()
             with vendor._s.lock:
                 vendor._s.arrivals.append(at)
+                vendor._s.in_flight[self.client_address[1]] += 1
+                vendor._s.most_in_flight = max(vendor._s.most_in_flight,
+                                               vendor._s.in_flight.total())
             data, events, problems, signed = vendor._check(self.command, path, headers, body)
             answer = vendor._next_answer()
             if answer.hang:
@@ -278,7 +295,9 @@ def _handler_class(vendor: StandInVendor) -> type[BaseHTTPRequestHandler]:
                 status = 401 if not signed else 400
                 out = json.dumps({"problems": problems}).encode()
             vendor._record(Received(at, self.command, path, headers, body, data, events, status,
-                                    tuple(problems)))
+                                    tuple(problems), self.client_address[1], time.monotonic()))
+            with vendor._s.lock:
+                vendor._s.in_flight[self.client_address[1]] -= 1
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -1,4 +1,4 @@
-"""The public HTTP surface in-process (the same surface runs under hypercorn in tests/e2e)."""
+"""The public HTTP surface in-process (the same surface runs under relay serve in tests/e2e)."""
 
 from __future__ import annotations
 
