@@ -147,6 +147,6 @@ async def test_a_running_relay_records_its_events(
     subjects = Subjects([TEST_SECRET])
     assert await rt.ledger.events_of(subjects.lookup({"email": "ann@example.com"})) == ["pv1"]
     assert await rt.ledger.events_of(subjects.lookup({"id": "u42"})) == ["pv1"]
-    dump = b"".join(p.read_bytes() for p in Path(rt.ledger.path).parent.glob("ledger.db*"))
+    dump = b"".join(p.read_bytes() for p in Path(rt.ledger.where).parent.glob("ledger.db*"))
     for raw in (b"Ann@Example.com", b"ann@example.com", b"u42", b"203.0.113.7"):
         assert raw not in dump

@@ -1,0 +1,231 @@
+"""``PostgresLedger``: the delivery ledger in a PostgreSQL database that several replicas
+share (``relay.ledger.url: postgresql://user:pw@host:5432/db``), so ``relay trace``,
+``reconcile`` and ``forget`` on any machine see every replica's hops.
+
+The same tables and views as the SQLite ledger (``hop_groups`` holds a JSONB list of hops
+per event and flush; ``hops`` and ``copies`` unfold them with ``jsonb_array_elements``),
+created when missing (under an advisory lock: replicas start together). Hops are buffered
+and turned into rows on the event loop (``relay.ledger.base.Buffered``); every batch is one
+transaction on ONE asynchronous connection kept for writing (batches wait their turn on a
+lock, so the database sees one writer per replica). A write that fails (the database
+restarts, the network drops) is counted and logged and the connection is opened again for
+the next batch: the ledger never holds up an event, and a relay starts even when the
+database does not answer (it logs why, and records once it does). Reads (``trace``,
+``reconcile``, ``forget``'s look-ups) each open a short-lived read-only connection in a
+worker thread and stream their rows through a server-side cursor, beside the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+
+from relay.ledger.base import PRUNE_EVERY, Buffered, LedgerUnreadable, Rows, Scanned
+from relay.rules.secrets import masked_url
+
+LOG = logging.getLogger("relay.ledger")
+T = TypeVar("T")
+
+CONNECT_TIMEOUT = 5  # seconds (libpq's connect_timeout)
+SCAN_ROWS = 2000  # rows fetched at a time by a streaming read
+_LOCK_KEY = 0x72656C6179  # pg_advisory_xact_lock: one replica creates the schema at a time
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS hop_groups (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id TEXT,
+    at DOUBLE PRECISION NOT NULL,
+    hops JSONB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS hop_groups_event ON hop_groups (event_id);
+CREATE INDEX IF NOT EXISTS hop_groups_at ON hop_groups (at);
+CREATE TABLE IF NOT EXISTS people (
+    subject TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (subject, event_id)
+);
+CREATE INDEX IF NOT EXISTS people_event ON people (event_id);
+CREATE INDEX IF NOT EXISTS people_at ON people (at);
+CREATE OR REPLACE VIEW hops AS
+SELECT g.id * 1000 + j.n AS id,
+       (j.value->>'at')::double precision AS at,
+       g.event_id AS event_id,
+       j.value->>'hop' AS hop,
+       j.value->>'source' AS source,
+       j.value->>'event' AS event,
+       j.value->>'destination' AS destination,
+       j.value->>'purpose' AS purpose,
+       (j.value->>'status')::integer AS status,
+       (j.value->>'attempt')::integer AS attempt,
+       j.value->>'reason' AS reason,
+       j.value->>'fields' AS fields,
+       j.value->>'consent' AS consent,
+       j.value->>'schema' AS schema
+FROM hop_groups AS g, jsonb_array_elements(g.hops) WITH ORDINALITY AS j(value, n);
+CREATE OR REPLACE VIEW copies AS
+SELECT h.event_id AS event_id,
+       h.destination AS destination,
+       (SELECT s.source FROM hops AS s WHERE s.event_id = h.event_id AND s.source IS NOT NULL
+        ORDER BY s.at LIMIT 1) AS source,
+       (SELECT s.event FROM hops AS s WHERE s.event_id = h.event_id AND s.event IS NOT NULL
+        ORDER BY s.at LIMIT 1) AS event,
+       MAX(h.consent) AS consent,
+       MAX(h.schema) AS schema,
+       MAX(h.fields) AS fields,
+       COALESCE(MAX(h.attempt), 0) AS attempts,
+       (SELECT o.hop FROM hops AS o WHERE o.event_id = h.event_id
+          AND o.destination = h.destination ORDER BY o.at DESC, o.id DESC LIMIT 1) AS outcome,
+       MIN(h.at) AS first_at,
+       MAX(h.at) AS last_at
+FROM hops AS h
+WHERE h.event_id IS NOT NULL AND h.destination IS NOT NULL
+GROUP BY h.event_id, h.destination;
+"""
+# As in SQLite, the views' text columns hold JSON text (fields, consent): jsonb prints it
+# with a space after each colon and comma, SQLite as it was written.
+
+_INSERT_GROUP = "INSERT INTO hop_groups (event_id, at, hops) VALUES (%s, %s, %s::jsonb)"
+_INSERT_PERSON = ("INSERT INTO people (subject, event_id, at) VALUES (%s, %s, %s)"
+                  " ON CONFLICT DO NOTHING")
+
+
+def dialect(sql: str) -> str:
+    """SQL written with ``?`` placeholders (``relay.ledger.base``) in psycopg's.
+
+    >>> dialect("SELECT x FROM hops WHERE at >= ? AND hop LIKE 'a%'")
+    "SELECT x FROM hops WHERE at >= %s AND hop LIKE 'a%%'"
+    """
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class PostgresLedger(Buffered):
+    def __init__(
+        self,
+        url: str,
+        retention: float,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_error: Callable[[], None] = lambda: None,
+        on_write: Callable[[float], None] = lambda seconds: None,
+    ) -> None:
+        super().__init__(on_error=on_error, on_write=on_write)
+        self.url = url
+        self.where = masked_url(url)
+        self.retention = retention
+        self._clock = clock
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._lock = asyncio.Lock()  # one write at a time on the one connection
+        self._pruner: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect, create what is missing and prune; a database that does not answer is
+        logged and counted, and tried again by the first write."""
+        try:
+            async with self._lock:
+                conn = await self._connection()
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+                    await conn.execute(SCHEMA)
+            await self._prune()
+        except psycopg.Error as exc:
+            LOG.error("ledger %s: cannot open: %s (hops are not recorded until it answers)",
+                      self.where, exc)
+            self._on_error()
+        self._pruner = asyncio.create_task(self._prune_every())
+
+    async def close(self) -> None:
+        self._flush()
+        await self.drain()
+        if self._pruner is not None:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruner
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    def present(self) -> bool:
+        return True  # a server: whether anything is recorded, only a read can tell
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        """The writing connection, opened again when the last one broke (lock held)."""
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None:
+                await conn.close()
+            self._conn = None
+            conn = self._conn = await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+        return conn
+
+    async def _submit(self, rows: Rows) -> None:
+        groups, people = rows
+        async with self._lock:
+            conn = await self._connection()
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.executemany(_INSERT_GROUP, groups)
+                if people:
+                    await cur.executemany(_INSERT_PERSON, people)
+
+    async def _prune(self) -> None:
+        cutoff = self._clock() - self.retention
+        async with self._lock:
+            conn = await self._connection()
+            async with conn.transaction():
+                await conn.execute("DELETE FROM hop_groups WHERE at < %s", (cutoff,))
+                await conn.execute("DELETE FROM people WHERE at < %s", (cutoff,))
+
+    async def _prune_every(self) -> None:
+        while True:
+            await asyncio.sleep(PRUNE_EVERY)
+            try:
+                await self._prune()
+            except psycopg.Error as exc:
+                LOG.error("ledger %s: cannot prune: %s", self.where, exc)
+                self._on_error()
+
+    async def unlink(self, subjects: Iterable[str]) -> int:
+        """Forget which events ``subjects`` had (``relay forget``): the links go; what was
+        delivered where stays, now about nobody in particular."""
+        keys = list(subjects)
+        if not keys:
+            return 0
+        async with self._lock:
+            conn = await self._connection()
+            cur = await conn.execute(dialect(self.unlink_sql(len(keys))), keys)
+            return cur.rowcount
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def scan(self, sql: str, params: Sequence[Any], work: Callable[[Scanned], T]) -> T:
+        """``work`` over the rows of ``sql`` as they stream in, on a read-only connection of
+        its own in a worker thread (no ``start()`` needed: the CLI reads what the replicas
+        write). A database whose ledger tables do not exist yet has no rows;
+        ``LedgerUnreadable`` when it cannot be read."""
+
+        def run() -> T:
+            with psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT) as conn:
+                conn.read_only = True
+                found = conn.execute("SELECT to_regclass('copies')").fetchone()
+                if found is None or found[0] is None:
+                    return work(())
+                with conn.cursor(name="relay_ledger_read") as cur:
+                    cur.itersize = SCAN_ROWS
+                    cur.execute(dialect(sql), tuple(params))
+                    return work(cur)
+
+        try:
+            return await asyncio.to_thread(run)
+        except psycopg.Error as exc:
+            raise LedgerUnreadable(f"{self.where}: {exc}") from exc
+
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A read-only SQL query (``?`` placeholders); the views read as tables."""
+        return await self.scan(sql, params, list)
