@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from relay.ledger.base import Ledger
@@ -21,6 +22,7 @@ def open_ledger(
     url: str,
     retention: float,
     *,
+    clock: Callable[[], float] = time.time,
     on_error: Callable[[], None] = lambda: None,
     on_write: Callable[[float], None] = lambda seconds: None,
 ) -> Ledger:
@@ -28,5 +30,6 @@ def open_ledger(
     for ``sqlite:///`` (placed under ``--var`` already); ValueError for anything else (the
     rules refuse it first: R216)."""
     if url.startswith(POSTGRES_PREFIXES):
-        return PostgresLedger(url, retention, on_error=on_error, on_write=on_write)
-    return SqliteLedger(sqlite_path(url), retention, on_error=on_error, on_write=on_write)
+        return PostgresLedger(url, retention, clock=clock, on_error=on_error, on_write=on_write)
+    return SqliteLedger(sqlite_path(url), retention, clock=clock, on_error=on_error,
+                        on_write=on_write)
