@@ -30,17 +30,24 @@ def rules_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def ledger_url(request: pytest.FixtureRequest, tmp_path: Path, rules_dir: Path
-               ) -> Iterator[str]:
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The delivery ledger a test fills and reads, once on each backend: the SQLite file
     the rules name by default (``ledger.db`` under ``tmp_path / "var"``), or a fresh
-    PostgreSQL schema, then named in ``rules_dir`` as ``relay.ledger.url``."""
+    PostgreSQL schema."""
     if request.param == "sqlite":
         yield "sqlite:///" + str(tmp_path / "var" / "ledger.db")
         return
     with fresh_schema() as url:
-        (rules_dir / "zz-ledger.yaml").write_text(f"relay:\n  ledger: {{url: '{url}'}}\n")
         yield url
+
+
+@pytest.fixture
+def ledger_rules(ledger_url: str, rules_dir: Path) -> str:
+    """``ledger_url``, named in ``rules_dir`` as ``relay.ledger.url`` (a SQLite one is the
+    default there already, under ``--var``)."""
+    if not ledger_url.startswith("sqlite:"):
+        (rules_dir / "zz-ledger.yaml").write_text(f"relay:\n  ledger: {{url: '{ledger_url}'}}\n")
+    return ledger_url
 
 
 @pytest.fixture

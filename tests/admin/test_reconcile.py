@@ -39,8 +39,8 @@ def _fill(url: str) -> None:
 
 
 @pytest.fixture
-def var(tmp_path: Path, ledger_url: str) -> Path:
-    _fill(ledger_url)
+def var(tmp_path: Path, ledger_rules: str) -> Path:
+    _fill(ledger_rules)
     return tmp_path / "var"
 
 
