@@ -42,6 +42,13 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema (``tests/postgres.py``), for what only PostgreSQL does."""
+    with fresh_schema() as url:
+        yield url
+
+
+@pytest.fixture
 def ledger_rules(ledger_url: str, rules_dir: Path) -> str:
     """``ledger_url``, named in ``rules_dir`` as ``relay.ledger.url`` (a SQLite one is the
     default there already, under ``--var``)."""

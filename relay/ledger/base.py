@@ -44,6 +44,27 @@ Rows = tuple[list[tuple[str | None, float, str]], list[tuple[str, str, float]]]
 Scanned = Iterable[tuple[Any, ...]]
 
 
+# The ``copies`` view over the ``hops`` view, the same on both backends: one row per event and
+# destination, its outcome the latest hop's.
+COPIES = """SELECT h.event_id AS event_id,
+       h.destination AS destination,
+       (SELECT s.source FROM hops AS s WHERE s.event_id = h.event_id AND s.source IS NOT NULL
+        ORDER BY s.at LIMIT 1) AS source,
+       (SELECT s.event FROM hops AS s WHERE s.event_id = h.event_id AND s.event IS NOT NULL
+        ORDER BY s.at LIMIT 1) AS event,
+       MAX(h.consent) AS consent,
+       MAX(h.schema) AS schema,
+       MAX(h.fields) AS fields,
+       COALESCE(MAX(h.attempt), 0) AS attempts,
+       (SELECT o.hop FROM hops AS o WHERE o.event_id = h.event_id
+          AND o.destination = h.destination ORDER BY o.at DESC, o.id DESC LIMIT 1) AS outcome,
+       MIN(h.at) AS first_at,
+       MAX(h.at) AS last_at
+FROM hops AS h
+WHERE h.event_id IS NOT NULL AND h.destination IS NOT NULL
+GROUP BY h.event_id, h.destination"""
+
+
 class LedgerUnreadable(Exception):
     """The ledger cannot be read (a broken file, a database that does not answer)."""
 
@@ -103,10 +124,14 @@ class Buffered:
 
     def __init__(
         self,
+        retention: float,
         *,
+        clock: Callable[[], float] = time.time,
         on_error: Callable[[], None] = lambda: None,
         on_write: Callable[[float], None] = lambda seconds: None,
     ) -> None:
+        self.retention = retention  # seconds a hop is kept
+        self._clock = clock
         self._on_error = on_error  # counts a write the ledger could not make
         self._on_write = on_write  # seconds from a batch's hand-over to its commit
         self.pending = 0  # hops handed over and not written yet
@@ -198,7 +223,15 @@ class Buffered:
             keys)
         return [eid for (eid,) in found]
 
-    @staticmethod
-    def unlink_sql(count: int) -> str:
-        """The statement ``unlink`` runs for ``count`` subjects."""
-        return f"DELETE FROM people WHERE subject IN ({','.join('?' * count)})"
+    async def unlink(self, subjects: Iterable[str]) -> int:
+        """Forget which events ``subjects`` had (``relay forget``): the links go; what was
+        delivered where stays, now about nobody in particular."""
+        keys = list(subjects)
+        if not keys:
+            return 0
+        return await self._delete(
+            f"DELETE FROM people WHERE subject IN ({','.join('?' * len(keys))})", keys)
+
+    async def _delete(self, sql: str, params: Sequence[Any]) -> int:
+        """Run a ``DELETE`` as a write; the rows it deleted."""
+        raise NotImplementedError

@@ -21,12 +21,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
 
-from relay.ledger.base import PRUNE_EVERY, Buffered, LedgerUnreadable, Rows, Scanned
+from relay.ledger.base import COPIES, PRUNE_EVERY, Buffered, LedgerUnreadable, Rows, Scanned
 from relay.rules.secrets import masked_url
 
 LOG = logging.getLogger("relay.ledger")
@@ -70,23 +70,7 @@ SELECT g.id * 1000 + j.n AS id,
        j.value->>'schema' AS schema
 FROM hop_groups AS g, jsonb_array_elements(g.hops) WITH ORDINALITY AS j(value, n);
 CREATE OR REPLACE VIEW copies AS
-SELECT h.event_id AS event_id,
-       h.destination AS destination,
-       (SELECT s.source FROM hops AS s WHERE s.event_id = h.event_id AND s.source IS NOT NULL
-        ORDER BY s.at LIMIT 1) AS source,
-       (SELECT s.event FROM hops AS s WHERE s.event_id = h.event_id AND s.event IS NOT NULL
-        ORDER BY s.at LIMIT 1) AS event,
-       MAX(h.consent) AS consent,
-       MAX(h.schema) AS schema,
-       MAX(h.fields) AS fields,
-       COALESCE(MAX(h.attempt), 0) AS attempts,
-       (SELECT o.hop FROM hops AS o WHERE o.event_id = h.event_id
-          AND o.destination = h.destination ORDER BY o.at DESC, o.id DESC LIMIT 1) AS outcome,
-       MIN(h.at) AS first_at,
-       MAX(h.at) AS last_at
-FROM hops AS h
-WHERE h.event_id IS NOT NULL AND h.destination IS NOT NULL
-GROUP BY h.event_id, h.destination;
+""" + COPIES + """;
 """
 # As in SQLite, the views' text columns hold JSON text (fields, consent): jsonb prints it
 # with a space after each colon and comma, SQLite as it was written.
@@ -115,11 +99,9 @@ class PostgresLedger(Buffered):
         on_error: Callable[[], None] = lambda: None,
         on_write: Callable[[float], None] = lambda seconds: None,
     ) -> None:
-        super().__init__(on_error=on_error, on_write=on_write)
+        super().__init__(retention, clock=clock, on_error=on_error, on_write=on_write)
         self.url = url
         self.where = masked_url(url)
-        self.retention = retention
-        self._clock = clock
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._lock = asyncio.Lock()  # one write at a time on the one connection
         self._pruner: asyncio.Task[None] | None = None
@@ -191,15 +173,10 @@ class PostgresLedger(Buffered):
                 LOG.error("ledger %s: cannot prune: %s", self.where, exc)
                 self._on_error()
 
-    async def unlink(self, subjects: Iterable[str]) -> int:
-        """Forget which events ``subjects`` had (``relay forget``): the links go; what was
-        delivered where stays, now about nobody in particular."""
-        keys = list(subjects)
-        if not keys:
-            return 0
+    async def _delete(self, sql: str, params: Sequence[Any]) -> int:
         async with self._lock:
             conn = await self._connection()
-            cur = await conn.execute(dialect(self.unlink_sql(len(keys))), keys)
+            cur = await conn.execute(dialect(sql), tuple(params))
             return cur.rowcount
 
     # -- reading ----------------------------------------------------------------------

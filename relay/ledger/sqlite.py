@@ -15,10 +15,10 @@ import os
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from relay.ledger.base import PRUNE_EVERY, Buffered, LedgerUnreadable, Rows, Scanned
+from relay.ledger.base import COPIES, PRUNE_EVERY, Buffered, LedgerUnreadable, Rows, Scanned
 from relay.sqlite import Committer
 
 T = TypeVar("T")
@@ -58,23 +58,7 @@ SELECT g.id * 1000 + j.key AS id,
        json_extract(j.value, '$.schema') AS schema
 FROM hop_groups AS g, json_each(g.hops) AS j;
 CREATE VIEW IF NOT EXISTS copies AS
-SELECT h.event_id AS event_id,
-       h.destination AS destination,
-       (SELECT s.source FROM hops AS s WHERE s.event_id = h.event_id AND s.source IS NOT NULL
-        ORDER BY s.at LIMIT 1) AS source,
-       (SELECT s.event FROM hops AS s WHERE s.event_id = h.event_id AND s.event IS NOT NULL
-        ORDER BY s.at LIMIT 1) AS event,
-       MAX(h.consent) AS consent,
-       MAX(h.schema) AS schema,
-       MAX(h.fields) AS fields,
-       COALESCE(MAX(h.attempt), 0) AS attempts,
-       (SELECT o.hop FROM hops AS o WHERE o.event_id = h.event_id
-          AND o.destination = h.destination ORDER BY o.at DESC, o.id DESC LIMIT 1) AS outcome,
-       MIN(h.at) AS first_at,
-       MAX(h.at) AS last_at
-FROM hops AS h
-WHERE h.event_id IS NOT NULL AND h.destination IS NOT NULL
-GROUP BY h.event_id, h.destination;
+""" + COPIES + """;
 """
 # The views read as tables (``hops``: one row per hop; ``copies``: one row per event and
 # destination, its outcome the latest hop's), while the file holds one row per event per
@@ -101,10 +85,8 @@ class SqliteLedger(Buffered):
         on_error: Callable[[], None] = lambda: None,
         on_write: Callable[[float], None] = lambda seconds: None,
     ) -> None:
-        super().__init__(on_error=on_error, on_write=on_write)
+        super().__init__(retention, clock=clock, on_error=on_error, on_write=on_write)
         self.path = self.where = path
-        self.retention = retention
-        self._clock = clock
         self._committer: Committer[None] = Committer(
             path, BUSY_TIMEOUT, SCHEMA, lambda: None, maintain=self._prune,
             maintain_every=PRUNE_EVERY,
@@ -135,15 +117,9 @@ class SqliteLedger(Buffered):
             conn.execute("ROLLBACK")
             raise
 
-    async def unlink(self, subjects: Iterable[str]) -> int:
-        """Forget which events ``subjects`` had (``relay forget``): the links go; what was
-        delivered where stays, now about nobody in particular."""
-        keys = list(subjects)
-        if not keys:
-            return 0
-        sql = self.unlink_sql(len(keys))
+    async def _delete(self, sql: str, params: Sequence[Any]) -> int:
         result: int = await self._committer.submit(
-            lambda conn, delta: int(conn.execute(sql, keys).rowcount))
+            lambda conn, delta: int(conn.execute(sql, tuple(params)).rowcount))
         return result
 
     # -- reading ----------------------------------------------------------------------

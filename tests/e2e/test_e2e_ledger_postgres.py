@@ -6,25 +6,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from relay.ledger.base import iso
 
-from ..postgres import fresh_schema
 from .conftest import MakeRelay
 from .relayproc import RelayProcess
 from .wire import client, page_view, post_browser, wait_until
 
 WAIT = 30.0
-
-
-@pytest.fixture
-def ledger_url() -> Iterator[str]:
-    with fresh_schema() as url:
-        yield url
 
 
 def _trace(relay: RelayProcess, event_id: str) -> list[dict[str, Any]] | None:
@@ -36,8 +26,8 @@ def _trace(relay: RelayProcess, event_id: str) -> list[dict[str, Any]] | None:
 
 
 def test_two_relays_share_one_postgresql_ledger(relays: MakeRelay, redis_url: str,
-                                                ledger_url: str) -> None:
-    shared = {"ledger": {"url": ledger_url}}
+                                                postgres_url: str) -> None:
+    shared = {"ledger": {"url": postgres_url}}
     a = relays(env={"RELAY_STATE": redis_url}, name="a", relay=shared)
     b = relays(env={"RELAY_STATE": redis_url}, name="b", relay=shared)
     since = iso(time.time() - 60)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import doctest
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -15,14 +14,7 @@ from relay.ledger import LedgerUnreadable, PostgresLedger, factory, postgres
 from relay.ledger.base import Buffered
 
 from ..e2e.relayproc import free_port
-from ..postgres import fresh_schema
 from .hops import Feed
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    with fresh_schema() as url:
-        yield url
 
 
 def test_the_module_examples_hold() -> None:
@@ -30,8 +22,8 @@ def test_the_module_examples_hold() -> None:
     assert doctest.testmod(factory).failed == 0
 
 
-async def test_replicas_share_one_ledger(pg_url: str) -> None:
-    ledgers = [PostgresLedger(pg_url, 1e12) for _ in range(3)]
+async def test_replicas_share_one_ledger(postgres_url: str) -> None:
+    ledgers = [PostgresLedger(postgres_url, 1e12) for _ in range(3)]
     await asyncio.gather(*(ledger.start() for ledger in ledgers))  # the schema made once
     try:
         for i, ledger in enumerate(ledgers):
@@ -68,9 +60,9 @@ async def test_a_database_that_does_not_answer_is_counted_never_raised() -> None
         await ledger.close()
 
 
-async def test_a_broken_connection_is_opened_again(pg_url: str) -> None:
+async def test_a_broken_connection_is_opened_again(postgres_url: str) -> None:
     errors: list[None] = []
-    ledger = PostgresLedger(pg_url, 1e12, on_error=lambda: errors.append(None))
+    ledger = PostgresLedger(postgres_url, 1e12, on_error=lambda: errors.append(None))
     await ledger.start()
     try:
         feed = Feed(ledger)
@@ -78,7 +70,7 @@ async def test_a_broken_connection_is_opened_again(pg_url: str) -> None:
         await ledger.drain()
         assert ledger._conn is not None
         pid = ledger._conn.info.backend_pid
-        with psycopg.connect(pg_url, autocommit=True) as admin:  # the server restarts
+        with psycopg.connect(postgres_url, autocommit=True) as admin:  # the server restarts
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
         feed.received("e2", 2.0, "browser", "page_view")
         await ledger.drain()
