@@ -75,8 +75,12 @@ CREATE OR REPLACE VIEW copies AS
 # As in SQLite, the views' text columns hold JSON text (fields, consent): jsonb prints it
 # with a space after each colon and comma, SQLite as it was written.
 
-_INSERT_GROUP = "INSERT INTO hop_groups (event_id, at, hops) VALUES (%s, %s, %s::jsonb)"
-_INSERT_PERSON = ("INSERT INTO people (subject, event_id, at) VALUES (%s, %s, %s)"
+# A batch is two statements whatever its size: its rows go as three arrays each (unnest),
+# which costs the event loop far less than a statement per row would.
+_INSERT_GROUPS = ("INSERT INTO hop_groups (event_id, at, hops)"
+                  " SELECT * FROM unnest(%s::text[], %s::float8[], %s::jsonb[])")
+_INSERT_PEOPLE = ("INSERT INTO people (subject, event_id, at)"
+                  " SELECT * FROM unnest(%s::text[], %s::text[], %s::float8[])"
                   " ON CONFLICT DO NOTHING")
 
 
@@ -87,6 +91,15 @@ def dialect(sql: str) -> str:
     "SELECT x FROM hops WHERE at >= %s AND hop LIKE 'a%%'"
     """
     return sql.replace("%", "%%").replace("?", "%s")
+
+
+def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows as columns, one array parameter each.
+
+    >>> _columns([("e1", 1.0), ("e2", 2.0)])
+    [['e1', 'e2'], [1.0, 2.0]]
+    """
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 class PostgresLedger(Buffered):
@@ -151,10 +164,10 @@ class PostgresLedger(Buffered):
         groups, people = rows
         async with self._lock:
             conn = await self._connection()
-            async with conn.transaction(), conn.cursor() as cur:
-                await cur.executemany(_INSERT_GROUP, groups)
+            async with conn.transaction():
+                await conn.execute(_INSERT_GROUPS, _columns(groups))
                 if people:
-                    await cur.executemany(_INSERT_PERSON, people)
+                    await conn.execute(_INSERT_PEOPLE, _columns(people))
 
     async def _prune(self) -> None:
         cutoff = self._clock() - self.retention
