@@ -6,8 +6,9 @@ The same tables and views as the SQLite ledger (``hop_groups`` holds a JSONB lis
 per event and flush; ``hops`` and ``copies`` unfold them with ``jsonb_array_elements``),
 created when missing (under an advisory lock: replicas start together). Hops are buffered
 and turned into rows on the event loop (``relay.ledger.base.Buffered``); every batch is one
-transaction on ONE asynchronous connection kept for writing (batches wait their turn on a
-lock, so the database sees one writer per replica). A write that fails (the database
+transaction on ONE connection kept for writing, used by the ledger's own thread (batches
+wait their turn there: the event loop only hands them over, and the database sees one
+writer per replica). A write that fails (the database
 restarts, the network drops) is counted and logged and the connection is opened again for
 the next batch: the ledger never holds up an event, and a relay starts even when the
 database does not answer (it logs why, and records once it does). Reads (``trace``,
@@ -22,6 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import psycopg
@@ -75,10 +77,9 @@ CREATE OR REPLACE VIEW copies AS
 # As in SQLite, the views' text columns hold JSON text (fields, consent): jsonb prints it
 # with a space after each colon and comma, SQLite as it was written.
 
-# A batch is two statements whatever its size: its rows go as three arrays each (unnest),
-# which costs the event loop far less than a statement per row would.
-_INSERT_GROUPS = ("INSERT INTO hop_groups (event_id, at, hops)"
-                  " SELECT * FROM unnest(%s::text[], %s::float8[], %s::jsonb[])")
+# A batch's groups go by COPY (the cheapest way in, for the client too); its links, rarer
+# and possibly known already, as three arrays (unnest) in one statement.
+_COPY_GROUPS = "COPY hop_groups (event_id, at, hops) FROM STDIN"
 _INSERT_PEOPLE = ("INSERT INTO people (subject, event_id, at)"
                   " SELECT * FROM unnest(%s::text[], %s::text[], %s::float8[])"
                   " ON CONFLICT DO NOTHING")
@@ -91,6 +92,25 @@ def dialect(sql: str) -> str:
     "SELECT x FROM hops WHERE at >= %s AND hop LIKE 'a%%'"
     """
     return sql.replace("%", "%%").replace("?", "%s")
+
+
+def _create(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+    conn.execute(SCHEMA)
+
+
+def _insert(conn: psycopg.Connection[Any], rows: Rows) -> None:
+    groups, people = rows
+    with conn.cursor() as cur, cur.copy(_COPY_GROUPS) as copy:
+        for row in groups:
+            copy.write_row(row)
+    if people:
+        conn.execute(_INSERT_PEOPLE, _columns(people))
+
+
+def _prune(conn: psycopg.Connection[Any], cutoff: float) -> None:
+    conn.execute("DELETE FROM hop_groups WHERE at < %s", (cutoff,))
+    conn.execute("DELETE FROM people WHERE at < %s", (cutoff,))
 
 
 def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
@@ -115,19 +135,15 @@ class PostgresLedger(Buffered):
         super().__init__(retention, clock=clock, on_error=on_error, on_write=on_write)
         self.url = url
         self.where = masked_url(url)
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._lock = asyncio.Lock()  # one write at a time on the one connection
+        self._conn: psycopg.Connection[Any] | None = None  # used on the writer thread only
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="relay-ledger")
         self._pruner: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Connect, create what is missing and prune; a database that does not answer is
         logged and counted, and tried again by the first write."""
         try:
-            async with self._lock:
-                conn = await self._connection()
-                async with conn.transaction():
-                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-                    await conn.execute(SCHEMA)
+            await self._on_writer(_create)
             await self._prune()
         except psycopg.Error as exc:
             LOG.error("ledger %s: cannot open: %s (hops are not recorded until it answers)",
@@ -142,40 +158,39 @@ class PostgresLedger(Buffered):
             self._pruner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pruner
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._disconnect)
+        self._writer.shutdown(wait=False)
 
     def present(self) -> bool:
         return True  # a server: whether anything is recorded, only a read can tell
 
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        """The writing connection, opened again when the last one broke (lock held)."""
-        conn = self._conn
-        if conn is None or conn.closed or conn.broken:
-            if conn is not None:
-                await conn.close()
-            self._conn = None
-            conn = self._conn = await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
-        return conn
+    # -- the writer thread ----------------------------------------------------------------
 
-    async def _submit(self, rows: Rows) -> None:
-        groups, people = rows
-        async with self._lock:
-            conn = await self._connection()
-            async with conn.transaction():
-                await conn.execute(_INSERT_GROUPS, _columns(groups))
-                if people:
-                    await conn.execute(_INSERT_PEOPLE, _columns(people))
+    def _on_writer(self, work: Callable[[psycopg.Connection[Any]], T]) -> asyncio.Future[T]:
+        """``work(conn)`` in one transaction on the writing connection, on its thread (one
+        at a time, in the order asked; the event loop only waits for the answer)."""
+        return asyncio.get_running_loop().run_in_executor(self._writer, self._transaction, work)
+
+    def _transaction(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:  # opened again when the last one broke
+            self._disconnect()
+            conn = self._conn = psycopg.connect(self.url, autocommit=True,
+                                                connect_timeout=CONNECT_TIMEOUT)
+        with conn.transaction():
+            return work(conn)
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _submit(self, rows: Rows) -> asyncio.Future[None]:
+        return self._on_writer(lambda conn: _insert(conn, rows))
 
     async def _prune(self) -> None:
         cutoff = self._clock() - self.retention
-        async with self._lock:
-            conn = await self._connection()
-            async with conn.transaction():
-                await conn.execute("DELETE FROM hop_groups WHERE at < %s", (cutoff,))
-                await conn.execute("DELETE FROM people WHERE at < %s", (cutoff,))
+        await self._on_writer(lambda conn: _prune(conn, cutoff))
 
     async def _prune_every(self) -> None:
         while True:
@@ -187,10 +202,8 @@ class PostgresLedger(Buffered):
                 self._on_error()
 
     async def _delete(self, sql: str, params: Sequence[Any]) -> int:
-        async with self._lock:
-            conn = await self._connection()
-            cur = await conn.execute(dialect(sql), tuple(params))
-            return cur.rowcount
+        return await self._on_writer(
+            lambda conn: conn.execute(dialect(sql), tuple(params)).rowcount)
 
     # -- reading ----------------------------------------------------------------------
 
