@@ -83,3 +83,17 @@ async def test_a_broken_connection_is_opened_again(postgres_url: str) -> None:
         assert ledger._conn.info.backend_pid != pid
     finally:
         await ledger.close()
+
+
+async def test_text_that_copy_escapes_comes_back_as_it_was(postgres_url: str) -> None:
+    ledger = PostgresLedger(postgres_url, 1e12)
+    await ledger.start()
+    try:
+        reason = 'a \\ backslash, a "quote", a tab\t, a newline\n and \\N'
+        ledger.listener("dead-lettered", {"event_id": "e\\1\t", "destination": "crm",
+                                          "status": 400, "reason": reason}, 1.0)
+        await ledger.drain()
+        [hop] = await ledger.trace("e\\1\t")
+        assert (hop["hop"], hop["reason"], hop["status"]) == ("dead_lettered", reason, 400)
+    finally:
+        await ledger.close()
