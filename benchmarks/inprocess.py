@@ -11,7 +11,8 @@ of all threads: the relay's own cost, without hypercorn's, which ``ingest.py`` i
 ``--without`` takes a part out, to see what it costs (attribution by removal):
 ``pipeline`` (steps return the event as is), ``hops`` (no hop lines), ``delivery`` (the
 dispatcher does not run; the archive count is faked). ``--profile`` prints cProfile's top
-functions and the time per module.
+functions and the time per module. ``--ledger URL`` writes the delivery ledger there
+instead of ``var/ledger.db`` (``postgresql://postgres@127.0.0.1:5432/test``: the shared one).
 
     python benchmarks/inprocess.py                       # 3 runs x 5,000 requests
     python benchmarks/inprocess.py --without pipeline
@@ -85,9 +86,9 @@ def remove(part: str) -> None:
         setattr(Dispatcher, "stop", stop)  # noqa: B010
         setattr(Dispatcher, "notify", notify)  # noqa: B010
     elif part == "ledger":
-        from relay.ledger import SqliteLedger
+        from relay.ledger.base import Buffered
 
-        setattr(SqliteLedger, "listener", lambda self, name, fields, at: None)  # noqa: B010
+        setattr(Buffered, "listener", lambda self, name, fields, at: None)  # noqa: B010
     else:
         raise SystemExit(f"--without: unknown part '{part}' (pipeline, hops, delivery, ledger)")
 
@@ -217,10 +218,14 @@ def main() -> None:
     p.add_argument("--without", action="append", default=[],
                    help="pipeline | hops | delivery (repeatable)")
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--ledger", help="relay.ledger.url (default: sqlite:///var/ledger.db)")
     args = p.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="relay-inprocess-"))
     try:
         shutil.copytree(REPO / "rules", scratch / "rules")
+        if args.ledger:
+            (scratch / "rules" / "zz-ledger.yaml").write_text(
+                f"relay:\n  ledger: {{url: '{args.ledger}'}}\n")
         os.chdir(scratch)
         os.environ["RELAY_SECRET"] = "bench-secret"
         with open(scratch / "hops.log", "wb") as hops:

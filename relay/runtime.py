@@ -29,7 +29,7 @@ from relay.engine.identity import CookieSigner
 from relay.engine.results import Batch, debug_entries, debug_entry
 from relay.engine.sample import Sampler
 from relay.errors import SpoolUnavailable
-from relay.ledger import SqliteLedger
+from relay.ledger import Ledger, open_ledger
 from relay.observe.debug import DebugFeed
 from relay.observe.log import LOG, listen
 from relay.observe.mask import Masker
@@ -39,7 +39,7 @@ from relay.personal import Subjects
 from relay.registry import check_rules, load_rules, place
 from relay.rules.model import Rules, Source
 from relay.spool.base import Spool
-from relay.spool.factory import open_spool, sqlite_path
+from relay.spool.factory import open_spool
 from relay.state import RedisState, State, open_state
 from relay.state.ratelimit import Buckets, ClientKeys, MemoryBuckets
 from relay.state.ratelimit_redis import RedisBuckets
@@ -115,7 +115,7 @@ class Runtime:
         self.metrics.track_depths(lambda: self.spool.depths())
         self.metrics.track_ledger(lambda: self.ledger.pending if self.ledger else None)
         self.client: httpx.AsyncClient | None = None
-        self.ledger: SqliteLedger | None = None  # opened by start() unless ``ledger: off``
+        self.ledger: Ledger | None = None  # opened by start() unless ``ledger: off``
         self._unlisten: Callable[[], None] = lambda: None
         self.dispatcher: Dispatcher = None  # type: ignore[assignment]  # set by start()
         self._started = False
@@ -236,8 +236,8 @@ class Runtime:
         await self.spool.start()
         ledger = self.rules.relay.ledger
         if ledger.url is not None:
-            self.ledger = SqliteLedger(
-                sqlite_path(ledger.url), ledger.retention,
+            self.ledger = open_ledger(
+                ledger.url, ledger.retention,
                 on_error=lambda: self.metrics.ledger_errors.labels().inc(),
                 on_write=self.metrics.ledger_write_latency.observe,
             )

@@ -12,8 +12,11 @@ from starlette.applications import Starlette
 from relay.app import create_app
 from relay.runtime import Runtime
 
+from .postgres import fresh_schema
+
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_RULES = ROOT / "rules"
+
 TEST_SECRET = "test-cookie-secret"
 BACKEND_SECRET = "test-backend-secret"
 
@@ -24,6 +27,34 @@ def rules_dir(tmp_path: Path) -> Iterator[Path]:
     target = tmp_path / "rules"
     shutil.copytree(SHIPPED_RULES, target)
     yield target
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The delivery ledger a test fills and reads, once on each backend: the SQLite file
+    the rules name by default (``ledger.db`` under ``tmp_path / "var"``), or a fresh
+    PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield "sqlite:///" + str(tmp_path / "var" / "ledger.db")
+        return
+    with fresh_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema (``tests/postgres.py``), for what only PostgreSQL does."""
+    with fresh_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def ledger_rules(ledger_url: str, rules_dir: Path) -> str:
+    """``ledger_url``, named in ``rules_dir`` as ``relay.ledger.url`` (a SQLite one is the
+    default there already, under ``--var``)."""
+    if not ledger_url.startswith("sqlite:"):
+        (rules_dir / "zz-ledger.yaml").write_text(f"relay:\n  ledger: {{url: '{ledger_url}'}}\n")
+    return ledger_url
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ and counts.
 
 from __future__ import annotations
 
-import os
-import sqlite3
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
@@ -26,7 +24,8 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from relay.admin.chart import Series, bar_chart
-from relay.ledger import SqliteLedger
+from relay.ledger import LedgerUnreadable, open_ledger
+from relay.ledger.base import iso
 from relay.ledger.reconcile import (
     COLUMNS,
     DEFAULT_BY,
@@ -42,8 +41,6 @@ from relay.ledger.reconcile import (
     tally,
     total,
 )
-from relay.ledger.sqlite import iso
-from relay.spool.factory import sqlite_path
 
 if TYPE_CHECKING:
     from relay.runtime import Runtime
@@ -99,13 +96,13 @@ async def _counted(request: Request, now: float) -> tuple[Tally, float, tuple[st
         config = rt.rules.relay.ledger
         if config.url is None:
             raise _Refused(404, "the ledger is off (relay.ledger: off in the rules)")
-        ledger = SqliteLedger(sqlite_path(config.url), config.retention)
-        if not os.path.exists(ledger.path):  # nothing recorded yet
+        ledger = open_ledger(config.url, config.retention)
+        if not ledger.present():  # nothing recorded yet
             return Tally(), since, by
     kinds = kinds_of({s.name: s.type for s in rt.rules.sources.values()})
     try:
         return await tally(ledger, since, kinds), since, by
-    except sqlite3.Error as exc:
+    except LedgerUnreadable as exc:
         raise _Refused(503, f"cannot read the ledger: {exc}") from None
 
 

@@ -175,7 +175,8 @@ def parser() -> argparse.ArgumentParser:
     t = with_dirs(command(
         "trace", "every hop of one event, from the delivery ledger",
         "Every hop of one event in time order (received, consent and dedup decisions, held,"
-        "\nreleased, spooled, each delivery attempt), read from the ledger under --var."
+        "\nreleased, spooled, each delivery attempt), read from the ledger under --var (or the"
+        "\nPostgreSQL ledger the rules name, which every replica shares)."
         "\nExit 1 when the ledger does not know the id.",
     ))
     t.add_argument("event_id", metavar="EVENT_ID", help="the event's event_id")
@@ -200,7 +201,8 @@ def parser() -> argparse.ArgumentParser:
 
     r = with_dirs(command(
         "reconcile", "browser vs backend vs delivered counts, from the delivery ledger",
-        "Count, from the ledger under --var, what was received since --since (browser and"
+        "Count, from the ledger under --var (or the rules' shared PostgreSQL ledger: every"
+        "\nreplica's events), what was received since --since (browser and"
         "\nbackend sources), delivered, a duplicate, suppressed, held now, held and never"
         "\nconfirmed by the authoritative source, dead-lettered, and routed but not delivered"
         "\nyet (discrepancy), one row per combination of the --by keys. docs/cli.md defines"

@@ -21,11 +21,11 @@ import orjson
 from relay.cli.admin import AdminRefused, running_relay
 from relay.cli.common import load, placed
 from relay.forget import exit_code, forget, render_text
-from relay.ledger import SqliteLedger
+from relay.ledger import open_ledger
 from relay.personal import Subjects
 from relay.rules.model import Rules
 from relay.runtime import SECRET_FILE, cookieless_jar
-from relay.spool.factory import open_spool, sqlite_path
+from relay.spool.factory import open_spool
 from relay.state import open_state
 from relay.state.seal import Sealer
 
@@ -59,7 +59,7 @@ async def forget_here(rules: Rules, secrets: list[str], given: dict[str, str]) -
         relay.state, relay.dedup_max_keys, relay.dedup_window, Sealer(secrets))
     ledger = None
     if relay.ledger.url is not None:
-        ledger = SqliteLedger(sqlite_path(relay.ledger.url), relay.ledger.retention)
+        ledger = open_ledger(relay.ledger.url, relay.ledger.retention)
         await ledger.start()
     try:
         async with httpx.AsyncClient(follow_redirects=False, cookies=cookieless_jar()) as client:

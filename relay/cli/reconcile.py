@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import csv
 import io
-import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -19,7 +18,9 @@ from collections.abc import Sequence
 import orjson
 
 from relay.cli.common import load, placed
-from relay.cli.trace import open_ledger
+from relay.cli.trace import rules_ledger
+from relay.ledger import LedgerUnreadable
+from relay.ledger.base import iso
 from relay.ledger.reconcile import (
     COLUMNS,
     NO_DESTINATION,
@@ -33,7 +34,6 @@ from relay.ledger.reconcile import (
     tally,
     total,
 )
-from relay.ledger.sqlite import iso
 
 FORMATS = ("text", "json", "csv")
 
@@ -93,7 +93,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     if loaded is None:
         return 1
     rules = placed(loaded, args.var)
-    ledger = open_ledger(rules, "reconcile")
+    ledger = rules_ledger(rules, "reconcile")
     if ledger is None:
         return 1
     kinds = kinds_of({s.name: s.type for s in rules.sources.values()})
@@ -101,8 +101,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     by: tuple[str, ...] = args.by
     try:
         counted = asyncio.run(tally(ledger, since, kinds))
-    except sqlite3.Error as exc:
-        print(f"relay reconcile: cannot read the ledger {ledger.path}: {exc}", file=sys.stderr)
+    except LedgerUnreadable as exc:
+        print(f"relay reconcile: cannot read the ledger {ledger.where}: {exc}", file=sys.stderr)
         return 1
     if args.format == "json":
         print(orjson.dumps(report(counted, since, by)).decode())

@@ -9,31 +9,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from typing import Any
 
 import orjson
 
 from relay.cli.common import load, placed
-from relay.ledger import SqliteLedger
+from relay.ledger import Ledger, LedgerUnreadable, open_ledger
 from relay.rules.model import Rules
-from relay.spool.factory import sqlite_path
 
 
-def open_ledger(rules: Rules, command: str) -> SqliteLedger | None:
-    """The ledger of ``rules`` (placed under --var), or None after saying why there is none."""
+def rules_ledger(rules: Rules, command: str) -> Ledger | None:
+    """The ledger of ``rules`` (placed under --var; a shared PostgreSQL ledger holds every
+    replica's hops), or None after saying why there is none."""
     ledger = rules.relay.ledger
     if ledger.url is None:
         print(f"relay {command}: the ledger is off (relay.ledger: off in the rules)",
               file=sys.stderr)
         return None
-    path = sqlite_path(ledger.url)
-    if not os.path.exists(path):
-        print(f"relay {command}: no ledger at {path} (has relay serve run with this --var?)",
-              file=sys.stderr)
+    found = open_ledger(ledger.url, ledger.retention)
+    if not found.present():
+        print(f"relay {command}: no ledger at {found.where} (has relay serve run with this"
+              f" --var?)", file=sys.stderr)
         return None
-    return SqliteLedger(path, ledger.retention)
+    return found
 
 
 def _line(hop: dict[str, Any]) -> str:
@@ -50,7 +49,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     loaded = load(args.rules, warnings=sys.stderr)
     if loaded is None:
         return 1
-    ledger = open_ledger(placed(loaded, args.var), "trace")
+    ledger = rules_ledger(placed(loaded, args.var), "trace")
     if ledger is None:
         return 1
 
@@ -61,7 +60,11 @@ def cmd_trace(args: argparse.Namespace) -> int:
         finally:
             await ledger.close()
 
-    hops = asyncio.run(run())
+    try:
+        hops = asyncio.run(run())
+    except LedgerUnreadable as exc:
+        print(f"relay trace: cannot read the ledger {ledger.where}: {exc}", file=sys.stderr)
+        return 1
     if not hops:
         print(f"relay trace: no event {args.event_id!r} in the ledger (or it is past the"
               f" retention)", file=sys.stderr)

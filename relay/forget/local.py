@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay.ledger import SqliteLedger
+from relay.ledger import Ledger
 from relay.observe.log import LOG
 from relay.personal import Subjects
 from relay.spool.base import Spool
@@ -39,7 +39,7 @@ class RelayPart:
 
 async def purge(
     given: Mapping[str, str], subjects: Subjects, spool: Spool, state: State | None,
-    ledger: SqliteLedger | None,
+    ledger: Ledger | None,
 ) -> RelayPart:
     """Delete the person's copies; ``state`` None: there is no state store to reach (memory
     state with no relay running holds nothing). The links go last, and only when every

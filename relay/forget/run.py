@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from relay.forget import local, vendors
-from relay.ledger import SqliteLedger
+from relay.ledger import Ledger
 from relay.observe.log import LOG
 from relay.personal import Subjects, normalize_identifier
 from relay.rules.model import Rules
@@ -48,7 +48,7 @@ def read_file(path: str) -> bytes:
 
 async def forget(
     given: Mapping[str, str], *, rules: Rules, subjects: Subjects, spool: Spool,
-    state: State | None, ledger: SqliteLedger | None, client: httpx.AsyncClient,
+    state: State | None, ledger: Ledger | None, client: httpx.AsyncClient,
     now: Callable[[], float] = time.time,
 ) -> dict[str, Any]:
     """Forget the person ``given`` names (one of ``{"id"|"email"|"phone": value}``): the

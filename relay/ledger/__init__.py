@@ -7,11 +7,17 @@ attempts, the outcome, and the first and last times; per event every hop in time
 person's events by them without the ledger knowing who they are).
 
 It is fed by the hop stream (``relay.observe.log.listen``): ``record`` turns hops into rows,
-``SqliteLedger`` writes them off the hot path, batched per event-loop turn, on its own
-SQLite thread, and prunes what is older than the retention. ``reconcile`` counts a period
-of it for ``relay reconcile`` and the admin page ``/reconcile``.
+a ``Ledger`` (``base``) writes them off the hot path, batched on the event loop, and prunes
+what is older than the retention. Two backends: ``SqliteLedger`` (a file under ``--var``,
+one per replica) and ``PostgresLedger`` (one database that every replica shares, so
+``relay trace`` / ``reconcile`` / ``forget`` anywhere see every replica's hops);
+``open_ledger`` picks one by the URL. ``reconcile`` counts a period of it for
+``relay reconcile`` and the admin page ``/reconcile``.
 """
 
+from relay.ledger.base import Ledger, LedgerUnreadable
+from relay.ledger.factory import open_ledger
+from relay.ledger.postgres import PostgresLedger
 from relay.ledger.sqlite import SqliteLedger
 
-__all__ = ["SqliteLedger"]
+__all__ = ["Ledger", "LedgerUnreadable", "PostgresLedger", "SqliteLedger", "open_ledger"]

@@ -1,9 +1,10 @@
 """What ``relay reconcile`` and the admin page's ``/reconcile`` count, from the ledger's hops.
 
-One SQL query (``SQL``: every hop of every event received since the cutoff, per event in
-time order), then a pure fold (``fold``): each event's hops are followed receive by receive
-and copy by copy, and counted into a ``Tally`` of cells keyed by (day, event, source,
-destination); ``rows(tally, by)`` rolls the cells up into the rows of one ``--by``.
+One SQL query (``SQL``, the same on SQLite and PostgreSQL: every hop of every event
+received since the cutoff, per event in time order), then a pure fold (``fold``): each
+event's hops are followed receive by receive and copy by copy, and counted into a
+``Tally`` of cells keyed by (day, event, source, destination); ``rows(tally, by)`` rolls
+the cells up into the rows of one ``--by``.
 docs/cli.md (``relay reconcile``) defines every number; in short:
 
 - a *receive* is one ``received`` hop (a repeat of an event is another receive); its day
@@ -39,7 +40,7 @@ from datetime import UTC, date, datetime
 from operator import itemgetter
 from typing import Literal
 
-from relay.ledger.sqlite import SqliteLedger, iso
+from relay.ledger.base import Ledger, iso
 
 KEYS = ("day", "event", "source", "destination")
 COLUMNS = ("browser", "backend", "delivered", "duplicates", "suppressed", "held",
@@ -355,10 +356,11 @@ def total(tally: Tally) -> Row:
 
 # -- reading and the report -------------------------------------------------------------
 
-async def tally(ledger: SqliteLedger, since: float, kinds: Mapping[str, Kind]) -> Tally:
-    """The ``Tally`` of everything received at or after ``since``, read on a connection of
-    its own (``SqliteLedger.read``), so a running relay's writes never wait for it."""
-    return await ledger.read(lambda conn: fold(conn.execute(SQL, (since,)), since, kinds))
+async def tally(ledger: Ledger, since: float, kinds: Mapping[str, Kind]) -> Tally:
+    """The ``Tally`` of everything received at or after ``since``, folded as the rows
+    stream in on a connection of its own (``Ledger.scan``), so a running relay's writes
+    never wait for it. ``SQL`` is the same on SQLite and PostgreSQL."""
+    return await ledger.scan(SQL, (since,), lambda found: fold(found, since, kinds))
 
 
 def report(counted: Tally, since: float, by: Sequence[str]) -> dict[str, object]:

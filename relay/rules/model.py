@@ -19,6 +19,7 @@ DEFAULT_DEDUP_WINDOW = 48 * 3600.0
 DEFAULT_STATE = "memory"
 DEFAULT_SPOOL = "sqlite:///var/spool.db"
 DEFAULT_LEDGER = "sqlite:///var/ledger.db"
+POSTGRES_PREFIXES = ("postgresql://", "postgres://")  # a ledger every replica shares
 DEFAULT_LEDGER_RETENTION = 30 * 24 * 3600.0
 DEFAULT_ADMIN_HOST = "127.0.0.1"
 DEFAULT_ADMIN_PORT = 9901

@@ -29,6 +29,15 @@ SECRET_SUFFIXES = ("_secret", "_token", "_password", "_api_key", "_private_key")
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 
 
+def masked_url(text: str) -> str:
+    """``text`` with the credentials of any URL in it masked.
+
+    >>> masked_url("postgresql://relay:pw@db:5432/relay")
+    'postgresql://***@db:5432/relay'
+    """
+    return _USERINFO.sub(MASK + "@", text)
+
+
 def is_secret_key(key: str) -> bool:
     key = key.lower().replace("-", "_")
     return key in SECRET_KEYS or key.endswith(SECRET_SUFFIXES)
@@ -57,7 +66,7 @@ def _mask(value: Any, path: Path, secret_paths: Set[Path], secret: bool) -> Any:
     if value is not None and (secret or path in secret_paths):
         return MASK
     if isinstance(value, str):
-        return _USERINFO.sub(MASK + "@", value)
+        return masked_url(value)
     return value
 
 

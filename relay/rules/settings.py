@@ -15,6 +15,7 @@ from relay.rules.codes import (
 from relay.rules.fields import BAD_VALUE, At
 from relay.rules.model import (
     DEFAULT_CONSENT_MAP,
+    POSTGRES_PREFIXES,
     Admin,
     ClientIP,
     Cookie,
@@ -141,13 +142,21 @@ def _ledger(r: Reader, at: At) -> Ledger:
     if at.mapping(("url", "retention")) is None:
         return d
     url = at.get("url").string()
-    if url is not None and not (url.startswith("sqlite:///") and url[len("sqlite:///"):].strip("/")
-                                and not url.endswith("/")):
-        at.get("url").error(BAD_LEDGER, "the ledger is a SQLite file in this release",
-                            "url: sqlite:///var/ledger.db (relative to --var) or "
-                            "sqlite:////abs/path/ledger.db")
+    if url is not None and not _ledger_url(url):
+        at.get("url").error(BAD_LEDGER, "the ledger is a SQLite file or a PostgreSQL database",
+                            "url: sqlite:///var/ledger.db (relative to --var), "
+                            "sqlite:////abs/path/ledger.db, or "
+                            "postgresql://user:password@host:5432/database (shared by replicas)")
         url = None
     return Ledger(url=url or d.url, retention=r.positive(at.get("retention"), d.retention))
+
+
+def _ledger_url(url: str) -> bool:
+    """A SQLite file (``sqlite:///path``) or a PostgreSQL connection URI (``postgresql://``
+    or ``postgres://``, as libpq reads them)."""
+    if url.startswith("sqlite:///"):
+        return bool(url[len("sqlite:///"):].strip("/")) and not url.endswith("/")
+    return url.startswith(POSTGRES_PREFIXES) and not any(c.isspace() for c in url)
 
 
 def _sample(at: At) -> Sample | None:

@@ -29,9 +29,9 @@ T = at("2026-11-28T10:00:00")
 SINCE = "2026-11-28"
 
 
-def _fill(var: Path) -> None:
+def _fill(url: str) -> None:
     async def run() -> None:
-        ledger = await open_ledger(var / "ledger.db")
+        ledger = await open_ledger(url)
         sample(Feed(ledger), T)
         await ledger.close()
 
@@ -39,8 +39,8 @@ def _fill(var: Path) -> None:
 
 
 @pytest.fixture
-def var(tmp_path: Path) -> Path:
-    _fill(tmp_path / "var")
+def var(tmp_path: Path, ledger_rules: str) -> Path:
+    _fill(ledger_rules)
     return tmp_path / "var"
 
 

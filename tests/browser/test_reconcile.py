@@ -53,7 +53,7 @@ def _history(var: Path, now: float) -> dict[tuple[str, str], tuple[int, int, int
     want: dict[tuple[str, str], tuple[int, int, int, int]] = {}
 
     async def write() -> None:
-        ledger = await open_ledger(var / "ledger.db")
+        ledger = await open_ledger("sqlite:///" + str(var / "ledger.db"))
         feed = Feed(ledger)
         for back in range(6, 0, -1):
             noon = (now // DAY - back) * DAY + 12 * 3600

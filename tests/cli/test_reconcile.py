@@ -19,9 +19,9 @@ from relay.ledger.reconcile import COLUMNS
 from ..ledger.hops import Feed, at, open_ledger, sample
 
 
-def _fill(var: Path, t: float) -> None:
+def _fill(url: str, t: float) -> None:
     async def run() -> None:
-        ledger = await open_ledger(var / "ledger.db")
+        ledger = await open_ledger(url)
         sample(Feed(ledger), t)
         await ledger.close()
 
@@ -47,10 +47,10 @@ BY_DESTINATION = [
 
 
 def test_json_is_the_contract(
-    rules_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    rules_dir: Path, tmp_path: Path, ledger_rules: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     var = tmp_path / "var"
-    _fill(var, at("2026-11-28T10:00:00"))
+    _fill(ledger_rules, at("2026-11-28T10:00:00"))
     code, out, _ = _run(capsys, rules_dir, var, "--since", "2026-11-28", "--by", "destination",
                         "--format", "json")
     assert code == 0
@@ -72,12 +72,12 @@ def test_json_is_the_contract(
 
 
 def test_the_default_is_the_last_seven_days_by_day(
-    rules_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    rules_dir: Path, tmp_path: Path, ledger_rules: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     var = tmp_path / "var"
     now = time.time()
-    _fill(var, now - 8 * 86400)  # before the default period
-    _fill(var, now - 3600)
+    _fill(ledger_rules, now - 8 * 86400)  # before the default period
+    _fill(ledger_rules, now - 3600)
     before = time.time()
     code, out, _ = _run(capsys, rules_dir, var, "--format", "json")
     after = time.time()
@@ -89,10 +89,10 @@ def test_the_default_is_the_last_seven_days_by_day(
 
 
 def test_csv_has_the_same_columns_and_rows(
-    rules_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    rules_dir: Path, tmp_path: Path, ledger_rules: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     var = tmp_path / "var"
-    _fill(var, at("2026-11-28T10:00:00"))
+    _fill(ledger_rules, at("2026-11-28T10:00:00"))
     code, out, _ = _run(capsys, rules_dir, var, "--since", "2026-11-28", "--by",
                         "destination", "--format", "csv")
     assert code == 0
@@ -103,10 +103,10 @@ def test_csv_has_the_same_columns_and_rows(
 
 
 def test_text_is_an_aligned_table_with_a_total(
-    rules_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    rules_dir: Path, tmp_path: Path, ledger_rules: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     var = tmp_path / "var"
-    _fill(var, at("2026-11-28T10:00:00"))
+    _fill(ledger_rules, at("2026-11-28T10:00:00"))
     code, out, _ = _run(capsys, rules_dir, var, "--since", "2026-11-28", "--by", "destination")
     assert code == 0
     lines = out.rstrip("\n").splitlines()

@@ -12,8 +12,8 @@ import json
 import time
 from typing import Any
 
+from relay.ledger.base import iso
 from relay.ledger.reconcile import COLUMNS
-from relay.ledger.sqlite import iso
 
 from .conftest import MakeRelay, MakeVendor
 from .relayproc import RelayProcess

@@ -13,7 +13,7 @@ import pytest
 
 from relay.forget import exit_code, forget, local, render_text, vendors
 from relay.forget.run import scrubber
-from relay.ledger import SqliteLedger
+from relay.ledger import Ledger, open_ledger
 from relay.personal import Subjects
 from relay.registry import load_rules
 from relay.spool.base import Quarantined, Row
@@ -26,9 +26,11 @@ OLD = Subjects(["old-secret"])  # links made before the rotation
 
 
 @pytest.fixture
-async def parts(tmp_path: Path) -> AsyncIterator[tuple[SqliteSpool, MemoryState, SqliteLedger]]:
+async def parts(tmp_path: Path, ledger_url: str
+                ) -> AsyncIterator[tuple[SqliteSpool, MemoryState, Ledger]]:
+    """The spool, the state and the ledger (on each backend) a forget works on."""
     spool = SqliteSpool(str(tmp_path / "spool.db"))
-    ledger = SqliteLedger(str(tmp_path / "ledger.db"), 3600)
+    ledger = open_ledger(ledger_url, 3600)
     await spool.start()
     await ledger.start()
     yield spool, MemoryState(100, 60), ledger
@@ -36,13 +38,13 @@ async def parts(tmp_path: Path) -> AsyncIterator[tuple[SqliteSpool, MemoryState,
     await ledger.close()
 
 
-def received(ledger: SqliteLedger, eid: str, user: dict[str, Any], keys: Subjects) -> None:
+def received(ledger: Ledger, eid: str, user: dict[str, Any], keys: Subjects) -> None:
     ledger.listener("received", {"event_id": eid, "source": "backend", "event": "purchase",
                                  "_people": keys.of(user)}, 1.0)
 
 
 async def test_purge_finds_the_events_under_every_secret_and_deletes_only_theirs(
-        parts: tuple[SqliteSpool, MemoryState, SqliteLedger]) -> None:
+        parts: tuple[SqliteSpool, MemoryState, Ledger]) -> None:
     spool, state, ledger = parts
     received(ledger, "e1", {"id": "u_1"}, OLD)
     received(ledger, "e2", {"id": "u_1", "email": "a@b.example"}, SUBJECTS)
@@ -64,7 +66,7 @@ async def test_purge_finds_the_events_under_every_secret_and_deletes_only_theirs
 
 
 async def test_with_the_ledger_off_the_relay_part_is_not_complete(
-        parts: tuple[SqliteSpool, MemoryState, SqliteLedger]) -> None:
+        parts: tuple[SqliteSpool, MemoryState, Ledger]) -> None:
     spool, state, _ = parts
     part = await local.purge({"id": "u_1"}, SUBJECTS, spool, state, None)
     assert not part.complete and "ledger is off" in part.problems[0]
@@ -73,7 +75,7 @@ async def test_with_the_ledger_off_the_relay_part_is_not_complete(
 
 
 async def test_a_failing_state_store_keeps_the_links(
-        parts: tuple[SqliteSpool, MemoryState, SqliteLedger]) -> None:
+        parts: tuple[SqliteSpool, MemoryState, Ledger]) -> None:
     spool, _, ledger = parts
     received(ledger, "e1", {"id": "u_1"}, SUBJECTS)
 
@@ -115,7 +117,7 @@ async def test_a_vendor_that_does_not_answer_is_failed() -> None:
 
 
 async def test_forget_names_the_person_only_by_the_keyed_hash(
-        tmp_path: Path, parts: tuple[SqliteSpool, MemoryState, SqliteLedger]) -> None:
+        tmp_path: Path, parts: tuple[SqliteSpool, MemoryState, Ledger]) -> None:
     spool, state, ledger = parts
     rules = rules_with(tmp_path, [])
     async with httpx.AsyncClient(transport=httpx.MockTransport(

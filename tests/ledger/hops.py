@@ -8,10 +8,10 @@ the dispatcher carries), at times the test chooses.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from relay.ledger import SqliteLedger
+from relay.ledger import Ledger
+from relay.ledger import open_ledger as open_url
 
 SOURCES = {"browser": "browser", "backend": "webhook", "apps": "segment"}
 
@@ -24,7 +24,7 @@ def at(text: str) -> float:
 class Feed:
     """Hops of events, each a call: ``feed.received("e1", t, "browser", "page_view")``."""
 
-    def __init__(self, ledger: SqliteLedger) -> None:
+    def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
 
     def hop(self, name: str, when: float, **fields: Any) -> None:
@@ -94,8 +94,9 @@ class Feed:
         self.hop("replayed", when, destination=dest, count=1)
 
 
-async def open_ledger(path: Path) -> SqliteLedger:
-    ledger = SqliteLedger(str(path), retention=1e12)  # keeps whatever time a test uses
+async def open_ledger(url: str) -> Ledger:
+    """The ledger at ``url`` (the ``ledger_url`` fixture's), started."""
+    ledger = open_url(url, retention=1e12)  # keeps whatever time a test uses
     await ledger.start()
     return ledger
 

@@ -7,11 +7,10 @@ from __future__ import annotations
 import doctest
 import itertools
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 
 import pytest
 
-from relay.ledger import SqliteLedger, reconcile
+from relay.ledger import Ledger, reconcile
 from relay.ledger.reconcile import COLUMNS, KEYS, kinds_of, parse_by, parse_since, rows, tally
 
 from .hops import SOURCES, Feed, at, open_ledger
@@ -25,18 +24,18 @@ NONE = "(none)"
 
 
 @pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[SqliteLedger]:
-    ledger = await open_ledger(tmp_path / "ledger.db")
+async def ledger(ledger_url: str) -> AsyncIterator[Ledger]:
+    ledger = await open_ledger(ledger_url)
     yield ledger
     await ledger.close()
 
 
 @pytest.fixture
-def feed(ledger: SqliteLedger) -> Feed:
+def feed(ledger: Ledger) -> Feed:
     return Feed(ledger)
 
 
-async def count(ledger: SqliteLedger, by: Sequence[str], since: float = T - 7 * D
+async def count(ledger: Ledger, by: Sequence[str], since: float = T - 7 * D
                 ) -> list[dict[str, str | int]]:
     await ledger.drain()
     return rows(await tally(ledger, since, KINDS), by)
@@ -53,7 +52,7 @@ def test_the_module_examples_hold() -> None:
     assert doctest.testmod(reconcile).failed == 0
 
 
-async def test_every_column(ledger: SqliteLedger, feed: Feed) -> None:
+async def test_every_column(ledger: Ledger, feed: Feed) -> None:
     # A page view delivered to the archive, refused by ads (an explicit denial).
     feed.received("pv1", T, "browser", "page_view")
     feed.suppressed("pv1", T, "page_view", "ads", "ads", "explicit")
@@ -150,7 +149,7 @@ def expected(by: Sequence[str]) -> list[dict[str, str | int]]:
             for key in order]
 
 
-async def test_every_by_combination(ledger: SqliteLedger, feed: Feed) -> None:
+async def test_every_by_combination(ledger: Ledger, feed: Feed) -> None:
     t1, t2 = T, T + D
     feed.received("a1", t1, "browser", "page_view")
     feed.spooled("a1", t1, "archive")
@@ -186,7 +185,7 @@ async def test_every_by_combination(ledger: SqliteLedger, feed: Feed) -> None:
         assert rows(counted, by) == expected(by), by
 
 
-async def test_the_cutoff_is_on_the_receive(ledger: SqliteLedger, feed: Feed) -> None:
+async def test_the_cutoff_is_on_the_receive(ledger: Ledger, feed: Feed) -> None:
     # Received before the cutoff: not counted, nor its delivery after it.
     feed.received("e1", T - 2 * D, "browser", "page_view")
     feed.spooled("e1", T - 2 * D, "archive")
@@ -205,7 +204,7 @@ async def test_the_cutoff_is_on_the_receive(ledger: SqliteLedger, feed: Feed) ->
     assert await count(ledger, ["day"], since=T + D) == []
 
 
-async def test_repeats_count_again_and_as_duplicates(ledger: SqliteLedger, feed: Feed) -> None:
+async def test_repeats_count_again_and_as_duplicates(ledger: Ledger, feed: Feed) -> None:
     feed.received("r1", T, "browser", "page_view")
     for dest in ("archive", "crm"):
         feed.spooled("r1", T, dest)
@@ -227,7 +226,7 @@ async def test_repeats_count_again_and_as_duplicates(ledger: SqliteLedger, feed:
     ]
 
 
-async def test_copies_held_for_the_authority(ledger: SqliteLedger, feed: Feed) -> None:
+async def test_copies_held_for_the_authority(ledger: Ledger, feed: Feed) -> None:
     # Confirmed, then the browser sends it again: a duplicate.
     feed.received("o1", T, "browser", "purchase")
     feed.held_for_authority("o1", T, "purchase")
@@ -270,7 +269,7 @@ async def test_copies_held_for_the_authority(ledger: SqliteLedger, feed: Feed) -
     ]
 
 
-async def test_copies_waiting_for_consent(ledger: SqliteLedger, feed: Feed) -> None:
+async def test_copies_waiting_for_consent(ledger: Ledger, feed: Feed) -> None:
     waits = {"archive": "analytics"}
     # The choice grants analytics and denies ads: released to the archive, ads refused.
     feed.received("p1", T, "browser", "page_view")
@@ -310,7 +309,7 @@ async def test_copies_waiting_for_consent(ledger: SqliteLedger, feed: Feed) -> N
                                            held=1)]
 
 
-async def test_deliveries_retries_and_dead_letters(ledger: SqliteLedger, feed: Feed) -> None:
+async def test_deliveries_retries_and_dead_letters(ledger: Ledger, feed: Feed) -> None:
     for n, eid in enumerate(("d1", "d2", "d3", "d4", "d5")):
         feed.received(eid, T + n, "backend", "purchase")
         feed.spooled(eid, T + n, "archive")
@@ -330,7 +329,7 @@ async def test_deliveries_retries_and_dead_letters(ledger: SqliteLedger, feed: F
     ]
 
 
-async def test_days_are_the_receive_time_in_utc(ledger: SqliteLedger, feed: Feed) -> None:
+async def test_days_are_the_receive_time_in_utc(ledger: Ledger, feed: Feed) -> None:
     late = at("2026-11-28T23:59:59")
     feed.received("n1", late, "browser", "page_view")
     feed.spooled("n1", late, "archive")
@@ -340,7 +339,7 @@ async def test_days_are_the_receive_time_in_utc(ledger: SqliteLedger, feed: Feed
         row({"day": DAY1}, browser=1, delivered=1), row({"day": DAY2}, browser=1)]
 
 
-async def test_a_source_the_rules_no_longer_define(ledger: SqliteLedger, feed: Feed) -> None:
+async def test_a_source_the_rules_no_longer_define(ledger: Ledger, feed: Feed) -> None:
     feed.received("g1", T, "gone", "page_view")
     feed.spooled("g1", T, "archive")
     feed.delivered("g1", T + 1, "archive")

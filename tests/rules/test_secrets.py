@@ -63,6 +63,7 @@ def test_credential_keys_anywhere(tmp_path: Path) -> None:
         "relay:\n"
         "  admin: {token: admin-token-value}\n"
         "  state: 'redis://user:state-password@redis:6379/0'\n"
+        "  ledger: {url: 'postgresql://relay:ledger-password@db:5432/relay'}\n"
         "destinations:\n"
         "  w:\n"
         "    type: webhook\n"
@@ -74,6 +75,7 @@ def test_credential_keys_anywhere(tmp_path: Path) -> None:
     masked = masked_tree(load_rules(tmp_path, {}))
     assert masked["relay"]["admin"]["token"] == MASK
     assert masked["relay"]["state"] == "redis://***@redis:6379/0"
+    assert masked["relay"]["ledger"]["url"] == "postgresql://***@db:5432/relay"
     headers = masked["destinations"]["w"]["settings"]["headers"]
     assert headers == {"Authorization": MASK, "X-Pixel-Access-Token": MASK}
     assert masked["purposes"] == {"p": {}}

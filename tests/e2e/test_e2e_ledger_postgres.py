@@ -1,0 +1,62 @@
+"""Two ``relay serve`` processes (shared state on Redis) sharing one PostgreSQL ledger
+(``relay.ledger.url: postgresql://...``): ``relay trace`` and ``relay reconcile`` run in the
+first relay's folder see what went through the second one too."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from relay.ledger.base import iso
+
+from .conftest import MakeRelay
+from .relayproc import RelayProcess
+from .wire import client, page_view, post_browser, wait_until
+
+WAIT = 30.0
+
+
+def _trace(relay: RelayProcess, event_id: str) -> list[dict[str, Any]] | None:
+    done = relay.cli("trace", event_id, "--var", str(relay.var_dir), "--format", "json")
+    if done.returncode != 0:
+        return None
+    hops: list[dict[str, Any]] = json.loads(done.stdout)["hops"]
+    return hops if any(h["hop"] == "delivered" for h in hops) else None
+
+
+def test_two_relays_share_one_postgresql_ledger(relays: MakeRelay, redis_url: str,
+                                                postgres_url: str) -> None:
+    shared = {"ledger": {"url": postgres_url}}
+    a = relays(env={"RELAY_STATE": redis_url}, name="a", relay=shared)
+    b = relays(env={"RELAY_STATE": redis_url}, name="b", relay=shared)
+    since = iso(time.time() - 60)
+    via_a, via_b = page_view(), page_view()
+    with client() as http:
+        assert post_browser(http, a, via_a).json()["accepted"] == 1
+        assert post_browser(http, b, via_b).json()["accepted"] == 1
+
+    # The second relay's event, traced from the first relay's folder.
+    hops = wait_until(lambda: _trace(a, via_b["event_id"]), WAIT,
+                      "the second relay's delivery in the shared ledger")
+    names = [h["hop"] for h in hops]
+    assert names[0] == "received" and "spooled" in names and "delivered" in names
+    assert all(h["source"] == "browser" and h["event"] == "page_view" for h in hops)
+    assert not (a.var_dir / "ledger.db").exists()  # no replica keeps a file of its own
+    wait_until(lambda: _trace(b, via_a["event_id"]), WAIT,
+               "the first relay's delivery, seen from the second")
+
+    def both_delivered() -> dict[str, Any] | None:
+        done = a.cli("reconcile", "--var", str(a.var_dir), "--since", since, "--by",
+                     "destination", "--format", "json")
+        assert done.returncode == 0, done.stderr
+        body: dict[str, Any] = json.loads(done.stdout)
+        archive = [r for r in body["rows"] if r["destination"] == "archive"]
+        return body if archive and archive[0]["delivered"] == 2 else None
+
+    body = wait_until(both_delivered, WAIT, "both deliveries counted by reconcile")
+    archive = next(r for r in body["rows"] if r["destination"] == "archive")
+    assert (archive["browser"], archive["backend"], archive["delivered"]) == (2, 0, 2)
+    total = a.cli("reconcile", "--var", str(a.var_dir), "--since", since, "--by", "",
+                  "--format", "json")
+    assert json.loads(total.stdout)["rows"][0]["browser"] == 2  # each receive once
