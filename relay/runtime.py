@@ -39,7 +39,7 @@ from relay.personal import Subjects
 from relay.registry import check_rules, load_rules, place
 from relay.rules.model import Rules, Source
 from relay.spool.base import Spool
-from relay.spool.factory import open_spool, sqlite_path
+from relay.spool.factory import spool_for, sqlite_path
 from relay.state import State, open_state
 from relay.state.ratelimit import RateLimiter
 from relay.state.seal import Sealer
@@ -110,7 +110,7 @@ class Runtime:
             LOG.warning("rules: not fit for production: %s", d.render())
         self.debug = DebugFeed(Masker.from_secrets(self._secrets(rules)))
         self._apply(rules, state=None)
-        self.spool: Spool = open_spool(rules.relay.spool)
+        self.spool: Spool = spool_for(rules.relay)
         self.metrics.track_depths(lambda: self.spool.depths())
         self.metrics.track_ledger(lambda: self.ledger.pending if self.ledger else None)
         self.client: httpx.AsyncClient | None = None

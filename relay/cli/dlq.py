@@ -14,7 +14,7 @@ import orjson
 from relay.cli.admin import AdminClient, AdminRefused, running_relay
 from relay.cli.common import load, placed
 from relay.spool.base import Spool
-from relay.spool.factory import open_spool
+from relay.spool.factory import spool_for
 
 YES = ("y", "yes")
 
@@ -47,7 +47,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             admin.close()
 
     async def run() -> int:
-        spool = open_spool(rules.relay.spool)
+        spool = spool_for(rules.relay)
         await spool.start()
         try:
             if args.action == "list":
