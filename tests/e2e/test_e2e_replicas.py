@@ -301,8 +301,12 @@ def test_a_dead_replicas_copies_are_delivered_by_another_after_claim_after(
     held_ids = event_ids(r, "hook", sids)
     assert vendor.delivered() == collections.Counter()  # the vendor took nothing yet
 
-    vendor.respond(200)
     second = relays(name="second", env=shared_env(redis_url), **rules)
+    with client() as http:  # the depth is counted in Redis: the dead replica's copies too
+        wait_until(lambda: metric(scrape(http, second), "relay_spool_depth",
+                                  destination="hook") == len(ids), 30,
+                   "every copy counted by the second replica, the vendor still down")
+    vendor.respond(200)
     wait_until(lambda: set(vendor.delivered()) == set(ids), 60,
                "every copy at the vendor, delivered by the second replica")
     assert held_ids <= set(vendor.delivered())
