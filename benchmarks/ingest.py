@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -71,12 +72,14 @@ class Run:
 class Server:
     """One server process of a configuration, in its own scratch directory."""
 
-    def __init__(self, config: str, scratch: Path) -> None:
+    def __init__(self, config: str, scratch: Path, redis_url: str = "") -> None:
         self.config = config
         self.dir = scratch / config
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
         self.port = free_port()
+        self.redis_url = redis_url
+        self.redis_prefix: str | None = None
         env = child_env()
         if config == "bare":
             cmd = [sys.executable, str(REPO / "benchmarks" / "bare_app.py"), "--port",
@@ -92,6 +95,9 @@ class Server:
                    "--workers", "1", "--var", "var"]
             if config == "relay-quiet":
                 env["RELAY_LOG_LEVEL"] = "WARNING"
+            if config == "relay-redis":  # the Redis Streams spool, keys of its own
+                self.redis_prefix = f"relay-bench:{os.getpid()}:{time.monotonic_ns()}:"
+                env["RELAY_SPOOL"] = f"{redis_url}?prefix={self.redis_prefix}"
         self.log = (self.dir / "stderr.log").open("wb")
         self.proc = subprocess.Popen(cmd, cwd=self.dir, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
@@ -128,6 +134,14 @@ class Server:
 
     def stop(self) -> None:
         stop_process(self.proc, self.log)
+        prefix = self.redis_prefix
+        if prefix is not None:  # what the run spooled goes with it
+            import redis
+
+            r = redis.Redis.from_url(self.redis_url)
+            for key in r.scan_iter(match=prefix + "*", count=1000):
+                r.delete(key)
+            r.close()
 
 
 async def load(url: str, seconds: float, concurrency: int, tag: str,
@@ -171,7 +185,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 async def one_run(config: str, rnd: int, scratch: Path, args: argparse.Namespace) -> Run:
-    server = Server(config, scratch)
+    server = Server(config, scratch, args.redis)
     try:
         await server.ready()
         await load(server.url, args.warmup, args.concurrency, f"w{rnd}")
@@ -227,7 +241,7 @@ def _archived(runs: list[Run]) -> str:
 
 async def main_async(args: argparse.Namespace) -> None:
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = set(configs) - {"bare", "relay", "relay-quiet", "relay-noledger"}
+    unknown = set(configs) - {"bare", "relay", "relay-quiet", "relay-noledger", "relay-redis"}
     if unknown:
         raise SystemExit(f"unknown configs: {', '.join(sorted(unknown))}")
     runs: list[Run] = []
@@ -255,7 +269,9 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--configs", default="bare,relay",
                    help="comma-separated: bare, relay, relay-quiet (RELAY_LOG_LEVEL=WARNING),"
-                   " relay-noledger (relay.ledger: off)")
+                   " relay-noledger (relay.ledger: off), relay-redis (relay.spool on Redis)")
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/12",
+                   help="relay-redis: the Redis database for the spool (its keys are deleted)")
     p.add_argument("--json", help="append each run as a JSON line to this file")
     asyncio.run(main_async(p.parse_args()))
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import redis
 
+from relay.spool.base import Row
 from relay.spool.redis import RedisSpool
 from relay.spool.sqlite import SqliteSpool
 
@@ -25,6 +26,16 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.t
+
+
+def rows(n: int, destination: str = "ga4", start: int = 0) -> list[Row]:
+    return [Row(destination, f"e{i}", b'{"event":"x","event_id":"e%d"}' % i)
+            for i in range(start, start + n)]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 class Store:

@@ -15,17 +15,7 @@ import pytest
 from relay.errors import SpoolUnavailable
 from relay.spool.base import DeadLetter, Forgotten, Quarantined, Row, iso_utc
 from relay.spool.sqlite import RESPONSE_BYTES
-from tests.spool.conftest import FakeClock, Store
-
-
-def rows(n: int, destination: str = "ga4", start: int = 0) -> list[Row]:
-    return [Row(destination, f"e{i}", b'{"event":"x","event_id":"e%d"}' % i)
-            for i in range(start, start + n)]
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+from tests.spool.conftest import FakeClock, Store, rows
 
 
 @pytest.fixture

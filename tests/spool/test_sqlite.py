@@ -11,17 +11,7 @@ import pytest
 from relay.errors import SpoolUnavailable
 from relay.spool.base import Row
 from relay.spool.sqlite import SqliteSpool
-from tests.spool.conftest import FakeClock
-
-
-def rows(n: int, destination: str = "ga4", start: int = 0) -> list[Row]:
-    return [Row(destination, f"e{i}", b'{"event":"x","event_id":"e%d"}' % i)
-            for i in range(start, start + n)]
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+from tests.spool.conftest import FakeClock, rows
 
 
 @pytest.fixture

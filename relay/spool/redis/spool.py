@@ -181,7 +181,10 @@ class RedisSpool:
         for a later attempt, and dead letters. The oldest copy is the outbox's first and the
         next retry's (a close estimate: retries are ordered by when they are due)."""
         self._check_open()
-        await self._recount()
+        try:
+            await self._recount()
+        except (RedisError, OSError) as exc:
+            raise _failed(exc) from exc
         return SpoolStats(self._depths.oldest(), None)
 
     # -- the outbox -------------------------------------------------------------------
