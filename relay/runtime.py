@@ -178,8 +178,10 @@ class Runtime:
             return False
         rules = place(rules, self.var_dir)
         old = self.rules
-        if rules.relay.spool != old.relay.spool:
-            LOG.warning("relay.spool changed; the new spool is used after a restart")
+        spool_keys = ("spool", "spool_claim_after", "spool_wait")
+        if any(getattr(rules.relay, k) != getattr(old.relay, k) for k in spool_keys):
+            LOG.warning("relay.spool (or spool_claim_after, spool_wait) changed; the new "
+                        "settings are used after a restart")
         keep_state = rules.relay.state == old.relay.state
         self._apply(rules, self.state if keep_state else None)
         if self.dispatcher is not None:
