@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -76,13 +77,15 @@ class Server:
     """One server process of a configuration, in its own scratch directory."""
 
     def __init__(self, config: str, scratch: Path, workers: int = 1,
-                 redis_url: str | None = None) -> None:
+                 redis_url: str = "") -> None:
         self.config = config
         kind, _, server = config.partition("@")
         self.dir = scratch / config
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
         self.port = free_port()
+        self.redis_url = redis_url
+        self.redis_prefix: str | None = None
         env = child_env()
         if workers > 1 and redis_url and not config.startswith("bare@"):
             import redis
@@ -103,6 +106,9 @@ class Server:
                    "--workers", str(workers), "--var", "var", "--server", server]
             if kind == "relay-quiet":
                 env["RELAY_LOG_LEVEL"] = "WARNING"
+            if kind == "relay-redis":  # the Redis Streams spool, keys of its own
+                self.redis_prefix = f"relay-bench:{os.getpid()}:{time.monotonic_ns()}:"
+                env["RELAY_SPOOL"] = f"{redis_url}?prefix={self.redis_prefix}"
         self.log = (self.dir / "stderr.log").open("wb")
         self.proc = subprocess.Popen(cmd, cwd=self.dir, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
@@ -129,6 +135,14 @@ class Server:
 
     def stop(self) -> None:
         stop_process(self.proc, self.log)
+        prefix = self.redis_prefix
+        if prefix is not None:  # what the run spooled goes with it
+            import redis
+
+            r = redis.Redis.from_url(self.redis_url)
+            for key in r.scan_iter(match=prefix + "*", count=1000):
+                r.delete(key)
+            r.close()
 
 
 async def load(url: str, seconds: float, concurrency: int, tag: str,
@@ -230,7 +244,7 @@ def _archived(runs: list[Run]) -> str:
 
 async def main_async(args: argparse.Namespace) -> None:
     kinds = [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = set(kinds) - {"bare", "relay", "relay-quiet", "relay-noledger"}
+    unknown = set(kinds) - {"bare", "relay", "relay-quiet", "relay-noledger", "relay-redis"}
     if unknown:
         raise SystemExit(f"unknown configs: {', '.join(sorted(unknown))}")
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
@@ -266,13 +280,14 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--configs", default="bare,relay",
                    help="comma-separated: bare, relay, relay-quiet (RELAY_LOG_LEVEL=WARNING),"
-                   " relay-noledger (relay.ledger: off)")
+                   " relay-noledger (relay.ledger: off), relay-redis (relay.spool on Redis)")
     p.add_argument("--servers", default=DEFAULT_SERVER,
                    help=f"comma-separated: {', '.join(SERVERS)} (each config runs under each)")
     p.add_argument("--workers", type=int, default=1,
                    help="processes of the relay and of the bare handler alike")
-    p.add_argument("--redis", help="relay.state for --workers N > 1 (the database is FLUSHED"
-                   " before each run)")
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/12",
+                   help="the Redis of relay-redis's spool (its keys are deleted) and, with"
+                   " --workers N > 1, relay.state (the database is FLUSHED before each run)")
     p.add_argument("--json", help="append each run as a JSON line to this file")
     asyncio.run(main_async(p.parse_args()))
 

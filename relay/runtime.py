@@ -39,7 +39,7 @@ from relay.personal import Subjects
 from relay.registry import check_rules, load_rules, place
 from relay.rules.model import Rules, Source
 from relay.spool.base import Spool
-from relay.spool.factory import open_spool
+from relay.spool.factory import spool_for
 from relay.state import RedisState, State, open_state
 from relay.state.ratelimit import Buckets, ClientKeys, MemoryBuckets
 from relay.state.ratelimit_redis import RedisBuckets
@@ -111,7 +111,7 @@ class Runtime:
             LOG.warning("rules: not fit for production: %s", d.render())
         self.debug = DebugFeed(Masker.from_secrets(self._secrets(rules)))
         self._apply(rules, state=None)
-        self.spool: Spool = open_spool(rules.relay.spool)
+        self.spool: Spool = spool_for(rules.relay)
         self.metrics.track_depths(lambda: self.spool.depths())
         self.metrics.track_ledger(lambda: self.ledger.pending if self.ledger else None)
         self.client: httpx.AsyncClient | None = None
@@ -195,8 +195,10 @@ class Runtime:
             return False
         rules = place(rules, self.var_dir)
         old = self.rules
-        if rules.relay.spool != old.relay.spool:
-            LOG.warning("relay.spool changed; the new spool is used after a restart")
+        spool_keys = ("spool", "spool_claim_after", "spool_wait")
+        if any(getattr(rules.relay, k) != getattr(old.relay, k) for k in spool_keys):
+            LOG.warning("relay.spool (or spool_claim_after, spool_wait) changed; the new "
+                        "settings are used after a restart")
         keep_state = rules.relay.state == old.relay.state
         self._apply(rules, self.state if keep_state else None)
         if self.dispatcher is not None:

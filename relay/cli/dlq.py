@@ -13,8 +13,9 @@ import orjson
 
 from relay.cli.admin import AdminClient, AdminRefused, running_relay
 from relay.cli.common import load, placed
+from relay.errors import SpoolUnavailable
 from relay.spool.base import Spool
-from relay.spool.factory import open_spool
+from relay.spool.factory import spool_for
 
 YES = ("y", "yes")
 
@@ -47,8 +48,12 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             admin.close()
 
     async def run() -> int:
-        spool = open_spool(rules.relay.spool)
-        await spool.start()
+        spool = spool_for(rules.relay)
+        try:
+            await spool.start()
+        except SpoolUnavailable as exc:  # a Redis that does not answer, a file it cannot open
+            print(f"dlq: the spool cannot be opened: {exc}", file=sys.stderr)
+            return 1
         try:
             if args.action == "list":
                 letters = await spool.dlq_list(args.destination, args.limit)

@@ -25,7 +25,7 @@ from relay.ledger import open_ledger
 from relay.personal import Subjects
 from relay.rules.model import Rules
 from relay.runtime import SECRET_FILE, cookieless_jar
-from relay.spool.factory import open_spool
+from relay.spool.factory import spool_for
 from relay.state import open_state
 from relay.state.seal import Sealer
 
@@ -53,7 +53,7 @@ async def forget_here(rules: Rules, secrets: list[str], given: dict[str, str]) -
     """The forget on the files under ``--var`` and the rules' state store: no relay runs."""
     relay = rules.relay
     subjects = Subjects(secrets)
-    spool = open_spool(relay.spool)
+    spool = spool_for(relay)
     await spool.start()
     state = None if relay.state == "memory" else open_state(
         relay.state, relay.dedup_max_keys, relay.dedup_window, Sealer(secrets))

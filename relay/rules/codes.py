@@ -86,6 +86,7 @@ INSECURE_SAME_SITE = "R213"
 HOPS_IGNORED = "R214"  # a warning
 BAD_HEADER = "R215"
 BAD_LEDGER = "R216"
+BAD_SPOOL_WAIT = "R217"
 # purposes
 BAD_REGION = "R220"
 # sources

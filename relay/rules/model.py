@@ -18,6 +18,8 @@ DEFAULT_COOKIE_MAX_AGE = 30 * 60.0
 DEFAULT_DEDUP_WINDOW = 48 * 3600.0
 DEFAULT_STATE = "memory"
 DEFAULT_SPOOL = "sqlite:///var/spool.db"
+DEFAULT_SPOOL_CLAIM_AFTER = 30.0  # a Redis spool's copies idle this long are claimed by others
+DEFAULT_SPOOL_WAIT_TIMEOUT = 0.1
 DEFAULT_LEDGER = "sqlite:///var/ledger.db"
 POSTGRES_PREFIXES = ("postgresql://", "postgres://")  # a ledger every replica shares
 DEFAULT_LEDGER_RETENTION = 30 * 24 * 3600.0
@@ -142,6 +144,15 @@ class Ledger:
 
 
 @dataclass(frozen=True, slots=True)
+class SpoolWait:
+    """``relay.spool_wait``: a Redis spool's put returns only once ``replicas`` Redis replicas
+    have the write (``WAIT``), or fails after ``timeout`` seconds."""
+
+    replicas: int
+    timeout: float = DEFAULT_SPOOL_WAIT_TIMEOUT
+
+
+@dataclass(frozen=True, slots=True)
 class Sample:
     """``relay.sample``: a minimized sample of incoming events for ``relay diff``."""
 
@@ -160,6 +171,8 @@ class RelaySettings:
     dedup_max_keys: int = DEFAULT_DEDUP_MAX_KEYS
     state: str = DEFAULT_STATE
     spool: str = DEFAULT_SPOOL
+    spool_claim_after: float = DEFAULT_SPOOL_CLAIM_AFTER
+    spool_wait: SpoolWait | None = None  # off unless set
     ledger: Ledger = field(default_factory=Ledger)
     sample: Sample | None = None  # off unless set
     limits: Limits = field(default_factory=Limits)

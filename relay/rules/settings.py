@@ -8,6 +8,7 @@ from relay.rules.codes import (
     BAD_LEDGER,
     BAD_PREFIX,
     BAD_SPOOL_URL,
+    BAD_SPOOL_WAIT,
     BAD_STATE_URL,
     HOPS_IGNORED,
     INSECURE_SAME_SITE,
@@ -15,6 +16,7 @@ from relay.rules.codes import (
 from relay.rules.fields import BAD_VALUE, At
 from relay.rules.model import (
     DEFAULT_CONSENT_MAP,
+    DEFAULT_SPOOL_WAIT_TIMEOUT,
     POSTGRES_PREFIXES,
     Admin,
     ClientIP,
@@ -24,12 +26,14 @@ from relay.rules.model import (
     RateLimit,
     RelaySettings,
     Sample,
+    SpoolWait,
 )
 from relay.rules.reader import Reader
 
 RELAY_KEYS = (
     "prefix", "client_ip", "country_header", "cookie", "dedup_window", "dedup_max_keys",
-    "state", "spool", "ledger", "sample", "limits", "admin", "rate_limit", "consent_map",
+    "state", "spool", "spool_claim_after", "spool_wait", "ledger", "sample", "limits", "admin",
+    "rate_limit", "consent_map",
 )
 COOKIE_KEYS = ("name", "max_age", "path", "domain", "same_site", "secure", "secret")
 LIMIT_KEYS = ("body_bytes", "batch_events", "properties", "depth", "string_chars")
@@ -52,6 +56,8 @@ def relay(r: Reader, at: At) -> RelaySettings:
         or d.dedup_max_keys,
         state=_store_url(r, get("state"), d.state, spool=False),
         spool=_store_url(r, get("spool"), d.spool, spool=True),
+        spool_claim_after=r.positive(get("spool_claim_after"), d.spool_claim_after),
+        spool_wait=_spool_wait(r, get("spool_wait")),
         ledger=_ledger(r, get("ledger")),
         sample=_sample(get("sample")),
         limits=_limits(r, get("limits")),
@@ -127,6 +133,27 @@ def _store_url(r: Reader, at: At, default: str, *, spool: bool) -> str:
         at.error(BAD_STATE_URL, f"'{text}' is not a state store",
                  "use memory or redis://host:6379/0")
     return default
+
+
+def _spool_wait(r: Reader, at: At) -> SpoolWait | None:
+    if not at.present:
+        return None
+    if not isinstance(at.value, dict):
+        at.error(BAD_SPOOL_WAIT, "expected a mapping with replicas and timeout",
+                 "spool_wait: {replicas: 1, timeout: 100ms}")
+        return None
+    if at.mapping(("replicas", "timeout"), ("replicas",)) is None:
+        return None
+    replicas = at.get("replicas").integer(None, minimum=1)
+    timeout = at.get("timeout")
+    seconds = timeout.duration(None)
+    if seconds is not None and not 0 < seconds <= 10:
+        timeout.error(BAD_SPOOL_WAIT, "the wait for Redis replicas is above 0 and at most 10s",
+                      "like 100ms: every accepted request waits for it")
+        seconds = None
+    if replicas is None:
+        return None
+    return SpoolWait(replicas, DEFAULT_SPOOL_WAIT_TIMEOUT if seconds is None else seconds)
 
 
 def _ledger(r: Reader, at: At) -> Ledger:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from relay.cli import main
 from relay.spool.base import Row
 from relay.spool.sqlite import SqliteSpool
 from tests.e2e.relayproc import free_port
+from tests.spool.conftest import Store, drop_prefix, redis_client
 
 RULES = """\
 destinations:
@@ -127,3 +129,65 @@ def test_purge_with_nothing_to_purge_asks_nothing(
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert dlq(rules, "purge", "--destination", "meta") == 0
     assert capsys.readouterr().out == "no dead letters of meta: nothing to purge\n"
+
+
+@pytest.fixture
+def redis_store(tmp_path: Path) -> Iterator[Store]:
+    store = Store("redis", tmp_path)
+    redis_client().close()  # fails the test when Redis does not answer
+    yield store
+    drop_prefix(store.prefix)
+
+
+@pytest.fixture
+def redis_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                redis_store: Store) -> Path:
+    """Rules on a Redis spool (the test's own key prefix), no relay running."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "rules.yaml").write_text(
+        RULES + f"relay: {{admin: {{port: {free_port()}}}, spool: '{redis_store.url}'}}\n")
+    return tmp_path / "rules"
+
+
+def redis_dead_letters(store: Store, **per_destination: int) -> list[str]:
+    async def run() -> list[str]:
+        spool = store.open()
+        await spool.start()
+        for dest, n in per_destination.items():
+            await spool.put([Row(dest, f"{dest}-{i}", b"{}") for i in range(n)])
+            await spool.dead(await spool.claim(dest, n, 30), 400, "no", attempts=1)
+        waiting = [d.event_id for d in await spool.dlq_list()]
+        await spool.close()
+        return waiting
+
+    return asyncio.run(run())
+
+
+def test_list_replay_and_purge_work_on_a_redis_spool(
+        redis_rules: Path, redis_store: Store, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert redis_dead_letters(redis_store, ga4=2, meta=1) == ["ga4-0", "ga4-1", "meta-0"]
+    assert dlq(redis_rules, "list", "--destination", "ga4") == 0
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["event_id"] for line in out.splitlines()] == ["ga4-0", "ga4-1"]
+    assert err == "2 dead letter(s)\n"
+    assert dlq(redis_rules, "replay", "--destination", "meta") == 0
+    assert "replayed 1 dead letter(s)" in capsys.readouterr().out
+    monkeypatch.setattr("sys.stdin", Terminal("yes\n"))
+    assert dlq(redis_rules, "purge") == 0
+    assert "2" in capsys.readouterr().out
+    assert redis_dead_letters(redis_store) == []
+
+
+def test_a_redis_spool_that_does_not_answer_is_said_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "rules.yaml").write_text(
+        RULES + f"relay: {{admin: {{port: {free_port()}}},"
+        f" spool: 'redis://127.0.0.1:{free_port()}/0'}}\n")
+    assert dlq(tmp_path / "rules", "list") == 1
+    err = capsys.readouterr().err
+    assert "dlq: the spool cannot be opened" in err and "ConnectionError" in err

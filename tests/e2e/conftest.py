@@ -90,3 +90,13 @@ def redis_url() -> Iterator[str]:
     finally:
         r.flushdb()
         r.close()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def spool_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The environment that puts a relay's spool on each backend in turn: the SQLite file
+    under its ``--var``, or Redis (the dedicated database, flushed)."""
+    if request.param == "sqlite":
+        return {}
+    url: str = request.getfixturevalue("redis_url")
+    return {"RELAY_SPOOL": url}

@@ -70,10 +70,10 @@ def _dlq_lines(relay: RelayProcess, *args: str) -> list[dict[str, object]]:
 
 
 def test_a_rejected_event_is_dead_lettered_and_replayed_once(
-        relays: MakeRelay, vendors: MakeVendor) -> None:
+        relays: MakeRelay, vendors: MakeVendor, spool_env: dict[str, str]) -> None:
     vendor = vendors(secret=SECRET, name="strict")
     vendor.respond(400, body=b'{"error":"e2e-vendor: field properties.x is not allowed"}')
-    relay = relays(destinations={"strict": webhook(vendor)})
+    relay = relays(env=spool_env, destinations={"strict": webhook(vendor)})
     with client() as http:
         ids = _send(http, relay, 5)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import pytest
 from .conftest import MakeRelay
 from .relayproc import RelayProcess, free_port, run_cli
 from .rulesdir import write_yaml
+from .spoolview import dead, outbox
 from .standins.base import Reply
 from .standins.ga4 import Ga4StandIn
 from .standins.matomo import MatomoStandIn
@@ -94,17 +94,6 @@ def browser_purchase(user: str, cid_event: str) -> dict[str, Any]:
             "properties": {"order_id": "O-" + cid_event[-6:], "value": 5.0, "currency": "EUR"}}
 
 
-def outbox(relay: RelayProcess, destination: str) -> list[str]:
-    with sqlite3.connect(f"file:{relay.spool_path}?mode=ro", uri=True) as conn:
-        return [e for (e,) in conn.execute(
-            "SELECT event_id FROM outbox WHERE destination = ?", (destination,))]
-
-
-def dead(relay: RelayProcess) -> list[str]:
-    with sqlite3.connect(f"file:{relay.spool_path}?mode=ro", uri=True) as conn:
-        return [e for (e,) in conn.execute("SELECT event_id FROM dead")]
-
-
 def receipt_of(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     receipt: dict[str, Any] = json.loads(done.stdout)
     assert re.fullmatch(r"[0-9a-f]{32}", receipt["subject"])
@@ -121,9 +110,9 @@ def no_raw_subject(*texts: str) -> None:
 
 
 def test_forget_through_the_running_relay_reaches_its_memory_and_every_vendor(
-        relays: MakeRelay, tmp_path: Path, stand_ins: Vendors) -> None:
+        relays: MakeRelay, tmp_path: Path, stand_ins: Vendors, spool_env: dict[str, str]) -> None:
     v = stand_ins
-    relay = relay_for(relays, tmp_path, v)
+    relay = relay_for(relays, tmp_path, v, env=spool_env)
     mine, theirs, held = backend_purchase(user={"id": USER, "email": EMAIL}), \
         backend_purchase(user={"id": OTHER}), browser_purchase(USER, new_event_id("held"))
     with client() as http:
@@ -179,10 +168,12 @@ def test_forget_through_the_running_relay_reaches_its_memory_and_every_vendor(
     assert dead(relay) == []
 
 
-def test_forget_with_no_relay_running_works_on_redis_state_and_the_files(
-        relays: MakeRelay, tmp_path: Path, stand_ins: Vendors, redis_url: str) -> None:
+def test_forget_with_no_relay_running_works_on_redis_state_and_the_spool(
+        relays: MakeRelay, tmp_path: Path, stand_ins: Vendors, redis_url: str,
+        spool_env: dict[str, str]) -> None:
+    """Either spool: the SQLite file, or the Redis spool (streams) next to Redis state."""
     v = stand_ins
-    relay = relay_for(relays, tmp_path, v, env={"RELAY_STATE": redis_url})
+    relay = relay_for(relays, tmp_path, v, env={"RELAY_STATE": redis_url, **spool_env})
     mine, held = backend_purchase(user={"id": USER, "email": EMAIL}), \
         browser_purchase(USER, new_event_id("held"))
     with client() as http:

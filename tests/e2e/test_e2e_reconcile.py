@@ -46,11 +46,12 @@ def _json(relay: RelayProcess, since: str, by: str) -> Any:
     return json.loads(_reconcile(relay, "--since", since, "--by", by, "--format", "json"))
 
 
-def test_reconcile_counts_what_a_real_relay_did(relays: MakeRelay, vendors: MakeVendor) -> None:
+def test_reconcile_counts_what_a_real_relay_did(relays: MakeRelay, vendors: MakeVendor,
+                                               spool_env: dict[str, str]) -> None:
     crm = vendors(name="crm")
     refusing = vendors(name="refusing")
     refusing.respond(400)  # permanent: dead-lettered at the first attempt
-    relay = relays(start=False, destinations={
+    relay = relays(start=False, env=spool_env, destinations={
         "crm": webhook(crm, events=["purchase"], purpose="ads"),
         "refusing": webhook(refusing, events=["purchase"], purpose="analytics"),
     })

@@ -15,10 +15,13 @@ HOP_KEYS = {"at", "hop", "source", "event", "destination", "purpose", "status", 
 WAIT = 15.0
 
 
-def test_trace_shows_every_hop_of_an_event(relays: MakeRelay, vendors: MakeVendor) -> None:
+def test_trace_shows_every_hop_of_an_event(relays: MakeRelay, vendors: MakeVendor,
+                                           spool_env: dict[str, str]) -> None:
+    """On either spool: the ledger is the relay's own, whichever spool it delivers from."""
     crm = vendors(name="crm")
     crm.respond_sequence([503, 200])  # the first attempt fails, the retry delivers
-    relay = relays(destinations={"crm": webhook(crm, events=["purchase"], purpose="ads")})
+    relay = relays(env=spool_env,
+                   destinations={"crm": webhook(crm, events=["purchase"], purpose="ads")})
     order = {"event": "purchase", "event_id": "ord-trace-1", "context": {"country": "US"},
              "user": {"email": "buyer@example.com"},
              "properties": {"order_id": "O-1", "value": 10, "currency": "USD"}}

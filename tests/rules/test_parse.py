@@ -22,6 +22,7 @@ from relay.rules.model import (
     Expectation,
     HmacAuth,
     Matcher,
+    SpoolWait,
 )
 from relay.rules.source import read_rules_dir
 from tests.rules.conftest import BASE
@@ -133,8 +134,29 @@ def test_the_base_of_these_tests_is_valid(check: Check) -> None:
     assert rules.relay.cookie.secrets == ()
 
 
+def test_the_redis_spool_settings(check: Check) -> None:
+    rules, diagnostics = check(
+        "relay: {spool: 'redis://127.0.0.1:6379/0?prefix=shop:', spool_claim_after: 5s,"
+        " spool_wait: {replicas: 2, timeout: 250ms}}\n")
+    assert diagnostics == [] and rules is not None
+    assert rules.relay.spool == "redis://127.0.0.1:6379/0?prefix=shop:"
+    assert rules.relay.spool_claim_after == 5.0
+    assert rules.relay.spool_wait == SpoolWait(2, 0.25)
+    rules, _ = check("relay: {spool_wait: {replicas: 1}}\n")
+    assert rules is not None and rules.relay.spool_wait == SpoolWait(1, 0.1)
+    rules, _ = check()
+    assert rules is not None and rules.relay.spool_wait is None
+    assert rules.relay.spool_claim_after == 30.0
+
+
 @pytest.mark.parametrize(("snippet", "expected"), [
     # shared codes, as every section uses them
+    ("relay: {spool_wait: 1}\n", [("R217", "relay.spool_wait")]),
+    ("relay: {spool_wait: {replicas: 1, timeout: 1m}}\n",
+     [("R217", "relay.spool_wait.timeout")]),
+    ("relay: {spool_wait: {timeout: 1s}}\n", [("R103", "relay.spool_wait")]),
+    ("relay: {spool_wait: {replicas: 0}}\n", [("R104", "relay.spool_wait.replicas")]),
+    ("relay: {spool_claim_after: 0s}\n", [("R104", "relay.spool_claim_after")]),
     ("destinations:\n  d: {typ: log}\n", [("R103", "destinations.d"),
                                           ("R101", "destinations.d.typ")]),
     ("relay: {limits: {depth: deep}}\n", [("R102", "relay.limits.depth")]),

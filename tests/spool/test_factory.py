@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from relay.spool.factory import open_spool, place_url
+from relay.rules.model import RelaySettings, SpoolWait
+from relay.spool.factory import open_spool, place_url, spool_for
+from relay.spool.redis import RedisSpool
 from relay.spool.sqlite import SqliteSpool
 
 
@@ -13,8 +15,21 @@ def test_sqlite_urls() -> None:
     assert isinstance(absolute, SqliteSpool) and absolute.path == "/srv/relay/spool.db"
 
 
+async def test_redis_urls_and_the_rules_settings() -> None:
+    plain = open_spool("redis://127.0.0.1:6379/0")
+    assert isinstance(plain, RedisSpool) and plain.prefix == "relay:spool:"
+    assert plain.claim_after == 30.0 and plain.wait is None
+    settings = RelaySettings(spool="rediss://h:6380/2?prefix=shop:&ssl_cert_reqs=none",
+                             spool_claim_after=5.0, spool_wait=SpoolWait(1, 0.25))
+    tuned = spool_for(settings)
+    assert isinstance(tuned, RedisSpool) and tuned.prefix == "shop:"
+    assert tuned.claim_after == 5.0 and tuned.wait == SpoolWait(1, 0.25)
+    assert isinstance(open_spool("unix:///run/redis.sock"), RedisSpool)
+    for spool in (plain, tuned):
+        await spool.r.aclose()
+
+
 @pytest.mark.parametrize(("url", "message"), [
-    ("redis://localhost:6379/0", "redis spool not available yet"),
     ("sqlite://var/spool.db", "starts with sqlite:///"),
     ("sqlite:///", "names no file"),
     ("mysql://user:hunter2@db/x", "unknown spool URL scheme 'mysql'"),

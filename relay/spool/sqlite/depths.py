@@ -1,35 +1,21 @@
-"""Spool and dead-letter depth per destination, kept in memory so ``depths()`` does no I/O:
-counted when the spool opens, moved by every committed operation, and recounted now and
-then (and for each scrape) to take in what other processes did. A recount also finds each
-destination's oldest waiting copy (the lowest id: ids grow with time), for its age."""
+"""The SQLite spool's depth counters (``relay.spool.depths``), recounted from the tables.
+A recount also finds each destination's oldest waiting copy (the lowest id: ids grow with
+time), for its age."""
 
 from __future__ import annotations
 
 import sqlite3
-import threading
-from collections import Counter
-from dataclasses import dataclass, field
 
+from relay.spool.depths import Delta
+from relay.spool.depths import Depths as Counts
 from relay.spool.sqlite.schema import IDS, ids
+
+__all__ = ["RECOUNT_EVERY", "Delta", "Depths"]
 
 RECOUNT_EVERY = 60.0
 
 
-@dataclass(slots=True)
-class Delta:
-    """Changes to the depth counters, applied only once the operation is committed."""
-
-    spool: Counter[str] = field(default_factory=Counter)
-    dlq: Counter[str] = field(default_factory=Counter)
-
-
-class Depths:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._spool: dict[str, int] = {}
-        self._dlq: dict[str, int] = {}
-        self._oldest: dict[str, float] = {}  # created_at of the oldest copy, at the recount
-
+class Depths(Counts):
     def recount(self, conn: sqlite3.Connection) -> None:
         # Both scans read only the indexes (outbox_due and dead_destination hold the id).
         counted = conn.execute(
@@ -40,25 +26,4 @@ class Depths:
         oldest = dict(conn.execute(f"SELECT destination, created_at FROM outbox WHERE {IDS}",
                                    (firsts,)))
         dlq = dict(conn.execute("SELECT destination, COUNT(*) FROM dead GROUP BY 1"))
-        with self._lock:
-            self._oldest = oldest
-            # Keep destinations seen before at 0, so their gauges read 0 rather than vanish.
-            self._spool = {**dict.fromkeys(self._spool, 0), **spool}
-            self._dlq = {**dict.fromkeys(self._dlq, 0), **dlq}
-
-    def apply(self, deltas: list[Delta]) -> None:
-        with self._lock:
-            for delta in deltas:
-                for counts, changes in ((self._spool, delta.spool), (self._dlq, delta.dlq)):
-                    for dest, n in changes.items():
-                        counts[dest] = max(0, counts.get(dest, 0) + n)
-
-    def read(self) -> tuple[dict[str, int], dict[str, int]]:
-        with self._lock:
-            return dict(self._spool), dict(self._dlq)
-
-    def oldest(self) -> dict[str, float]:
-        """When each destination's oldest waiting copy was spooled (unix seconds), as of the
-        last recount; only destinations with copies waiting now."""
-        with self._lock:
-            return {d: t for d, t in self._oldest.items() if self._spool.get(d, 0) > 0}
+        self.replace(spool, dlq, oldest)

@@ -6,18 +6,16 @@ cannot delete a newer row.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 
-from relay.errors import SpoolUnavailable
 from relay.spool.base import (
     Claimed,
     DeadLetter,
@@ -27,6 +25,7 @@ from relay.spool.base import (
     SpoolStats,
     iso_utc,
 )
+from relay.spool.group import GroupCommit
 from relay.spool.sqlite.depths import RECOUNT_EVERY, Delta, Depths
 from relay.spool.sqlite.schema import CLAIMED, DEAD, IDS, SCHEMA, trim
 from relay.spool.sqlite.schema import ids as id_list
@@ -34,22 +33,6 @@ from relay.spool.sqlite.schema import where as where_clause
 from relay.sqlite import Committer, Work
 
 BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock before giving up
-
-
-def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(None)
-
-
-def _chain(source: asyncio.Future[None], target: asyncio.Future[None]) -> None:
-    def done(f: asyncio.Future[None]) -> None:
-        _settle(target, f.exception() if not f.cancelled() else SpoolUnavailable("cancelled"))
-
-    source.add_done_callback(done)
 
 
 class SqliteSpool:
@@ -75,11 +58,7 @@ class SqliteSpool:
             maintain=self._depths.recount,
             maintain_every=RECOUNT_EVERY,
         )
-        # puts of the current event-loop turn: (rows, quarantined, future)
-        self._inflight: set[asyncio.Future[None]] = set()
-        self._put_buffer: list[
-            tuple[Sequence[Row], Sequence[Quarantined], asyncio.Future[None]]
-        ] = []
+        self._group = GroupCommit(self._insert)
 
     @property
     def commits(self) -> int:
@@ -125,45 +104,7 @@ class SqliteSpool:
         operation (one queue hand-off, one savepoint) and share its fate: handing each
         request's rows over on its own costs more in thread switches than the commit itself.
         """
-        if not rows and not quarantined:
-            return
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        if not self._put_buffer:
-            loop.call_soon(self._flush_puts)
-        self._put_buffer.append((rows, quarantined, future))
-        await future
-
-    def _keep(self, coro: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
-        """Run ``coro`` as a task that is referenced until it ends (the loop keeps only
-        weak references to tasks)."""
-        task = asyncio.ensure_future(coro)
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
-        return task
-
-    def _flush_puts(self) -> None:
-        pending, self._put_buffer = self._put_buffer, []
-        if not pending:
-            return
-        group = self._keep(
-            self._insert(
-                [r for rows, _, _ in pending for r in rows],
-                [q for _, quarantined, _ in pending for q in quarantined],
-            )
-        )
-
-        def done(group: asyncio.Future[None]) -> None:
-            exc = group.exception() if not group.cancelled() else SpoolUnavailable("cancelled")
-            if exc is not None and len(pending) > 1:
-                # One put may have broken the group: each goes again on its own.
-                for rows, quarantined, future in pending:
-                    _chain(self._keep(self._insert(rows, quarantined)), future)
-                return
-            for _, _, future in pending:
-                _settle(future, exc)
-
-        group.add_done_callback(done)
+        await self._group.put(rows, quarantined)
 
     async def _insert(self, rows: Sequence[Row], quarantined: Sequence[Quarantined]) -> None:
         now = self._clock()
