@@ -3,6 +3,8 @@
     RelayError
     ├── RulesError (relay.rules.diagnostics): a rules directory does not validate
     ├── SpoolUnavailable: the spool cannot commit; ingest answers 503 and accepts nothing
+    ├── Contended: another copy of an event is being committed and did not settle in time;
+    │   ingest answers 503 (Retry-After) and accepts nothing (relay.engine.marks)
     └── DeliveryError: one delivery attempt failed
         ├── Retryable: network error, timeout, 408, 429, 5xx; retried with backoff
         └── Permanent: any other 4xx, an unmappable event; dead-lettered with the answer
@@ -20,6 +22,11 @@ class RelayError(Exception):
 
 class SpoolUnavailable(RelayError):
     """The spool could not commit: nothing in the request was accepted."""
+
+
+class Contended(RelayError):
+    """Another request's tentative dedup mark on a copy of this request did not settle
+    within ``relay.engine.marks.WAIT_SECONDS``: nothing in the request was accepted."""
 
 
 class DeliveryError(RelayError):

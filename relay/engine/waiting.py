@@ -192,7 +192,7 @@ class ConsentWaits:
         """Route the events that waited for this browser's choice as if it had come before
         them. Each gets its own result in ``batch.releases`` (the debug view shows it as an
         entry of its own); what is taken is kept in ``batch.taken`` so a failed spool commit
-        can put it back (``Engine.rollback``)."""
+        can put it back (``Engine._rollback``)."""
         now = time.time()
         for item in await self.state.release(cid):
             if item.until <= now:  # its window ended before the sweep saw it

@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope
 from relay.engine.identity import client_ip
 from relay.engine.results import Meta
 from relay.ingest.body import parse_body
-from relay.ingest.commit import commit, ingest_answer
+from relay.ingest.commit import accept, ingest_answer
 from relay.ingest.endpoint import Answer, problem
 from relay.web import NO_STORE, Problem, cookie, header_map, read_body, too_large
 
@@ -54,10 +54,9 @@ async def browser(rt: Runtime, scope: Scope, receive: Receive) -> Answer:
         gpc=headers.get("sec-gpc") == "1",
         correlation_id=correlation.id,
     )
-    batch = await rt.engine.process(items, meta)
-    failed = await commit(rt, batch)
-    if failed:
-        return problem(failed)
+    batch = await accept(rt, items, meta)
+    if isinstance(batch, Problem):
+        return problem(batch)
     status, answer = ingest_answer(batch, single=len(items) == 1)
     set_cookie = rt.signer.header(correlation.value, headers.get("host"))
     rt.metrics.ingest_latency.observe(time.perf_counter() - began)

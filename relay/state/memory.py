@@ -7,7 +7,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from relay.state.base import Held, Pending, WaitKey
+from relay.state.base import Held, Mark, Pending, WaitKey
 
 # Events waiting for consent, per process (memory state): at most this many, and at most this
 # many bytes of their JSON (an event is at most ``limits.body_bytes``, 64 KiB by default).
@@ -93,15 +93,17 @@ class TTLMap(Generic[V]):
 
 
 class MemoryState:
-    """State in this process. Marks are kept for the ttl ``seen()`` is given, in one
-    ``TTLMap`` per distinct ttl (the engine uses two: the dedup window, and the longer
-    authority window), so each map expires in insertion order; each map holds at most
-    ``max_keys``."""
+    """State in this process. Confirmed marks are kept for the ttl ``confirm()`` is given,
+    in one ``TTLMap`` per distinct ttl (the engine uses two: the dedup window, and the
+    longer authority window), so each map expires in insertion order; each map holds at
+    most ``max_keys``. Tentative marks (a request's, until its commit: seconds) are a plain
+    map, trimmed of expired ones when it outgrows ``max_keys``."""
 
     def __init__(self, max_keys: int, ttl: float, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
         self.max_keys = max_keys
         self._seen: dict[float, TTLMap[bool]] = {ttl: TTLMap(max_keys, ttl, clock)}
+        self._tentative: dict[str, tuple[float, str]] = {}  # key -> (deadline, token)
         self._held: dict[str, tuple[float, int]] = {}  # alias -> (deadline, held id)
         self._copies: dict[int, tuple[float, Held, tuple[str, ...]]] = {}
         self._next = 0
@@ -111,22 +113,61 @@ class MemoryState:
         self._pending_bytes = 0  # of their bodies
         self._waiting: dict[WaitKey, int] = {}  # copies, per (destination, purpose)
 
-    async def seen(self, keys: Sequence[str], ttl: float) -> list[bool]:
+    def _confirmed(self, key: str) -> bool:
+        return any(key in marks for marks in self._seen.values())
+
+    async def mark(self, keys: Sequence[str], token: str, ttl: float) -> list[Mark]:
+        now = self.clock()
+        tentative = self._tentative
+        if len(tentative) > self.max_keys:
+            for key, (deadline, _) in list(tentative.items()):
+                if deadline <= now:
+                    del tentative[key]
+        out: list[Mark] = []
+        for key in keys:
+            if self._confirmed(key):
+                out.append("seen")
+                continue
+            held = tentative.get(key)
+            if held is not None and now < held[0]:
+                out.append("ours" if held[1] == token else "busy")
+                continue
+            tentative[key] = (now + ttl, token)
+            out.append("new")
+        return out
+
+    async def keep(self, keys: Sequence[str], token: str, ttl: float) -> None:
+        now = self.clock()
+        tentative = self._tentative
+        for key in keys:
+            held = tentative.get(key)
+            if held is not None and held[1] == token and now < held[0]:
+                tentative[key] = (now + ttl, token)
+
+    async def confirm(self, keys: Sequence[str], ttl: float) -> None:
         marks = self._seen.get(ttl)
         if marks is None:
             marks = self._seen[ttl] = TTLMap(self.max_keys, ttl, self.clock)
-        add = marks.add
-        return [add(key, True) for key in keys]
+        for key in keys:
+            self._tentative.pop(key, None)
+            marks.set(key, True)
+
+    async def unmark(self, keys: Sequence[str], token: str) -> None:
+        tentative = self._tentative
+        for key in keys:
+            held = tentative.get(key)
+            if held is not None and held[1] == token:
+                del tentative[key]
 
     async def contains(self, key: str) -> bool:
-        return any(key in marks for marks in self._seen.values())
-
-    async def forget(self, keys: Sequence[str]) -> None:
-        for marks in self._seen.values():
-            for key in keys:
-                marks.discard(key)
+        return self._confirmed(key)
 
     async def hold(self, aliases: Sequence[str], held: Held, ttl: float) -> None:
+        before = self._held.get(aliases[0]) if aliases else None
+        if before is not None:  # held again (a client's retry): the new copy replaces it
+            _, _, old_aliases = self._copies.pop(before[1], (0.0, {}, ()))
+            for alias in old_aliases:
+                self._held.pop(alias, None)
         self._next += 1
         deadline = self.clock() + ttl
         self._copies[self._next] = (deadline, held, tuple(aliases))

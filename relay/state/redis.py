@@ -3,7 +3,8 @@ waiting copies are sealed (``relay.state.seal``): Redis never holds them in the 
 
 Keys (under the prefix, ``relay:`` by default):
 
-- ``d:{key}``: dedup marks (``SET NX PX``);
+- ``d:{key}``: dedup marks: ``t:{token}`` while tentative (a request's, for seconds, set
+  only where no mark is), ``1`` once confirmed (for the dedup window);
 - ``h:{id}``, ``ha:{alias}``, ``hz``: held browser copies, their aliases, their deadlines;
 - ``c:{cid}``: a browser's remembered consent;
 - ``p:{cid}``: a list of the browser's waiting events, each sealed with its header (a random
@@ -25,7 +26,7 @@ import orjson
 from redis.exceptions import WatchError
 
 from relay.observe.log import LOG
-from relay.state.base import Held, Pending, WaitKey
+from relay.state.base import Held, Mark, Pending, WaitKey
 from relay.state.seal import Sealer, SealError
 
 # A browser's waiting list outlives its last deadline by this much, so the sweep finds it
@@ -37,10 +38,41 @@ local ttl = redis.call('PTTL', KEYS[1])
 if ttl < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return ttl
 """
+# Per key: 0 new (marked now for ARGV[1], for ARGV[2] ms), 1 ours, 2 busy, 3 seen.
+_MARK = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local v = redis.call('GET', key)
+  if not v then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    out[i] = 0
+  elseif v == ARGV[1] then
+    out[i] = 1
+  elseif string.sub(v, 1, 2) == 't:' then
+    out[i] = 2
+  else
+    out[i] = 3
+  end
+end
+return out
+"""
+# The tentative marks ARGV[1] still holds: extended to ARGV[2] ms (keep) or deleted (unmark).
+_KEEP = """
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then redis.call('PEXPIRE', key, ARGV[2]) end
+end
+"""
+_UNMARK = """
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
+end
+"""
+_MARKS: tuple[Mark, ...] = ("new", "ours", "busy", "seen")
 
 
 class RedisState:
-    """Dedup marks as ``SET NX PX`` keys; held copies as a value, aliases and a deadline zset."""
+    """Dedup marks as keys set by a script only where none is; held copies as a value,
+    aliases and a deadline zset."""
 
     def __init__(self, url: str, sealer: Sealer, prefix: str = "relay:") -> None:
         import redis.asyncio as aioredis
@@ -49,22 +81,38 @@ class RedisState:
         self.p = prefix
         self.sealer = sealer  # held and waiting copies are sealed: never at rest in the clear
         self._extend = self.r.register_script(_EXTEND)
+        self._mark = self.r.register_script(_MARK)
+        self._keep = self.r.register_script(_KEEP)
+        self._unmark = self.r.register_script(_UNMARK)
 
-    async def seen(self, keys: Sequence[str], ttl: float) -> list[bool]:
+    def _marks(self, keys: Sequence[str]) -> list[str]:
+        return [self.p + "d:" + key for key in keys]
+
+    async def mark(self, keys: Sequence[str], token: str, ttl: float) -> list[Mark]:
         if not keys:
             return []
+        found = await self._mark(keys=self._marks(keys), args=["t:" + token, _ms(ttl)])
+        return [_MARKS[int(n)] for n in found]
+
+    async def keep(self, keys: Sequence[str], token: str, ttl: float) -> None:
+        if keys:
+            await self._keep(keys=self._marks(keys), args=["t:" + token, _ms(ttl)])
+
+    async def confirm(self, keys: Sequence[str], ttl: float) -> None:
+        if not keys:
+            return
         pipe = self.r.pipeline(transaction=False)
-        for key in keys:
-            pipe.set(self.p + "d:" + key, b"1", nx=True, px=int(ttl * 1000))
-        results = await pipe.execute()
-        return [not ok for ok in results]
+        for key in self._marks(keys):
+            pipe.set(key, b"1", px=_ms(ttl))
+        await pipe.execute()
+
+    async def unmark(self, keys: Sequence[str], token: str) -> None:
+        if keys:
+            await self._unmark(keys=self._marks(keys), args=["t:" + token])
 
     async def contains(self, key: str) -> bool:
-        return bool(await self.r.exists(self.p + "d:" + key))
-
-    async def forget(self, keys: Sequence[str]) -> None:
-        if keys:
-            await self.r.delete(*(self.p + "d:" + k for k in keys))
+        value = await self.r.get(self.p + "d:" + key)
+        return value is not None and not _bytes(value).startswith(b"t:")
 
     async def hold(self, aliases: Sequence[str], held: Held, ttl: float) -> None:
         hid = aliases[0]
@@ -260,6 +308,10 @@ class RedisState:
 
     async def close(self) -> None:
         await self.r.aclose()
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 def _bytes(value: Any) -> bytes:

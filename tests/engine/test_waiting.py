@@ -18,6 +18,7 @@ import pytest
 
 from relay.engine import Engine
 from relay.engine.results import Batch, Meta
+from relay.errors import SpoolUnavailable
 from relay.observe.mask import Masker
 from relay.observe.metrics import Metrics
 from relay.registry import load_rules
@@ -220,9 +221,17 @@ async def test_a_failed_commit_puts_the_released_copies_back(make_state: MakeSta
     state = make_state()
     engine = Engine(_rules(), state, Metrics(), MASKER)
     await engine.process([_landing("pv-1")], _meta(engine))
-    failed = await _choose(engine, ANALYTICS_ONLY)
+    tried: list[Batch] = []
+
+    async def unwritable(batch: Batch) -> None:
+        tried.append(batch)
+        raise SpoolUnavailable("disk full")
+
+    with pytest.raises(SpoolUnavailable):
+        await engine.process([{"event": "consent_update", "consent": ANALYTICS_ONLY}],
+                             _meta(engine), unwritable)
+    [failed] = tried
     assert sorted(_sent(failed)) == ["analytics_vendor", "archive"]
-    await engine.rollback(failed)  # what ingest does when the spool cannot commit
     assert await state.consent_for("cid-1") == {}
     assert await state.pending_counts() == {("analytics_vendor", "analytics"): 1,
                                             ("archive", "analytics"): 1}
