@@ -3,6 +3,8 @@
     RelayError
     ├── RulesError (relay.rules.diagnostics): a rules directory does not validate
     ├── SpoolUnavailable: the spool cannot commit; ingest answers 503 and accepts nothing
+    ├── StateUnavailable: the state store failed after the spool committed; ingest answers
+    │   503 so the client retries (at least once: a copy may be delivered twice)
     ├── Contended: another copy of an event is being committed and did not settle in time;
     │   ingest answers 503 (Retry-After) and accepts nothing (relay.engine.marks)
     └── DeliveryError: one delivery attempt failed
@@ -22,6 +24,12 @@ class RelayError(Exception):
 
 class SpoolUnavailable(RelayError):
     """The spool could not commit: nothing in the request was accepted."""
+
+
+class StateUnavailable(RelayError):
+    """The state store failed after the spool committed the request's copies (their marks,
+    or the consent state the request changed, may not be recorded): the client must retry;
+    the retry's copies are duplicates, or delivered again if their marks were not recorded."""
 
 
 class Contended(RelayError):

@@ -41,7 +41,7 @@ from relay.engine.waiting import (
     ConsentWaits,
     reads_consent,
 )
-from relay.errors import Contended
+from relay.errors import Contended, StateUnavailable
 from relay.observe.log import LOG, digest, hop
 from relay.observe.mask import Masker
 from relay.observe.metrics import Metrics
@@ -133,27 +133,34 @@ class Engine(ConsentWaits):
             raise
         try:
             await self._confirm(batch)
-        except Exception:  # committed: the copies are accepted whatever the state says
-            LOG.exception("state: cannot confirm the dedup marks of committed copies; a "
-                          "retry of these events within seconds would be delivered again")
+        except Exception as exc:
+            LOG.exception("state: cannot record what a committed request did; answering 503")
+            raise StateUnavailable(str(exc)) from exc
 
     async def _confirm(self, batch: Batch) -> None:
         """The batch is committed: its tentative marks become marks for the dedup window,
-        and the authoritative copies in it are marked as received."""
-        await self.state.confirm(batch.marks.keys, self.rules.relay.dedup_window)
-        await self.state.confirm(batch.authorities, self._auth_ttl)
+        its authoritative copies are marked as received (and the held browser copies they
+        merged are dropped), the waiting events it released are settled, the consent
+        choices it made remembered, and its events that wait for a choice kept. Marks
+        first: if the process dies midway, the client's retry finds its copies committed
+        (duplicates) and does the rest again."""
+        state = self.state
+        await state.confirm(batch.marks.keys, self.rules.relay.dedup_window)
+        await state.confirm(batch.authorities, self._auth_ttl)
+        for aliases in batch.merged:
+            await state.take(aliases)
+        for cid, released in batch.settled.items():
+            await state.settle(cid, released)
+        for cid, consent in batch.consent.items():
+            await state.remember_consent(cid, consent, CONSENT_MEMORY_SECONDS)
+        for waiting in batch.pends:
+            await self._keep_waiting(waiting)
 
     async def _rollback(self, batch: Batch) -> None:
-        """Undo what a batch whose spool commit failed did to the state: its dedup marks,
-        and the consent choices it made (restored, so the client's retry makes them
-        again), with the waiting copies they released put back to wait for it."""
+        """A batch that will not be committed: drop its tentative dedup marks. Nothing else
+        of it reached the state (see ``_confirm``) but held browser copies, which its
+        client's retry holds again in their place."""
         await self.state.unmark(batch.marks.keys, batch.marks.token)
-        for cid, before in reversed(batch.remembered):
-            await self.state.remember_consent(cid, before or {}, CONSENT_MEMORY_SECONDS)
-        now = time.time()
-        for item in batch.taken:
-            if item.until > now:
-                await self.state.pend(item, item.until - now)
 
     # -- one event --------------------------------------------------------------------
 
@@ -224,10 +231,8 @@ class Engine(ConsentWaits):
         cid = ev.get("correlation_id") if source.type == "browser" else None
         given = ev.get("consent")
         if cid is not None:
-            memory = await self._consent_memory(ev, cid)
+            memory = await self._consent_memory(ev, cid, batch)
             given = memory.given
-            if memory.changed:
-                batch.remembered.append((cid, memory.before))
             if ev["event"] == CONSENT_EVENT:
                 return await self._consent_update(index, ev, cid, memory, batch, notes)
             if memory.changed:
@@ -318,8 +323,9 @@ class Engine(ConsentWaits):
         cid = ev.get("correlation_id")
         aliases = ["eid:" + eid] + ([f"cid:{cid}:{name}"] if cid else [])
         if source.name == contract.authority:
-            held = await self.state.take(aliases)
+            held = await self.state.peek(aliases)  # taken once this copy is committed
             if held is not None:
+                batch.merged.append(aliases)
                 merged = []
                 for path, value in held.get("fields", {}).items():
                     if get_path(ev, path) is MISSING:
@@ -400,7 +406,7 @@ class Engine(ConsentWaits):
                 continue
             candidates.append(dest)
         if waits and cid:
-            await self._pend(ev, cid, given, waits)
+            self._pend(ev, cid, given, waits, batch)
         await self._emit(ev, candidates, granted, result, batch)
 
     def _prepare(self, own: Event, dest: Destination, granted: frozenset[str]) -> Copy:

@@ -25,7 +25,7 @@ import orjson
 
 from relay.engine.consent import decide
 from relay.engine.match import matches
-from relay.engine.results import Batch, Copy, Result
+from relay.engine.results import Batch, Copy, Result, Waiting
 from relay.observe.log import digest, hop
 from relay.observe.mask import Masker
 from relay.observe.metrics import Metrics
@@ -111,11 +111,13 @@ class ConsentWaits:
             reason=reason,
         )
 
-    async def _pend(self, ev: Event, cid: str, given: Any, waits: dict[str, Copy]) -> None:
+    def _pend(
+        self, ev: Event, cid: str, given: Any, waits: dict[str, Copy], batch: Batch
+    ) -> None:
         """Keep the event once for the destinations in ``waits`` (their ``held`` copies)
-        until this browser chooses: as it reached routing, with the ``consent`` it carried
-        itself (the choice merges into that at release). When the store is full it fails
-        closed: the copies are suppressed."""
+        until this browser chooses, once the batch is committed (``_keep_waiting``): as it
+        reached routing, with the ``consent`` it carried itself (the choice merges into that
+        at release)."""
         eid, name = ev["event_id"], ev["event"]
         stored = dict(ev)
         if given is None:
@@ -125,14 +127,22 @@ class ConsentWaits:
         purposes = {dest: copy.purpose or "" for dest, copy in waits.items()}
         window = max(self.rules.purposes[p].pending_window for p in purposes.values())
         item = Pending(cid, eid, name, purposes, orjson.dumps(stored), time.time() + window)
-        if await self.state.pend(item, window):
+        source = ev.get("source")
+        source = source if isinstance(source, str) else None
+        batch.pends.append(Waiting(item, window, waits, source))
+
+    async def _keep_waiting(self, waiting: Waiting) -> None:
+        """The batch is committed: the event waits. When the store is full it fails closed:
+        the copies are suppressed."""
+        item, source = waiting.item, waiting.source
+        eid, name, purposes = item.event_id, item.event, item.waits
+        if await self.state.pend(item, waiting.window):
             for dest, purpose in purposes.items():
-                hop("held", event_id=eid, source=ev.get("source"), event=self._named(name),
-                    destination=dest,
-                    purpose=purpose, reason=PENDING)
+                hop("held", event_id=eid, source=source, event=self._named(name),
+                    destination=dest, purpose=purpose, reason=PENDING)
             return
-        for dest, copy in waits.items():
-            self._suppressed(eid, name, dest, purposes[dest], FULL, ev.get("source"))
+        for dest, copy in waiting.copies.items():
+            self._suppressed(eid, name, dest, purposes[dest], FULL, source)
             copy.outcome, copy.detail = "suppressed", f"{purposes[dest]}: {FULL}"
 
     async def _expire_pending(self) -> list[Result]:
@@ -151,10 +161,12 @@ class ConsentWaits:
         hop("expired", event_id=item.event_id, event=self._named(item.event), reason=EXPIRED)
         return result
 
-    async def _consent_memory(self, ev: Event, cid: str) -> Memory:
-        """Merge this browser's remembered explicit consent into the event; remember what
-        the event adds."""
-        remembered = await self.state.consent_for(cid)
+    async def _consent_memory(self, ev: Event, cid: str, batch: Batch) -> Memory:
+        """Merge this browser's remembered explicit consent (as the batch left it so far)
+        into the event; remember what the event adds, once the batch is committed."""
+        remembered = batch.consent.get(cid)
+        if remembered is None:
+            remembered = await self.state.consent_for(cid)
         given = ev.get("consent")
         apply_memory(ev, remembered or {})
         # Only the rules' purposes are remembered: other keys decide nothing, and a browser
@@ -167,7 +179,7 @@ class ConsentWaits:
         if not learned:
             return Memory(given, remembered, before)
         merged = {**before, **learned}
-        await self.state.remember_consent(cid, merged, CONSENT_MEMORY_SECONDS)
+        batch.consent[cid] = merged
         return Memory(given, remembered, merged)
 
     async def _consent_update(
@@ -190,30 +202,49 @@ class ConsentWaits:
         self, cid: str, remembered: Mapping[str, str], batch: Batch, notes: list[str]
     ) -> None:
         """Route the events that waited for this browser's choice as if it had come before
-        them. Each gets its own result in ``batch.releases`` (the debug view shows it as an
-        entry of its own); what is taken is kept in ``batch.taken`` so a failed spool commit
-        can put it back (``Engine._rollback``)."""
+        them: those in the store (read, not taken: they are settled once the batch is
+        committed, so a batch that is not leaves them waiting for its retry) and those of
+        this batch that are to wait. Each gets its own result in ``batch.releases`` (the
+        debug view shows it as an entry of its own)."""
         now = time.time()
-        for item in await self.state.release(cid):
+        settled = batch.settled.setdefault(cid, {})
+        stored = [i for i in await self.state.waiting(cid) if i.event_id not in settled]
+        for item in stored:
             if item.until <= now:  # its window ended before the sweep saw it
                 batch.releases.append(self._expired(item))
+                settled[item.event_id] = None
                 continue
-            out = Result(-1, "released", item.event_id, item.event, cid=cid)
-            if self.watched():  # the debug view diffs the copies against the waiting event
-                out.input = item.body
-            batch.releases.append(out)
-            ready = await self._route_released(item, remembered, now, out, batch)
-            released = sum(1 for c in out.copies if c.outcome == "delivered")
-            notes.append(f"consent released {released} waiting copy(ies) of {item.event}")
-            for dest in ready:
-                hop("released", event_id=item.event_id, event=self._named(item.event),
-                    destination=dest, purpose=item.waits[dest], reason="consent")
+            settled[item.event_id] = await self._route_one(item, remembered, batch, notes)
+        for waiting in [w for w in batch.pends if w.item.cid == cid]:
+            left = await self._route_one(waiting.item, remembered, batch, notes)
+            if left is None:
+                batch.pends.remove(waiting)
+            else:
+                waiting.item = left
+                waiting.copies = {d: c for d, c in waiting.copies.items() if d in left.waits}
+
+    async def _route_one(
+        self, item: Pending, remembered: Mapping[str, str], batch: Batch, notes: list[str]
+    ) -> Pending | None:
+        """One waiting event released: its result, its copies; what of it still waits."""
+        out = Result(-1, "released", item.event_id, item.event, cid=item.cid)
+        if self.watched():  # the debug view diffs the copies against the waiting event
+            out.input = item.body
+        batch.releases.append(out)
+        ready, left = await self._route_released(item, remembered, out, batch)
+        released = sum(1 for c in out.copies if c.outcome == "delivered")
+        notes.append(f"consent released {released} waiting copy(ies) of {item.event}")
+        for dest in ready:
+            hop("released", event_id=item.event_id, event=self._named(item.event),
+                destination=dest, purpose=item.waits[dest], reason="consent")
+        return left
 
     async def _route_released(
-        self, item: Pending, remembered: Mapping[str, str], now: float, out: Result, batch: Batch
-    ) -> list[str]:
+        self, item: Pending, remembered: Mapping[str, str], out: Result, batch: Batch
+    ) -> tuple[list[str], Pending | None]:
         """One waiting event, routed with the choice: the names of the destinations it is
-        released to (their copies are in ``out`` and ``batch.rows``)."""
+        released to (their copies are in ``out`` and ``batch.rows``), and what of it still
+        waits (None: nothing)."""
         rules = self.rules
         eid, name = item.event_id, item.event
         ev: Event = orjson.loads(item.body)
@@ -224,7 +255,6 @@ class ConsentWaits:
         granted = frozenset(p for p, (state, _) in states.items() if state == "granted")
         ready: list[Destination] = []
         still: dict[str, str] = {}
-        back: dict[str, str] = {}  # put back if the spool commit fails
         for dest_name, purpose in item.waits.items():
             dest = rules.destinations.get(dest_name)
             if dest is None or dest.purpose != purpose:
@@ -238,7 +268,6 @@ class ConsentWaits:
                     out.copies.append(Copy(dest_name, "dropped", "when: no match"))
                     continue
                 ready.append(dest)
-                back[dest_name] = purpose
             elif reason.startswith("default"):
                 still[dest_name] = purpose
             else:
@@ -246,20 +275,8 @@ class ConsentWaits:
                 out.copies.append(
                     Copy(dest_name, "suppressed", f"{purpose}: {reason}", purpose=purpose)
                 )
-        if still:
-            kept = Pending(item.cid, eid, name, still, item.body, item.until)
-            held = await self.state.pend(kept, item.until - now)
-            for dest_name, purpose in still.items():
-                if held:
-                    out.copies.append(
-                        Copy(dest_name, "held", f"{purpose}: {PENDING}", purpose=purpose)
-                    )
-                else:
-                    self._suppressed(eid, name, dest_name, purpose, FULL, ev.get("source"))
-                    out.copies.append(
-                        Copy(dest_name, "suppressed", f"{purpose}: {FULL}", purpose=purpose)
-                    )
-        if back:
-            batch.taken.append(Pending(item.cid, eid, name, back, item.body, item.until))
+        for dest_name, purpose in still.items():
+            out.copies.append(Copy(dest_name, "held", f"{purpose}: {PENDING}", purpose=purpose))
         await self._emit(ev, ready, granted, out, batch)
-        return [d.name for d in ready]
+        left = Pending(item.cid, eid, name, still, item.body, item.until) if still else None
+        return [d.name for d in ready], left

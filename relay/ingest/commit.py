@@ -6,7 +6,9 @@ marks). When the spool cannot commit, the engine's tentative dedup marks are dro
 client gets 503, so its retry is not mistaken for a duplicate; a process that dies before
 the commit leaves only tentative marks, which expire within seconds. When another copy of
 one of its events is being committed right now and does not settle in time, the request is
-a 503 too (``Retry-After: 1``), with nothing accepted.
+a 503 too (``Retry-After: 1``), with nothing accepted. When the state store fails after the
+commit (what the request did to consent and waiting events cannot be recorded), the answer
+is a 503 as well, so the client retries: at least once, never lost.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from relay.engine.results import Batch, Meta
-from relay.errors import Contended, SpoolUnavailable
+from relay.errors import Contended, SpoolUnavailable, StateUnavailable
 from relay.observe.log import LOG, hop
 from relay.rules.model import Source
 from relay.web import Problem
@@ -39,6 +41,11 @@ async def accept(rt: Runtime, items: list[Any], meta: Meta) -> Batch | Problem:
         LOG.error("spool: cannot commit, answering 503: %s", exc)
         return Problem(
             503, "spool not writable; nothing was accepted, retry later", {"Retry-After": "5"}
+        )
+    except StateUnavailable:
+        return Problem(
+            503, "state store unavailable after the copies were spooled; retry (a copy may "
+            "be delivered twice, none is lost)", {"Retry-After": "5"}
         )
     except Contended:
         LOG.warning("ingest: another copy of an event of the request is being committed and "

@@ -72,6 +72,9 @@ class State(Protocol):
         """Keep a held copy under its aliases for ``ttl`` seconds; holding again under the
         same first alias replaces the copy (a client's retry holds it once)."""
 
+    async def peek(self, aliases: Sequence[str]) -> Held | None:
+        """The held copy any alias names, left where it is."""
+
     async def take(self, aliases: Sequence[str]) -> Held | None:
         """Pop the held copy any alias names (removing all its aliases)."""
 
@@ -85,6 +88,16 @@ class State(Protocol):
     async def pend(self, item: Pending, ttl: float) -> bool:
         """Keep an event waiting for its browser's consent for ``ttl`` seconds; False when
         the store is full (nothing was kept)."""
+
+    async def waiting(self, cid: str) -> list[Pending]:
+        """The events waiting for this browser's consent (those past ``until`` too), left
+        where they are."""
+
+    async def settle(self, cid: str, released: Mapping[str, Pending | None]) -> None:
+        """This browser's waiting events whose event id ``released`` names were released
+        (their copies committed): each goes, replaced (in one step, its deadline kept) by
+        what of it still waits when ``released`` maps it to that. An event no longer
+        waiting (another request settled it) is left alone, and nothing replaces it."""
 
     async def release(self, cid: str) -> list[Pending]:
         """Pop every event waiting for this browser's consent (those past ``until`` too)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Generic, TypeVar
 
 from relay.state.base import Held, Mark, Pending, WaitKey
@@ -174,6 +174,14 @@ class MemoryState:
         for alias in aliases:
             self._held[alias] = (deadline, self._next)
 
+    async def peek(self, aliases: Sequence[str]) -> Held | None:
+        for alias in aliases:
+            entry = self._held.get(alias)
+            copy = self._copies.get(entry[1]) if entry is not None else None
+            if copy is not None:
+                return copy[1]
+        return None
+
     async def take(self, aliases: Sequence[str]) -> Held | None:
         for alias in aliases:
             entry = self._held.get(alias)
@@ -209,6 +217,30 @@ class MemoryState:
         self._pending.setdefault(item.cid, []).append((self.clock() + ttl, item))
         self._count(item, 1)
         return True
+
+    async def waiting(self, cid: str) -> list[Pending]:
+        return [item for _, item in self._pending.get(cid, [])]
+
+    async def settle(self, cid: str, released: Mapping[str, Pending | None]) -> None:
+        items = self._pending.get(cid)
+        if not items or not released:
+            return
+        kept: list[tuple[float, Pending]] = []
+        put_back: set[str] = set()
+        for deadline, item in items:
+            if item.event_id not in released:
+                kept.append((deadline, item))
+                continue
+            self._count(item, -1)
+            left = released[item.event_id]
+            if left is not None and item.event_id not in put_back:
+                put_back.add(item.event_id)
+                kept.append((deadline, left))
+                self._count(left, 1)
+        if kept:
+            self._pending[cid] = kept
+        else:
+            del self._pending[cid]
 
     async def release(self, cid: str) -> list[Pending]:
         items = self._pending.pop(cid, [])

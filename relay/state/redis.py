@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -136,6 +136,17 @@ class RedisState:
         held: Held = data["held"]
         return held
 
+    async def peek(self, aliases: Sequence[str]) -> Held | None:
+        for alias in aliases:
+            hid = await self.r.get(self.p + "ha:" + alias)
+            if hid is None:
+                continue
+            body = await self.r.get(self.p + "h:" + _text(hid))
+            if body is not None:
+                held: Held = orjson.loads(self.sealer.open(_bytes(body)))["held"]
+                return held
+        return None
+
     async def take(self, aliases: Sequence[str]) -> Held | None:
         for alias in aliases:
             hid = await self.r.get(self.p + "ha:" + alias)
@@ -167,8 +178,8 @@ class RedisState:
     def _wait_key(self, pair: str) -> str:
         return self.p + "pn:" + pair
 
-    async def pend(self, item: Pending, ttl: float) -> bool:
-        deadline = time.time() + ttl
+    def _sealed(self, item: Pending, deadline: float) -> tuple[str, bytes]:
+        """A new id for a waiting event, and the event sealed with its header."""
         pid = os.urandom(8).hex()
         head = {
             "id": pid,
@@ -178,19 +189,39 @@ class RedisState:
             "until": item.until,
             "deadline": deadline,
         }
-        body = self.sealer.seal(orjson.dumps(head) + b"\n" + item.body)
+        return pid, self.sealer.seal(orjson.dumps(head) + b"\n" + item.body)
+
+    def _count_waiting(self, pipe: Any, pid: str, item: Pending, deadline: float) -> None:
+        for dest, purpose in item.waits.items():
+            pair = f"{dest}|{purpose}"
+            pipe.zadd(self._wait_key(pair), {pid: deadline})
+            pipe.sadd(self.p + "pk", pair)
+
+    async def pend(self, item: Pending, ttl: float) -> bool:
+        deadline = time.time() + ttl
+        pid, body = self._sealed(item, deadline)
         key = self.p + "p:" + item.cid
         pipe = self.r.pipeline(transaction=True)
         pipe.rpush(key, body)
         await self._extend(keys=[key], args=[int((ttl + PENDING_SLACK) * 1000)], client=pipe)
         # scored by the earliest deadline, so the sweep finds a browser's first copy on time
         pipe.zadd(self.p + "pz", {item.cid: deadline}, lt=True)
-        for dest, purpose in item.waits.items():
-            pair = f"{dest}|{purpose}"
-            pipe.zadd(self._wait_key(pair), {pid: deadline})
-            pipe.sadd(self.p + "pk", pair)
+        self._count_waiting(pipe, pid, item, deadline)
         await pipe.execute()
         return True
+
+    async def waiting(self, cid: str) -> list[Pending]:
+        out = []
+        for blob in await self.r.lrange(self.p + "p:" + cid, 0, -1):
+            opened = self._open(cid, blob)
+            if opened is not None:
+                out.append(opened[1])
+        return out
+
+    async def settle(self, cid: str, released: Mapping[str, Pending | None]) -> None:
+        if released:
+            await self._take(cid, lambda head: head["event_id"] not in released,
+                             only_taken=True, rest=released)
 
     def _open(self, cid: str, blob: Any) -> tuple[dict[str, Any], Pending] | None:
         try:
@@ -207,13 +238,15 @@ class RedisState:
         return head, item
 
     async def _take(
-        self, cid: str, keep: Callable[[dict[str, Any]], bool], *, only_taken: bool = False
+        self, cid: str, keep: Callable[[dict[str, Any]], bool], *, only_taken: bool = False,
+        rest: Mapping[str, Pending | None] | None = None,
     ) -> list[Pending]:
         """Take this browser's waiting events that ``keep`` does not keep, in one
         transaction with their ids' removal from the gauge's sets (retried when another
         process changed the list meanwhile); the kept ones stay, unchanged. With
         ``only_taken`` a copy that cannot be opened stays too, and a list with nothing
-        to take is left as it is."""
+        to take is left as it is. ``rest`` maps the event id of a taken event to what of
+        it waits on (its deadline unchanged), put in its place in the same transaction."""
         key = self.p + "p:" + cid
         async with self.r.pipeline(transaction=True) as pipe:
             while True:
@@ -224,6 +257,7 @@ class RedisState:
                     taken: list[Pending] = []
                     kept: list[tuple[Any, float | None]] = []
                     gone: list[tuple[str, str]] = []  # (pair, id)
+                    again: list[tuple[str, Pending, float]] = []  # (id, what waits on, deadline)
                     for blob in blobs:
                         opened = self._open(cid, blob)
                         if opened is None:
@@ -236,6 +270,12 @@ class RedisState:
                             continue
                         taken.append(item)
                         gone.extend((f"{d}|{p}", head["id"]) for d, p in item.waits.items())
+                        left = (rest or {}).get(item.event_id)
+                        if left is not None and all(i is not left for _, i, _ in again):
+                            deadline = float(head["deadline"])
+                            pid, sealed = self._sealed(left, deadline)
+                            kept.append((sealed, deadline))
+                            again.append((pid, left, deadline))
                     if only_taken and not taken:
                         return []  # the pipeline's reset on leaving unwatches the key
                     pipe.multi()  # type: ignore[no-untyped-call]
@@ -251,6 +291,8 @@ class RedisState:
                         pipe.zrem(self.p + "pz", cid)
                     for pair, pid in gone:
                         pipe.zrem(self._wait_key(pair), pid)
+                    for pid, left, deadline in again:
+                        self._count_waiting(pipe, pid, left, deadline)
                     await pipe.execute()
                     return taken
                 except WatchError:

@@ -204,3 +204,30 @@ def test_the_crash_point_is_set_by_the_environment_only(crash_at: str, code: int
     done = subprocess.run([sys.executable, "-c", program], env=env, cwd=ROOT, timeout=60,
                           check=False, capture_output=True)
     assert done.returncode == code, done.stderr
+
+
+async def test_a_held_browser_copy_is_merged_by_the_authoritative_copy_that_is_committed(
+    state: State,
+) -> None:
+    """The browser copy held for the backend is dropped only once the backend's copy is
+    committed: a 503 (or a death before the commit) leaves it for the retry to merge."""
+    engine = _engine(state)
+    order = {"event": "purchase", "event_id": "o-1",
+             "properties": {"order_id": "O1", "value": 10, "currency": "USD"},
+             "context": {"page": {"url": "https://shop.example/thanks?gclid=g2"}}}
+    held = await engine.process([order], _meta(engine))
+    assert held.results[0].status == "held"
+    backend = Meta(engine.rules.sources["backend"], 1_795_000_001_000)
+    confirmation = {**order, "context": {"country": "US"}}
+    failing = Spool()
+    failing.fail = True
+    with pytest.raises(SpoolUnavailable):
+        await engine.process([confirmation], backend, failing.put)
+    assert not await state.contains("auth:o-1")  # not received: a browser copy still waits
+    spool = Spool()
+    retry = await engine.process([confirmation], backend, spool.put)
+    assert retry.results[0].confirms == "o-1" and "context.page.url" in retry.results[0].merged
+    assert await state.contains("auth:o-1")
+    assert await state.peek(["eid:o-1"]) is None and await state.expired() == []
+    late = await engine.process([order], _meta(engine))  # the browser's copy, sent again
+    assert late.results[0].status == "duplicate"

@@ -216,8 +216,10 @@ async def test_the_event_waits_once_before_any_pipeline(tmp_path: Path) -> None:
     assert await state.pending_counts() == {}
 
 
-async def test_a_failed_commit_puts_the_released_copies_back(make_state: MakeState) -> None:
-    """The client hears 503 and retries its choice: the copies are released again."""
+async def test_a_failed_commit_leaves_the_copies_waiting(make_state: MakeState) -> None:
+    """The client hears 503 and retries its choice: the copies are released again. Nothing
+    of the failed request reached the state (no choice remembered, nothing taken), so a
+    process that dies before its commit leaves them just as waiting."""
     state = make_state()
     engine = Engine(_rules(), state, Metrics(), MASKER)
     await engine.process([_landing("pv-1")], _meta(engine))
@@ -232,12 +234,57 @@ async def test_a_failed_commit_puts_the_released_copies_back(make_state: MakeSta
                              _meta(engine), unwritable)
     [failed] = tried
     assert sorted(_sent(failed)) == ["analytics_vendor", "archive"]
-    assert await state.consent_for("cid-1") == {}
+    assert await state.consent_for("cid-1") is None
     assert await state.pending_counts() == {("analytics_vendor", "analytics"): 1,
-                                            ("archive", "analytics"): 1}
+                                            ("ads_vendor", "ads"): 1, ("archive", "analytics"): 1}
     retry = await _choose(engine, ANALYTICS_ONLY)
     assert sorted(_sent(retry)) == ["analytics_vendor", "archive"]
     assert "duplicate" not in {c.outcome for r in retry.releases for c in r.copies}
+
+
+async def test_an_event_that_would_wait_waits_only_once_committed(make_state: MakeState) -> None:
+    """A 503 (or a process that dies before the commit) leaves nothing waiting: the retry
+    is the one copy that waits."""
+    state = make_state()
+    engine = Engine(_rules(), state, Metrics(), MASKER)
+
+    async def unwritable(batch: Batch) -> None:
+        raise SpoolUnavailable("disk full")
+
+    with pytest.raises(SpoolUnavailable):
+        await engine.process([_landing("pv-1")], _meta(engine), unwritable)
+    assert await state.pending_counts() == {}
+    await engine.process([_landing("pv-1")], _meta(engine))
+    assert await state.pending_counts() == {("analytics_vendor", "analytics"): 1,
+                                            ("ads_vendor", "ads"): 1, ("archive", "analytics"): 1}
+
+
+async def test_a_choice_releases_what_waits_in_its_own_request(make_state: MakeState) -> None:
+    """The snippet may send a page view and the consent choice after it in one request."""
+    state = make_state()
+    engine = Engine(_rules(), state, Metrics(), MASKER)
+    batch = await engine.process(
+        [_landing("pv-1"), {"event": "consent_update", "consent": ANALYTICS_ONLY}],
+        _meta(engine))
+    assert sorted(_sent(batch)) == ["analytics_vendor", "archive"]
+    assert await state.pending_counts() == {}  # ads was denied: nothing still waits
+    assert await state.consent_for("cid-1") == ANALYTICS_ONLY
+
+
+async def test_a_partial_choice_leaves_the_rest_waiting_once(make_state: MakeState) -> None:
+    """Released for analytics, still undecided for ads: the event waits on, once, for ads
+    alone, whichever of two copies of the choice settles it."""
+    state = make_state()
+    engine = Engine(_rules(), state, Metrics(), MASKER)
+    await engine.process([_landing("pv-1")], _meta(engine))
+    first = await _choose(engine, {"analytics": "granted"})
+    assert sorted(_sent(first)) == ["analytics_vendor", "archive"]
+    assert await state.pending_counts() == {("ads_vendor", "ads"): 1}
+    [item] = await state.waiting("cid-1")
+    assert item.waits == {"ads_vendor": "ads"}
+    again = await _choose(engine, {"analytics": "granted"}, cid="cid-1")
+    assert again.rows == []  # the choice is already remembered: nothing new to release
+    assert await state.pending_counts() == {("ads_vendor", "ads"): 1}
 
 
 async def test_a_full_store_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -161,6 +161,16 @@ async def test_a_held_copy_is_taken_once_by_any_alias(store: Store) -> None:
     assert await state.expired() == []
 
 
+async def test_peek_leaves_the_held_copy_to_take(store: Store) -> None:
+    state = store.state
+    await state.hold(["eid:p1", "cid:x:purchase"], {"event": "purchase", "fields": {"a": 1}}, 60)
+    assert await state.peek(["eid:nope", "cid:x:purchase"]) == {"event": "purchase",
+                                                                "fields": {"a": 1}}
+    assert await state.peek(["eid:nope"]) is None
+    assert await state.take(["eid:p1"]) == {"event": "purchase", "fields": {"a": 1}}
+    assert await state.peek(["eid:p1", "cid:x:purchase"]) is None
+
+
 async def test_a_held_copy_nobody_takes_expires_once(store: Store) -> None:
     state = store.state
     await state.hold(["eid:2"], {"event": "purchase", "fields": {}}, 0.05)
@@ -218,6 +228,31 @@ async def test_a_waiting_event_whose_window_ends_is_swept_once(store: Store) -> 
     assert await state.pending_counts() == {("ads_log", "ads"): 1}
     assert [i.event_id for i in await state.release("c2")] == ["e4"]
     assert await state.pending_counts() == {}
+
+
+async def test_released_events_are_settled_in_their_place(store: Store) -> None:
+    """Read without taking, then settled once the copies are committed: a released event
+    goes, or is replaced by what of it still waits; settling again changes nothing."""
+    state = store.state
+    both = _item("c1", "e1", {"archive": "analytics", "ads_log": "ads"})
+    await state.pend(both, 60)
+    await state.pend(_item("c1", "e2"), 60)
+    await state.pend(_item("c1", "e3"), 60)
+    assert [i.event_id for i in await state.waiting("c1")] == ["e1", "e2", "e3"]
+    assert (await state.waiting("c1"))[0] == both  # as it was given, and not taken
+    assert len(await state.waiting("c1")) == 3
+    rest = Pending("c1", "e1", "page_view", {"ads_log": "ads"}, both.body, both.until)
+    await state.settle("c1", {"e1": rest, "e2": None})
+    assert await state.pending_counts() == {("ads_log", "ads"): 2}
+    assert [(i.event_id, dict(i.waits)) for i in await state.waiting("c1")] == [
+        ("e1", {"ads_log": "ads"}), ("e3", {"ads_log": "ads"})]
+    await state.settle("c1", {"e1": rest, "e2": None})  # another request's copy of it
+    assert await state.pending_counts() == {("ads_log", "ads"): 2}
+    assert [i.event_id for i in await state.waiting("c1")] == ["e1", "e3"]
+    await state.settle("c1", {"e1": None, "e3": None})
+    assert await state.waiting("c1") == [] and await state.pending_counts() == {}
+    await state.settle("c9", {"e9": None})  # nobody waiting: nothing to do
+    assert await state.release("c9") == []
 
 
 async def test_a_browsers_choice_is_remembered(store: Store) -> None:
