@@ -28,6 +28,7 @@ environment, when this module is imported: nothing a request carries can set it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Awaitable, Sequence
@@ -99,12 +100,27 @@ async def claim(state: State, marks: Marks, keys: Sequence[str]) -> list[Mark]:
 
 async def kept_during(state: State, marks: Marks, work: Awaitable[None]) -> None:
     """Await ``work`` (the spool commit), renewing the request's tentative marks every
-    ``KEEP_EVERY`` seconds until it ends, however long it takes."""
-    task = asyncio.ensure_future(work)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=KEEP_EVERY)
-        if done:
-            return task.result()
-        if marks.keys:
-            await state.keep(marks.keys, marks.token, TENTATIVE_SECONDS)
-            marks.kept_at = time.monotonic()
+    ``KEEP_EVERY`` seconds until it ends, however long it takes (a timer: a commit that
+    ends sooner costs no renewal)."""
+    if not marks.keys:
+        await work
+        return
+    loop = asyncio.get_running_loop()
+    renewals: list[asyncio.Task[None]] = []
+    timers: list[asyncio.TimerHandle] = []
+
+    def renew() -> None:
+        renewals.append(loop.create_task(state.keep(marks.keys, marks.token,
+                                                    TENTATIVE_SECONDS)))
+        marks.kept_at = time.monotonic()
+        timers[0] = loop.call_later(KEEP_EVERY, renew)
+
+    timers.append(loop.call_later(max(0.0, marks.kept_at + KEEP_EVERY - time.monotonic()),
+                                  renew))
+    try:
+        await work
+    finally:
+        timers[0].cancel()
+        for task in renewals:  # let a renewal in flight finish before the marks change
+            with contextlib.suppress(Exception):
+                await task
