@@ -12,6 +12,11 @@ Dedup marks are two-phase, so that a mark and the spool write it stands for are 
 A mark left by a process that died before confirming expires within seconds by itself, and
 nobody is answered "duplicate" because of it: another request that finds it (``busy``) waits
 for it to be confirmed (then it is a duplicate) or to vanish (then it marks the key itself).
+
+The engine writes everything else a request changes only after its commit (``confirm``,
+``take`` of merged held copies, ``settle`` of released waiting events, ``remember_consent``,
+``pend``), and reads before it (``peek``, ``waiting``, ``consent_for``); only ``hold`` comes
+before, and holding again under the same aliases replaces the copy.
 """
 
 from __future__ import annotations
