@@ -70,6 +70,17 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
         await state.close()
 
 
+@pytest.fixture
+async def redis_state() -> AsyncIterator[RedisState]:
+    """A Redis state under a prefix of its own; fails loudly without Redis."""
+    state = _redis_state()
+    await _reachable(state)
+    try:
+        yield state
+    finally:
+        await state.close()
+
+
 # -- dedup marks: tentative, then confirmed ---------------------------------------------
 
 
@@ -400,31 +411,21 @@ async def test_redis_marks_are_shared_by_two_instances() -> None:
         await b.close()
 
 
-async def test_redis_mark_of_an_older_release_counts_as_confirmed() -> None:
+async def test_redis_mark_of_an_older_release_counts_as_confirmed(redis_state: RedisState) -> None:
     """Marks an earlier release wrote (``1``, set once) are confirmed ones."""
-    state = _redis_state()
-    await _reachable(state)
-    try:
-        await state.r.set(state.p + "d:old", b"1", px=60_000)
-        assert await state.contains("old")
-        assert await state.mark(["old"], "t1", 5) == ["seen"]
-    finally:
-        await state.close()
+    await redis_state.r.set(redis_state.p + "d:old", b"1", px=60_000)
+    assert await redis_state.contains("old")
+    assert await redis_state.mark(["old"], "t1", 5) == ["seen"]
 
 
-async def test_redis_waiting_event_deadline_is_the_sweeps_score() -> None:
-    state = _redis_state()
-    await _reachable(state)
-    try:
-        await state.pend(_item("c2", "e3"), 0.01)
-        await state.pend(_item("c2", "e4"), 30)
-        await asyncio.sleep(0.05)
-        assert [i.event_id for i in await state.expired_pending()] == ["e3"]
-        # what stayed is still waiting, found by the next sweep at its own deadline
-        score = await state.r.zscore(state.p + "pz", "c2")
-        assert score is not None and score > time.time() + 20
-    finally:
-        await state.close()
+async def test_redis_waiting_event_deadline_is_the_sweeps_score(redis_state: RedisState) -> None:
+    await redis_state.pend(_item("c2", "e3"), 0.01)
+    await redis_state.pend(_item("c2", "e4"), 30)
+    await asyncio.sleep(0.05)
+    assert [i.event_id for i in await redis_state.expired_pending()] == ["e3"]
+    # what stayed is still waiting, found by the next sweep at its own deadline
+    score = await redis_state.r.zscore(redis_state.p + "pz", "c2")
+    assert score is not None and score > time.time() + 20
 
 
 async def test_redis_pending_is_sealed_and_counted_across_instances() -> None:
@@ -460,19 +461,14 @@ async def test_redis_pending_that_cannot_be_opened_is_dropped_not_fatal() -> Non
         await rotated.close()
 
 
-async def test_redis_gauge_forgets_ids_whose_list_redis_dropped() -> None:
-    state = _redis_state()
-    await _reachable(state)
-    try:
-        await state.pend(_item("c1", "e1"), 0.01)
-        await state.r.delete(state.p + "p:c1")  # as if Redis expired it, unswept
-        await state.r.zadd(state.p + "pn:ads_log|ads", {"stale": time.time() - 3600})
-        assert await state.pending_counts() == {("ads_log", "ads"): 2}
-        await asyncio.sleep(0.05)
-        assert await state.expired_pending() == []
-        assert await state.pending_counts() == {("ads_log", "ads"): 1}  # the recent id stays
-    finally:
-        await state.close()
+async def test_redis_gauge_forgets_ids_whose_list_redis_dropped(redis_state: RedisState) -> None:
+    await redis_state.pend(_item("c1", "e1"), 0.01)
+    await redis_state.r.delete(redis_state.p + "p:c1")  # as if Redis expired it, unswept
+    await redis_state.r.zadd(redis_state.p + "pn:ads_log|ads", {"stale": time.time() - 3600})
+    assert await redis_state.pending_counts() == {("ads_log", "ads"): 2}
+    await asyncio.sleep(0.05)
+    assert await redis_state.expired_pending() == []
+    assert await redis_state.pending_counts() == {("ads_log", "ads"): 1}  # the recent id stays
 
 
 def test_sealer_round_trip_rotation_and_tampering() -> None:
