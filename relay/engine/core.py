@@ -8,12 +8,14 @@ It has no HTTP in it: the handlers in ``collect.py`` and ``relay test`` both cal
       -> per destination: events, when, consent, dedup, pipeline -> a spool Row
 
 ``Engine.process`` routes a request's events, then commits ``Batch.rows`` with the
-``commit`` it is given (ingest passes the spool's ``put``): the dedup marks are tentative
-until that commit returned, then confirmed (``marks.py``: a process that dies in between
-leaves no mark its client's retry could be mistaken for). When the commit fails, what the
-batch did to the state is undone (``_rollback``) so the retry is not a duplicate and finds
-again what a consent choice in it released. What it returns is in ``results.py``; events
-that wait for a browser's consent are handled in ``waiting.py``.
+``commit`` it is given (ingest passes the spool's ``put``). Before that commit the batch
+writes nothing to the state but tentative dedup marks (``marks.py``): the consent choices
+it makes, the waiting events it releases, the held copies it merges are recorded in the
+batch and written once the commit returned (``_confirm``, marks first). So a commit that
+fails (``_rollback`` drops the tentative marks) or a process that dies before it leaves
+nothing its client's retry could be mistaken for, or would not find again. What it returns
+is in ``results.py``; events that wait for a browser's consent are handled in
+``waiting.py``.
 """
 
 from __future__ import annotations
@@ -159,8 +161,13 @@ class Engine(ConsentWaits):
     async def _rollback(self, batch: Batch) -> None:
         """A batch that will not be committed: drop its tentative dedup marks. Nothing else
         of it reached the state (see ``_confirm``) but held browser copies, which its
-        client's retry holds again in their place."""
-        await self.state.unmark(batch.marks.keys, batch.marks.token)
+        client's retry holds again in their place. Best effort: marks that cannot be
+        dropped expire by themselves within seconds."""
+        try:
+            await self.state.unmark(batch.marks.keys, batch.marks.token)
+        except Exception:
+            LOG.warning("state: cannot drop the tentative dedup marks of a request that was "
+                        "not committed; they expire by themselves", exc_info=True)
 
     # -- one event --------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import pytest
 
 from relay.engine import Engine, marks
 from relay.engine.results import Batch, Meta
-from relay.errors import Contended, SpoolUnavailable
+from relay.errors import Contended, SpoolUnavailable, StateUnavailable
 from relay.observe.mask import Masker
 from relay.observe.metrics import Metrics
 from relay.registry import load_rules
@@ -231,3 +231,44 @@ async def test_a_held_browser_copy_is_merged_by_the_authoritative_copy_that_is_c
     assert await state.peek(["eid:o-1"]) is None and await state.expired() == []
     late = await engine.process([order], _meta(engine))  # the browser's copy, sent again
     assert late.results[0].status == "duplicate"
+
+
+async def test_a_failed_commit_is_answered_as_such_when_the_state_fails_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The spool's failure is what the client hears (503, retry), even when the tentative
+    marks cannot be dropped: they expire by themselves."""
+    state = MemoryState(1000, 3600)
+    engine = _engine(state)
+
+    async def unreachable(keys: Any, token: str) -> None:
+        raise ConnectionError("state store unreachable")
+
+    monkeypatch.setattr(state, "unmark", unreachable)
+    failing = Spool()
+    failing.fail = True
+    with pytest.raises(SpoolUnavailable):
+        await engine.process([_event("c7")], _meta(engine), failing.put)
+
+
+async def test_a_state_failure_after_the_commit_asks_for_a_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The copies are spooled, their marks not recorded: the client must retry (at least
+    once), and the retry is accepted again rather than lost."""
+    monkeypatch.setattr(marks, "TENTATIVE_SECONDS", 0.2)  # the retry waits these out
+    state = MemoryState(1000, 3600)
+    engine = _engine(state)
+    confirm = state.confirm
+
+    async def unreachable(keys: Any, ttl: float) -> None:
+        raise ConnectionError("state store unreachable")
+
+    monkeypatch.setattr(state, "confirm", unreachable)
+    spool = Spool()
+    with pytest.raises(StateUnavailable):
+        await engine.process([_event("c8")], _meta(engine), spool.put)
+    assert spool.rows  # committed
+    monkeypatch.setattr(state, "confirm", confirm)
+    retry = await engine.process([_event("c8")], _meta(engine), spool.put)
+    assert retry.accepted == 1  # its marks never counted: sent again, at least once
