@@ -20,7 +20,6 @@ is in ``results.py``; events that wait for a browser's consent are handled in
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -94,7 +93,6 @@ class Engine(ConsentWaits):
         self._auth_ttl = max(
             [c.confirm_window for c in rules.events.contracts.values()] + [rules.relay.dedup_window]
         )
-        self._committing: set[asyncio.Future[None]] = set()
 
     async def process(
         self, raws: Sequence[Any], meta: Meta, commit: Commit | None = None
@@ -104,7 +102,8 @@ class Engine(ConsentWaits):
         are confirmed at once. Raises what ``commit`` raised (``SpoolUnavailable``), or
         ``Contended`` when another request's copy of one of its events did not settle in
         time; the batch's state changes are undone first, so a retry is safe. A request
-        cancelled while it commits still finishes the commit and the confirmation."""
+        cancelled while it commits (its client gone) leaves its marks tentative, as a
+        process that dies does: a retry is accepted (delivered at least once)."""
         batch = Batch()
         watched = self.watched()
         for index, raw in enumerate(raws):
@@ -121,10 +120,7 @@ class Engine(ConsentWaits):
             return batch
         if batch.marks.keys:
             crash_point(AFTER_MARK)
-        task = asyncio.ensure_future(self._commit(batch, commit))
-        self._committing.add(task)  # the loop keeps only weak references to tasks
-        task.add_done_callback(self._committing.discard)
-        await asyncio.shield(task)
+        await self._commit(batch, commit)
         return batch
 
     async def _commit(self, batch: Batch, commit: Commit) -> None:
