@@ -8,13 +8,13 @@ It has no HTTP in it: the handlers in ``collect.py`` and ``relay test`` both cal
       -> per destination: events, when, consent, dedup, pipeline -> a spool Row
 
 ``Engine.process`` routes a request's events, then commits ``Batch.rows`` with the
-``commit`` it is given (ingest passes the spool's ``put``). Before that commit the batch
-writes nothing to the state but tentative dedup marks (``marks.py``): the consent choices
-it makes, the waiting events it releases, the held copies it merges are recorded in the
-batch and written once the commit returned (``_confirm``, marks first). So a commit that
-fails (``_rollback`` drops the tentative marks) or a process that dies before it leaves
-nothing its client's retry could be mistaken for, or would not find again. What it returns
-is in ``results.py``; events that wait for a browser's consent are handled in
+``commit`` it is given (ingest passes the spool's ``put``). Its dedup marks are tentative
+until that commit returned (``marks.py``), and what it takes from the state (the waiting
+events a consent choice releases, the held browser copies an authoritative copy merges)
+is only read before it and taken once it returned (``_confirm``, marks first). So a commit
+that fails (``_rollback``) or a process that dies before it leaves no mark its client's
+retry could be mistaken for, and nothing taken that the retry would not find again. What
+it returns is in ``results.py``; events that wait for a browser's consent are handled in
 ``waiting.py``.
 """
 
@@ -138,10 +138,9 @@ class Engine(ConsentWaits):
     async def _confirm(self, batch: Batch) -> None:
         """The batch is committed: its tentative marks become marks for the dedup window,
         its authoritative copies are marked as received (and the held browser copies they
-        merged are dropped), the waiting events it released are settled, the consent
-        choices it made remembered, and its events that wait for a choice kept. Marks
-        first: if the process dies midway, the client's retry finds its copies committed
-        (duplicates) and does the rest again."""
+        merged are dropped), and the waiting events it released are settled. Marks first:
+        if the process dies midway, the client's retry finds its copies committed
+        (duplicates) and settles the rest."""
         state = self.state
         await state.confirm(batch.marks.keys, self.rules.relay.dedup_window)
         await state.confirm(batch.authorities, self._auth_ttl)
@@ -149,21 +148,20 @@ class Engine(ConsentWaits):
             await state.take(aliases)
         for cid, released in batch.settled.items():
             await state.settle(cid, released)
-        for cid, consent in batch.consent.items():
-            await state.remember_consent(cid, consent, CONSENT_MEMORY_SECONDS)
-        for waiting in batch.pends:
-            await self._keep_waiting(waiting)
 
     async def _rollback(self, batch: Batch) -> None:
-        """A batch that will not be committed: drop its tentative dedup marks. Nothing else
-        of it reached the state (see ``_confirm``) but held browser copies, which its
-        client's retry holds again in their place. Best effort: marks that cannot be
-        dropped expire by themselves within seconds."""
+        """A batch that will not be committed: drop its tentative dedup marks, and restore
+        the consent choices it made (so the client's retry makes them again). The waiting
+        events it released were never taken; the events it made wait, and the browser
+        copies it held, stay (a retry waits or holds again: released once, by the marks).
+        Best effort: marks that cannot be dropped expire by themselves within seconds."""
         try:
             await self.state.unmark(batch.marks.keys, batch.marks.token)
+            for cid, before in reversed(batch.remembered):
+                await self.state.remember_consent(cid, before or {}, CONSENT_MEMORY_SECONDS)
         except Exception:
-            LOG.warning("state: cannot drop the tentative dedup marks of a request that was "
-                        "not committed; they expire by themselves", exc_info=True)
+            LOG.warning("state: cannot undo what a request that was not committed did; its "
+                        "tentative dedup marks expire by themselves", exc_info=True)
 
     # -- one event --------------------------------------------------------------------
 
@@ -234,8 +232,10 @@ class Engine(ConsentWaits):
         cid = ev.get("correlation_id") if source.type == "browser" else None
         given = ev.get("consent")
         if cid is not None:
-            memory = await self._consent_memory(ev, cid, batch)
+            memory = await self._consent_memory(ev, cid)
             given = memory.given
+            if memory.changed:
+                batch.remembered.append((cid, memory.before))
             if ev["event"] == CONSENT_EVENT:
                 return await self._consent_update(index, ev, cid, memory, batch, notes)
             if memory.changed:
@@ -409,7 +409,7 @@ class Engine(ConsentWaits):
                 continue
             candidates.append(dest)
         if waits and cid:
-            self._pend(ev, cid, given, waits, batch)
+            await self._pend(ev, cid, given, waits)
         await self._emit(ev, candidates, granted, result, batch)
 
     def _prepare(self, own: Event, dest: Destination, granted: frozenset[str]) -> Copy:

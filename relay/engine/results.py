@@ -85,18 +85,6 @@ class Audit:
 
 
 @dataclass(slots=True)
-class Waiting:
-    """An event that will wait for its browser's consent once its batch is committed:
-    ``window`` seconds, for the destinations of ``copies`` (their ``held`` copies, which
-    become ``suppressed`` if the store is full)."""
-
-    item: Pending
-    window: float
-    copies: dict[str, Copy]
-    source: str | None
-
-
-@dataclass(slots=True)
 class Batch:
     results: list[Result] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)
@@ -106,15 +94,14 @@ class Batch:
     authorities: list[str] = field(default_factory=list)
     # Events that waited for a consent choice this batch made, one result each.
     releases: list[Result] = field(default_factory=list)
-    # What the batch does to the state once it is committed (``Engine._confirm``), never
-    # before: a batch that is not committed leaves no trace a retry would trip on.
-    # Per browser, the waiting events it released: event id -> what of it still waits.
+    # Taken from the state once the batch is committed (``Engine._confirm``), never before,
+    # so a batch that is not committed (or whose process dies first) leaves them in place:
+    # per browser, the waiting events it released (event id -> what of it still waits),
     settled: dict[str, dict[str, Pending | None]] = field(default_factory=dict)
-    # Per browser, its remembered consent as the batch leaves it.
-    consent: dict[str, dict[str, str]] = field(default_factory=dict)
-    pends: list[Waiting] = field(default_factory=list)  # events to keep waiting for consent
-    # The aliases of held browser copies merged into authoritative copies of the batch.
+    # and the aliases of the held browser copies its authoritative copies merged.
     merged: list[list[str]] = field(default_factory=list)
+    # Browsers whose remembered consent this batch changed: (cid, what it was before).
+    remembered: list[tuple[str, dict[str, str] | None]] = field(default_factory=list)
 
     @property
     def accepted(self) -> int:

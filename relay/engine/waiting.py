@@ -25,7 +25,7 @@ import orjson
 
 from relay.engine.consent import decide
 from relay.engine.match import matches
-from relay.engine.results import Batch, Copy, Result, Waiting
+from relay.engine.results import Batch, Copy, Result
 from relay.observe.log import digest, hop
 from relay.observe.mask import Masker
 from relay.observe.metrics import Metrics
@@ -111,13 +111,11 @@ class ConsentWaits:
             reason=reason,
         )
 
-    def _pend(
-        self, ev: Event, cid: str, given: Any, waits: dict[str, Copy], batch: Batch
-    ) -> None:
+    async def _pend(self, ev: Event, cid: str, given: Any, waits: dict[str, Copy]) -> None:
         """Keep the event once for the destinations in ``waits`` (their ``held`` copies)
-        until this browser chooses, once the batch is committed (``_keep_waiting``): as it
-        reached routing, with the ``consent`` it carried itself (the choice merges into that
-        at release)."""
+        until this browser chooses: as it reached routing, with the ``consent`` it carried
+        itself (the choice merges into that at release). When the store is full it fails
+        closed: the copies are suppressed."""
         eid, name = ev["event_id"], ev["event"]
         stored = dict(ev)
         if given is None:
@@ -127,22 +125,14 @@ class ConsentWaits:
         purposes = {dest: copy.purpose or "" for dest, copy in waits.items()}
         window = max(self.rules.purposes[p].pending_window for p in purposes.values())
         item = Pending(cid, eid, name, purposes, orjson.dumps(stored), time.time() + window)
-        source = ev.get("source")
-        source = source if isinstance(source, str) else None
-        batch.pends.append(Waiting(item, window, waits, source))
-
-    async def _keep_waiting(self, waiting: Waiting) -> None:
-        """The batch is committed: the event waits. When the store is full it fails closed:
-        the copies are suppressed."""
-        item, source = waiting.item, waiting.source
-        eid, name, purposes = item.event_id, item.event, item.waits
-        if await self.state.pend(item, waiting.window):
+        if await self.state.pend(item, window):
             for dest, purpose in purposes.items():
-                hop("held", event_id=eid, source=source, event=self._named(name),
-                    destination=dest, purpose=purpose, reason=PENDING)
+                hop("held", event_id=eid, source=ev.get("source"), event=self._named(name),
+                    destination=dest,
+                    purpose=purpose, reason=PENDING)
             return
-        for dest, copy in waiting.copies.items():
-            self._suppressed(eid, name, dest, purposes[dest], FULL, source)
+        for dest, copy in waits.items():
+            self._suppressed(eid, name, dest, purposes[dest], FULL, ev.get("source"))
             copy.outcome, copy.detail = "suppressed", f"{purposes[dest]}: {FULL}"
 
     async def _expire_pending(self) -> list[Result]:
@@ -161,12 +151,10 @@ class ConsentWaits:
         hop("expired", event_id=item.event_id, event=self._named(item.event), reason=EXPIRED)
         return result
 
-    async def _consent_memory(self, ev: Event, cid: str, batch: Batch) -> Memory:
-        """Merge this browser's remembered explicit consent (as the batch left it so far)
-        into the event; remember what the event adds, once the batch is committed."""
-        remembered = batch.consent.get(cid)
-        if remembered is None:
-            remembered = await self.state.consent_for(cid)
+    async def _consent_memory(self, ev: Event, cid: str) -> Memory:
+        """Merge this browser's remembered explicit consent into the event; remember what
+        the event adds."""
+        remembered = await self.state.consent_for(cid)
         given = ev.get("consent")
         apply_memory(ev, remembered or {})
         # Only the rules' purposes are remembered: other keys decide nothing, and a browser
@@ -179,7 +167,7 @@ class ConsentWaits:
         if not learned:
             return Memory(given, remembered, before)
         merged = {**before, **learned}
-        batch.consent[cid] = merged
+        await self.state.remember_consent(cid, merged, CONSENT_MEMORY_SECONDS)
         return Memory(given, remembered, merged)
 
     async def _consent_update(
@@ -202,10 +190,10 @@ class ConsentWaits:
         self, cid: str, remembered: Mapping[str, str], batch: Batch, notes: list[str]
     ) -> None:
         """Route the events that waited for this browser's choice as if it had come before
-        them: those in the store (read, not taken: they are settled once the batch is
-        committed, so a batch that is not leaves them waiting for its retry) and those of
-        this batch that are to wait. Each gets its own result in ``batch.releases`` (the
-        debug view shows it as an entry of its own)."""
+        them: read, not taken (they are settled once the batch is committed, so a batch that
+        is not, or a process that dies before its commit, leaves them waiting for the
+        retry). Each gets its own result in ``batch.releases`` (the debug view shows it as
+        an entry of its own)."""
         now = time.time()
         settled = batch.settled.setdefault(cid, {})
         stored = [i for i in await self.state.waiting(cid) if i.event_id not in settled]
@@ -215,13 +203,6 @@ class ConsentWaits:
                 settled[item.event_id] = None
                 continue
             settled[item.event_id] = await self._route_one(item, remembered, batch, notes)
-        for waiting in [w for w in batch.pends if w.item.cid == cid]:
-            left = await self._route_one(waiting.item, remembered, batch, notes)
-            if left is None:
-                batch.pends.remove(waiting)
-            else:
-                waiting.item = left
-                waiting.copies = {d: c for d, c in waiting.copies.items() if d in left.waits}
 
     async def _route_one(
         self, item: Pending, remembered: Mapping[str, str], batch: Batch, notes: list[str]

@@ -13,10 +13,10 @@ A mark left by a process that died before confirming expires within seconds by i
 nobody is answered "duplicate" because of it: another request that finds it (``busy``) waits
 for it to be confirmed (then it is a duplicate) or to vanish (then it marks the key itself).
 
-The engine writes everything else a request changes only after its commit (``confirm``,
-``take`` of merged held copies, ``settle`` of released waiting events, ``remember_consent``,
-``pend``), and reads before it (``peek``, ``waiting``, ``consent_for``); only ``hold`` comes
-before, and holding again under the same aliases replaces the copy.
+What a request takes from the state, the engine reads before its commit (``peek``,
+``waiting``) and takes only after it (``take``, ``settle``), so a request that dies first
+leaves it for its retry. What it adds (``hold``, ``pend``, ``remember_consent``) comes
+before; holding again under the same aliases replaces the copy.
 """
 
 from __future__ import annotations

@@ -217,9 +217,9 @@ async def test_the_event_waits_once_before_any_pipeline(tmp_path: Path) -> None:
 
 
 async def test_a_failed_commit_leaves_the_copies_waiting(make_state: MakeState) -> None:
-    """The client hears 503 and retries its choice: the copies are released again. Nothing
-    of the failed request reached the state (no choice remembered, nothing taken), so a
-    process that dies before its commit leaves them just as waiting."""
+    """The client hears 503 and retries its choice: the copies are released again. The
+    failed request took nothing (its choice is forgotten again), so a process that dies
+    before its commit leaves them just as waiting."""
     state = make_state()
     engine = Engine(_rules(), state, Metrics(), MASKER)
     await engine.process([_landing("pv-1")], _meta(engine))
@@ -234,7 +234,7 @@ async def test_a_failed_commit_leaves_the_copies_waiting(make_state: MakeState) 
                              _meta(engine), unwritable)
     [failed] = tried
     assert sorted(_sent(failed)) == ["analytics_vendor", "archive"]
-    assert await state.consent_for("cid-1") is None
+    assert await state.consent_for("cid-1") == {}
     assert await state.pending_counts() == {("analytics_vendor", "analytics"): 1,
                                             ("ads_vendor", "ads"): 1, ("archive", "analytics"): 1}
     retry = await _choose(engine, ANALYTICS_ONLY)
@@ -242,9 +242,9 @@ async def test_a_failed_commit_leaves_the_copies_waiting(make_state: MakeState) 
     assert "duplicate" not in {c.outcome for r in retry.releases for c in r.copies}
 
 
-async def test_an_event_that_would_wait_waits_only_once_committed(make_state: MakeState) -> None:
-    """A 503 (or a process that dies before the commit) leaves nothing waiting: the retry
-    is the one copy that waits."""
+async def test_an_event_that_waited_twice_is_released_once(make_state: MakeState) -> None:
+    """A 503 (or a process that dies) after an event was made to wait: the client's retry
+    makes it wait again; the choice releases it once, the second copy a duplicate."""
     state = make_state()
     engine = Engine(_rules(), state, Metrics(), MASKER)
 
@@ -253,10 +253,13 @@ async def test_an_event_that_would_wait_waits_only_once_committed(make_state: Ma
 
     with pytest.raises(SpoolUnavailable):
         await engine.process([_landing("pv-1")], _meta(engine), unwritable)
-    assert await state.pending_counts() == {}
     await engine.process([_landing("pv-1")], _meta(engine))
-    assert await state.pending_counts() == {("analytics_vendor", "analytics"): 1,
-                                            ("ads_vendor", "ads"): 1, ("archive", "analytics"): 1}
+    update = await _choose(engine, ALL)
+    assert sorted(_sent(update)) == ["ads_vendor", "analytics_vendor", "archive"]
+    assert len(update.rows) == 3
+    outcomes = sorted(c.outcome for r in update.releases for c in r.copies)
+    assert outcomes == ["delivered"] * 3 + ["duplicate"] * 3
+    assert await state.pending_counts() == {}
 
 
 async def test_a_choice_releases_what_waits_in_its_own_request(make_state: MakeState) -> None:
