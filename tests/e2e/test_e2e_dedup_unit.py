@@ -2,7 +2,8 @@
 and the SQLite spool dies exactly between marking an event's copies and committing them
 (the test-only crash point ``RELAY_TEST_CRASH_AT=after-dedup-mark``, ``relay.engine.marks``);
 the client, who got no 202, retries after the restart, and the retry is accepted, not
-answered as a duplicate, and delivered once."""
+answered as a duplicate, and delivered once. The same for a consent choice that released a
+waiting page view; and copies of one event sent to two replicas at once make one delivery."""
 
 from __future__ import annotations
 
