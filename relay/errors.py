@@ -3,6 +3,10 @@
     RelayError
     ├── RulesError (relay.rules.diagnostics): a rules directory does not validate
     ├── SpoolUnavailable: the spool cannot commit; ingest answers 503 and accepts nothing
+    ├── StateUnavailable: the state store failed after the spool committed; ingest answers
+    │   503 so the client retries (at least once: a copy may be delivered twice)
+    ├── Contended: another copy of an event is being committed and did not settle in time;
+    │   ingest answers 503 (Retry-After) and accepts nothing (relay.engine.marks)
     └── DeliveryError: one delivery attempt failed
         ├── Retryable: network error, timeout, 408, 429, 5xx; retried with backoff
         └── Permanent: any other 4xx, an unmappable event; dead-lettered with the answer
@@ -20,6 +24,17 @@ class RelayError(Exception):
 
 class SpoolUnavailable(RelayError):
     """The spool could not commit: nothing in the request was accepted."""
+
+
+class StateUnavailable(RelayError):
+    """The state store failed after the spool committed the request's copies (their marks,
+    or the consent state the request changed, may not be recorded): the client must retry;
+    the retry's copies are duplicates, or delivered again if their marks were not recorded."""
+
+
+class Contended(RelayError):
+    """Another request's tentative dedup mark on a copy of this request did not settle
+    within ``relay.engine.marks.WAIT_SECONDS``: nothing in the request was accepted."""
 
 
 class DeliveryError(RelayError):

@@ -7,16 +7,21 @@ It has no HTTP in it: the handlers in ``collect.py`` and ``relay test`` both cal
       -> authority (hold browser copies / merge them into the backend's)
       -> per destination: events, when, consent, dedup, pipeline -> a spool Row
 
-Nothing is written here: the caller commits ``Batch.rows`` and, if that fails, calls
-``Engine.rollback`` so a retried request is not mistaken for a duplicate (and finds again
-what a consent choice in it released). What it returns is in ``results.py``; events that
-wait for a browser's consent are handled in ``waiting.py``.
+``Engine.process`` routes a request's events, then commits ``Batch.rows`` with the
+``commit`` it is given (ingest passes the spool's ``put``). Its dedup marks are tentative
+until that commit returned (``marks.py``), and what it takes from the state (the waiting
+events a consent choice releases, the held browser copies an authoritative copy merges)
+is only read before it and taken once it returned (``_confirm``, marks first). So a commit
+that fails (``_rollback``) or a process that dies before it leaves no mark its client's
+retry could be mistaken for, and nothing taken that the retry would not find again. What
+it returns is in ``results.py``; events that wait for a browser's consent are handled in
+``waiting.py``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -26,6 +31,7 @@ from relay.destinations import DESTINATIONS
 from relay.engine import contracts, envelope
 from relay.engine.consent import decide
 from relay.engine.identity import new_id
+from relay.engine.marks import AFTER_MARK, claim, crash_point, kept_during
 from relay.engine.match import matches
 from relay.engine.results import Audit, Batch, Copy, Meta, Result
 from relay.engine.sample import Sampler
@@ -36,6 +42,7 @@ from relay.engine.waiting import (
     ConsentWaits,
     reads_consent,
 )
+from relay.errors import Contended, StateUnavailable
 from relay.observe.log import LOG, digest, hop
 from relay.observe.mask import Masker
 from relay.observe.metrics import Metrics
@@ -49,6 +56,7 @@ from relay.state import State
 from relay.types import DestinationDef, Event, Prepare, StepContext
 
 OTHER_EVENT = "*"
+Commit = Callable[[Batch], Awaitable[None]]  # commits a batch's rows, or raises
 
 
 class Engine(ConsentWaits):
@@ -86,7 +94,16 @@ class Engine(ConsentWaits):
             [c.confirm_window for c in rules.events.contracts.values()] + [rules.relay.dedup_window]
         )
 
-    async def process(self, raws: Sequence[Any], meta: Meta) -> Batch:
+    async def process(
+        self, raws: Sequence[Any], meta: Meta, commit: Commit | None = None
+    ) -> Batch:
+        """Route the events, commit the batch with ``commit``, then confirm its dedup
+        marks. Without ``commit`` (``relay test``, ``relay diff``: nothing is spooled) they
+        are confirmed at once. Raises what ``commit`` raised (``SpoolUnavailable``), or
+        ``Contended`` when another request's copy of one of its events did not settle in
+        time; the batch's state changes are undone first, so a retry is safe. A request
+        cancelled while it commits (its client gone) leaves its marks tentative, as a
+        process that dies does: a retry is accepted (delivered at least once)."""
         batch = Batch()
         watched = self.watched()
         for index, raw in enumerate(raws):
@@ -95,19 +112,56 @@ class Engine(ConsentWaits):
                 result.cid = meta.correlation_id
             result.source, result.received_ms = meta.source.name, meta.received_ms
             batch.results.append(result)
+            if batch.marks.contended:
+                await self._rollback(batch)
+                raise Contended("another copy of an event in the request is being committed")
+        if commit is None:
+            await self._confirm(batch)
+            return batch
+        if batch.marks.keys:
+            crash_point(AFTER_MARK)
+        await self._commit(batch, commit)
         return batch
 
-    async def rollback(self, batch: Batch) -> None:
-        """Undo what a batch whose spool commit failed did to the state: its dedup marks,
-        and the consent choices it made (restored, so the client's retry makes them
-        again), with the waiting copies they released put back to wait for it."""
-        await self.state.forget(batch.marked)
-        for cid, before in reversed(batch.remembered):
-            await self.state.remember_consent(cid, before or {}, CONSENT_MEMORY_SECONDS)
-        now = time.time()
-        for item in batch.taken:
-            if item.until > now:
-                await self.state.pend(item, item.until - now)
+    async def _commit(self, batch: Batch, commit: Commit) -> None:
+        try:
+            await kept_during(self.state, batch.marks, commit(batch))
+        except Exception:
+            await self._rollback(batch)
+            raise
+        try:
+            await self._confirm(batch)
+        except Exception as exc:
+            LOG.exception("state: cannot record what a committed request did; answering 503")
+            raise StateUnavailable(str(exc)) from exc
+
+    async def _confirm(self, batch: Batch) -> None:
+        """The batch is committed: its tentative marks become marks for the dedup window,
+        its authoritative copies are marked as received (and the held browser copies they
+        merged are dropped), and the waiting events it released are settled. Marks first:
+        if the process dies midway, the client's retry finds its copies committed
+        (duplicates) and settles the rest."""
+        state = self.state
+        await state.confirm(batch.marks.keys, self.rules.relay.dedup_window)
+        await state.confirm(batch.authorities, self._auth_ttl)
+        for aliases in batch.merged:
+            await state.take(aliases)
+        for cid, released in batch.settled.items():
+            await state.settle(cid, released)
+
+    async def _rollback(self, batch: Batch) -> None:
+        """A batch that will not be committed: drop its tentative dedup marks, and restore
+        the consent choices it made (so the client's retry makes them again). The waiting
+        events it released were never taken; the events it made wait, and the browser
+        copies it held, stay (a retry waits or holds again: released once, by the marks).
+        Best effort: marks that cannot be dropped expire by themselves within seconds."""
+        try:
+            await self.state.unmark(batch.marks.keys, batch.marks.token)
+            for cid, before in reversed(batch.remembered):
+                await self.state.remember_consent(cid, before or {}, CONSENT_MEMORY_SECONDS)
+        except Exception:
+            LOG.warning("state: cannot undo what a request that was not committed did; its "
+                        "tentative dedup marks expire by themselves", exc_info=True)
 
     # -- one event --------------------------------------------------------------------
 
@@ -217,7 +271,7 @@ class Engine(ConsentWaits):
         result = Result(index, "accepted", eid, name, notes=notes, cid=ev.get("correlation_id"))
         contract = checked.contract
         if contract is not None and contract.authority is not None:
-            await self._authority(ev, contract, source, result)
+            await self._authority(ev, contract, source, result, batch)
             if result.status != "accepted":
                 return result
 
@@ -265,7 +319,7 @@ class Engine(ConsentWaits):
                 ev["correlation_id"] = verified
 
     async def _authority(
-        self, ev: Event, contract: Contract, source: Source, result: Result
+        self, ev: Event, contract: Contract, source: Source, result: Result, batch: Batch
     ) -> None:
         """Hold a browser copy of an event another source is the authority for (``result``
         becomes ``held``, or ``duplicate`` when the authority's copy came first), or merge a
@@ -274,8 +328,9 @@ class Engine(ConsentWaits):
         cid = ev.get("correlation_id")
         aliases = ["eid:" + eid] + ([f"cid:{cid}:{name}"] if cid else [])
         if source.name == contract.authority:
-            held = await self.state.take(aliases)
+            held = await self.state.peek(aliases)  # taken once this copy is committed
             if held is not None:
+                batch.merged.append(aliases)
                 merged = []
                 for path, value in held.get("fields", {}).items():
                     if get_path(ev, path) is MISSING:
@@ -286,7 +341,7 @@ class Engine(ConsentWaits):
                 result.merged = tuple(merged)
                 browser_eid = held.get("event_id")
                 result.confirms = browser_eid if isinstance(browser_eid, str) else None
-            await self.state.seen(["auth:" + eid], self._auth_ttl)
+            batch.authorities.append("auth:" + eid)  # marked once it is committed
             return
         if source.type != "browser":
             return  # another trusted source: routed as is
@@ -423,9 +478,11 @@ class Engine(ConsentWaits):
         if not ready:
             return
         keys = [f"{c.destination}:{eid}" for c in ready]
-        already = await self.state.seen(keys, self.rules.relay.dedup_window)
-        for copy, key, dup in zip(ready, keys, already, strict=True):
-            if dup:
+        marks = await claim(self.state, batch.marks, keys)
+        for copy, mark in zip(ready, marks, strict=True):
+            if mark == "busy":  # not settled in time: the whole request is refused
+                continue
+            if mark != "new":
                 result.copies.append(
                     Copy(copy.destination, "duplicate", "seen within dedup_window")
                 )
@@ -438,7 +495,6 @@ class Engine(ConsentWaits):
                     destination=copy.destination,
                 )
                 continue
-            batch.marked.append(key)
             result.copies.append(copy)
             batch.rows.append(Row(copy.destination, eid, orjson.dumps(copy.sent)))
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import orjson
 
 from relay.engine.envelope import format_ms
+from relay.engine.marks import Marks
 from relay.observe.changes import changes
 from relay.observe.log import digest
 from relay.observe.mask import Masker
@@ -89,11 +90,17 @@ class Batch:
     results: list[Result] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
-    marked: list[str] = field(default_factory=list)  # dedup keys set by this batch
+    marks: Marks = field(default_factory=Marks)  # its tentative dedup marks
+    # ``auth:<event_id>`` of the authoritative copies in it: marked once they are committed.
+    authorities: list[str] = field(default_factory=list)
     # Events that waited for a consent choice this batch made, one result each.
     releases: list[Result] = field(default_factory=list)
-    # What those released to destinations, to put back if the spool commit fails.
-    taken: list[Pending] = field(default_factory=list)
+    # Taken from the state once the batch is committed (``Engine._confirm``), never before,
+    # so a batch that is not committed (or whose process dies first) leaves them in place:
+    # per browser, the waiting events it released (event id -> what of it still waits),
+    settled: dict[str, dict[str, Pending | None]] = field(default_factory=dict)
+    # and the aliases of the held browser copies its authoritative copies merged.
+    merged: list[list[str]] = field(default_factory=list)
     # Browsers whose remembered consent this batch changed: (cid, what it was before).
     remembered: list[tuple[str, dict[str, str] | None]] = field(default_factory=list)
 

@@ -190,30 +190,42 @@ class ConsentWaits:
         self, cid: str, remembered: Mapping[str, str], batch: Batch, notes: list[str]
     ) -> None:
         """Route the events that waited for this browser's choice as if it had come before
-        them. Each gets its own result in ``batch.releases`` (the debug view shows it as an
-        entry of its own); what is taken is kept in ``batch.taken`` so a failed spool commit
-        can put it back (``Engine.rollback``)."""
+        them: read, not taken (they are settled once the batch is committed, so a batch that
+        is not, or a process that dies before its commit, leaves them waiting for the
+        retry). Each gets its own result in ``batch.releases`` (the debug view shows it as
+        an entry of its own)."""
         now = time.time()
-        for item in await self.state.release(cid):
+        settled = batch.settled.setdefault(cid, {})
+        stored = [i for i in await self.state.waiting(cid) if i.event_id not in settled]
+        for item in stored:
             if item.until <= now:  # its window ended before the sweep saw it
                 batch.releases.append(self._expired(item))
+                settled[item.event_id] = None
                 continue
-            out = Result(-1, "released", item.event_id, item.event, cid=cid)
-            if self.watched():  # the debug view diffs the copies against the waiting event
-                out.input = item.body
-            batch.releases.append(out)
-            ready = await self._route_released(item, remembered, now, out, batch)
-            released = sum(1 for c in out.copies if c.outcome == "delivered")
-            notes.append(f"consent released {released} waiting copy(ies) of {item.event}")
-            for dest in ready:
-                hop("released", event_id=item.event_id, event=self._named(item.event),
-                    destination=dest, purpose=item.waits[dest], reason="consent")
+            settled[item.event_id] = await self._route_one(item, remembered, batch, notes)
+
+    async def _route_one(
+        self, item: Pending, remembered: Mapping[str, str], batch: Batch, notes: list[str]
+    ) -> Pending | None:
+        """One waiting event released: its result, its copies; what of it still waits."""
+        out = Result(-1, "released", item.event_id, item.event, cid=item.cid)
+        if self.watched():  # the debug view diffs the copies against the waiting event
+            out.input = item.body
+        batch.releases.append(out)
+        ready, left = await self._route_released(item, remembered, out, batch)
+        released = sum(1 for c in out.copies if c.outcome == "delivered")
+        notes.append(f"consent released {released} waiting copy(ies) of {item.event}")
+        for dest in ready:
+            hop("released", event_id=item.event_id, event=self._named(item.event),
+                destination=dest, purpose=item.waits[dest], reason="consent")
+        return left
 
     async def _route_released(
-        self, item: Pending, remembered: Mapping[str, str], now: float, out: Result, batch: Batch
-    ) -> list[str]:
+        self, item: Pending, remembered: Mapping[str, str], out: Result, batch: Batch
+    ) -> tuple[list[str], Pending | None]:
         """One waiting event, routed with the choice: the names of the destinations it is
-        released to (their copies are in ``out`` and ``batch.rows``)."""
+        released to (their copies are in ``out`` and ``batch.rows``), and what of it still
+        waits (None: nothing)."""
         rules = self.rules
         eid, name = item.event_id, item.event
         ev: Event = orjson.loads(item.body)
@@ -224,7 +236,6 @@ class ConsentWaits:
         granted = frozenset(p for p, (state, _) in states.items() if state == "granted")
         ready: list[Destination] = []
         still: dict[str, str] = {}
-        back: dict[str, str] = {}  # put back if the spool commit fails
         for dest_name, purpose in item.waits.items():
             dest = rules.destinations.get(dest_name)
             if dest is None or dest.purpose != purpose:
@@ -238,7 +249,6 @@ class ConsentWaits:
                     out.copies.append(Copy(dest_name, "dropped", "when: no match"))
                     continue
                 ready.append(dest)
-                back[dest_name] = purpose
             elif reason.startswith("default"):
                 still[dest_name] = purpose
             else:
@@ -246,20 +256,8 @@ class ConsentWaits:
                 out.copies.append(
                     Copy(dest_name, "suppressed", f"{purpose}: {reason}", purpose=purpose)
                 )
-        if still:
-            kept = Pending(item.cid, eid, name, still, item.body, item.until)
-            held = await self.state.pend(kept, item.until - now)
-            for dest_name, purpose in still.items():
-                if held:
-                    out.copies.append(
-                        Copy(dest_name, "held", f"{purpose}: {PENDING}", purpose=purpose)
-                    )
-                else:
-                    self._suppressed(eid, name, dest_name, purpose, FULL, ev.get("source"))
-                    out.copies.append(
-                        Copy(dest_name, "suppressed", f"{purpose}: {FULL}", purpose=purpose)
-                    )
-        if back:
-            batch.taken.append(Pending(item.cid, eid, name, back, item.body, item.until))
+        for dest_name, purpose in still.items():
+            out.copies.append(Copy(dest_name, "held", f"{purpose}: {PENDING}", purpose=purpose))
         await self._emit(ev, ready, granted, out, batch)
-        return [d.name for d in ready]
+        left = Pending(item.cid, eid, name, still, item.body, item.until) if still else None
+        return [d.name for d in ready], left

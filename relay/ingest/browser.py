@@ -23,7 +23,7 @@ from relay.engine.identity import client_ip
 from relay.engine.results import Meta
 from relay.ingest import bots, origin
 from relay.ingest.body import parse_body
-from relay.ingest.commit import commit, ingest_answer
+from relay.ingest.commit import accept, ingest_answer
 from relay.ingest.endpoint import Answer, problem
 from relay.observe.log import LOG
 from relay.state.ratelimit import retry_after
@@ -80,10 +80,9 @@ async def browser(rt: Runtime, scope: Scope, receive: Receive) -> Answer:
         correlation_id=correlation.id,
         bot=bot is not None and bot[1] == "flag",
     )
-    batch = await rt.engine.process(items, meta)
-    failed = await commit(rt, batch)
-    if failed:
-        return problem(failed)
+    batch = await accept(rt, items, meta)
+    if isinstance(batch, Problem):
+        return problem(batch)
     status, answer = ingest_answer(batch, single=len(items) == 1)
     set_cookie = rt.signer.header(correlation.value, headers.get("host"))
     rt.metrics.ingest_latency.observe(time.perf_counter() - began)

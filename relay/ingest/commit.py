@@ -1,8 +1,14 @@
-"""After the engine: commit a request's routed copies to the spool, and the answer.
+"""A request's events through the engine into the spool, and the answer.
 
-``commit`` is the moment an event is accepted: the client hears 202 only once every copy is
-in the spool. When the spool cannot commit, the engine's dedup marks are rolled back and the
-client gets 503, so its retry is not mistaken for a duplicate.
+``accept`` is the moment events are accepted: the client hears 202 only once every copy is
+in the spool (``Engine.process`` commits them with ``Spool.put``, then confirms their dedup
+marks). When the spool cannot commit, the engine's tentative dedup marks are dropped and the
+client gets 503, so its retry is not mistaken for a duplicate; a process that dies before
+the commit leaves only tentative marks, which expire within seconds. When another copy of
+one of its events is being committed right now and does not settle in time, the request is
+a 503 too (``Retry-After: 1``), with nothing accepted. When the state store fails after the
+commit (what the request did to consent and waiting events cannot be recorded), the answer
+is a 503 as well, so the client retries: at least once, never lost.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from relay.engine.results import Batch, Meta
-from relay.errors import SpoolUnavailable
+from relay.errors import Contended, SpoolUnavailable, StateUnavailable
 from relay.observe.log import LOG, hop
 from relay.rules.model import Source
 from relay.web import Problem
@@ -21,15 +27,32 @@ if TYPE_CHECKING:
     from relay.runtime import Runtime
 
 
-async def commit(rt: Runtime, batch: Batch) -> Problem | None:
-    """Commit the batch's copies to the spool; a Problem (503) when that failed."""
+async def accept(rt: Runtime, items: list[Any], meta: Meta) -> Batch | Problem:
+    """Route ``items`` and commit their copies to the spool: the batch, or a Problem (503)
+    when nothing was accepted."""
+    spool = rt.spool
+
+    async def put(batch: Batch) -> None:
+        await spool.put(batch.rows, batch.quarantined)
+
     try:
-        await rt.spool.put(batch.rows, batch.quarantined)
+        batch = await rt.engine.process(items, meta, put)
     except SpoolUnavailable as exc:
-        await rt.engine.rollback(batch)
         LOG.error("spool: cannot commit, answering 503: %s", exc)
         return Problem(
             503, "spool not writable; nothing was accepted, retry later", {"Retry-After": "5"}
+        )
+    except StateUnavailable:
+        return Problem(
+            503, "state store unavailable after the copies were spooled; retry (a copy may "
+            "be delivered twice, none is lost)", {"Retry-After": "5"}
+        )
+    except Contended:
+        LOG.warning("ingest: another copy of an event of the request is being committed and "
+                    "did not settle in time; answering 503")
+        return Problem(
+            503, "another copy of an event in this request is being accepted right now; "
+            "nothing was accepted, retry", {"Retry-After": "1"}
         )
     audits = {r.event_id: r.audit for r in (*batch.results, *batch.releases) if r.audit}
     for row in batch.rows:
@@ -48,7 +71,7 @@ async def commit(rt: Runtime, batch: Batch) -> Problem | None:
     for dest in batch.destinations():
         rt.dispatcher.notify(dest)
     rt.debug_feed(batch)
-    return None
+    return batch
 
 
 def ingest_answer(batch: Batch, single: bool) -> tuple[int, dict[str, Any]]:
@@ -73,7 +96,7 @@ def ingest_answer(batch: Batch, single: bool) -> tuple[int, dict[str, Any]]:
 
 async def process_trusted(
     rt: Runtime, source: Source, headers: Mapping[str, str], items: list[Any]
-) -> tuple[Batch, Problem | None]:
+) -> Batch | Problem:
     """Run an authenticated source's events (webhook, Segment) through the engine and
     commit them. Their context is the user's, as sent; only the CDN's country header is
     read from the request."""
@@ -84,5 +107,4 @@ async def process_trusted(
         country=headers.get(relay.country_header.lower()) if relay.country_header else None,
         verify_correlation=rt.verify_correlation,
     )
-    batch = await rt.engine.process(items, meta)
-    return batch, await commit(rt, batch)
+    return await accept(rt, items, meta)

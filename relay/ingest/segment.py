@@ -224,9 +224,9 @@ async def _ingest(rt: Runtime, source: Source, headers: Mapping[str, str], kind:
             refused.append({"index": index, "error": str(exc)})
     accepted = duplicates = 0
     if envelopes:
-        batch, failed = await process_trusted(rt, source, headers, envelopes)
-        if failed:
-            return _problem(failed, "unavailable")
+        batch = await process_trusted(rt, source, headers, envelopes)
+        if isinstance(batch, Problem):
+            return _problem(batch, "unavailable")
         accepted, duplicates = batch.accepted, batch.duplicates
         for result in batch.results:
             if result.status == "rejected":

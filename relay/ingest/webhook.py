@@ -67,9 +67,9 @@ async def webhook(rt: Runtime, scope: Scope, receive: Receive) -> Answer:
     )
     if isinstance(items, Problem):
         return problem(items)
-    batch, failed = await process_trusted(rt, source, headers, items)
-    if failed:
-        return problem(failed)
+    batch = await process_trusted(rt, source, headers, items)
+    if isinstance(batch, Problem):
+        return problem(batch)
     rt.metrics.ingest_latency.observe(time.perf_counter() - started)
     status, answer = ingest_answer(batch, single=len(items) == 1)
     return status, answer, []

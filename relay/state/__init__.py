@@ -9,12 +9,12 @@ kept once, as compact JSON (sealed in Redis), however many destinations wait for
 
 from __future__ import annotations
 
-from relay.state.base import Held, Pending, State, WaitKey
+from relay.state.base import Held, Mark, Pending, State, WaitKey
 from relay.state.memory import MemoryState
 from relay.state.redis import RedisState
 from relay.state.seal import Sealer
 
-__all__ = ["Held", "MemoryState", "Pending", "RedisState", "State", "WaitKey", "open_state"]
+__all__ = ["Held", "Mark", "MemoryState", "Pending", "RedisState", "State", "WaitKey", "open_state"]
 
 
 def open_state(url: str, max_keys: int, ttl: float, sealer: Sealer) -> State:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Generic, TypeVar
 
-from relay.state.base import Held, Pending, WaitKey
+from relay.state.base import Held, Mark, Pending, WaitKey
 
 # Events waiting for consent, per process (memory state): at most this many, and at most this
 # many bytes of their JSON (an event is at most ``limits.body_bytes``, 64 KiB by default).
@@ -93,15 +93,17 @@ class TTLMap(Generic[V]):
 
 
 class MemoryState:
-    """State in this process. Marks are kept for the ttl ``seen()`` is given, in one
-    ``TTLMap`` per distinct ttl (the engine uses two: the dedup window, and the longer
-    authority window), so each map expires in insertion order; each map holds at most
-    ``max_keys``."""
+    """State in this process. Confirmed marks are kept for the ttl ``confirm()`` is given,
+    in one ``TTLMap`` per distinct ttl (the engine uses two: the dedup window, and the
+    longer authority window), so each map expires in insertion order; each map holds at
+    most ``max_keys``. Tentative marks (a request's, until its commit: seconds) are a plain
+    map, trimmed of expired ones when it outgrows ``max_keys``."""
 
     def __init__(self, max_keys: int, ttl: float, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
         self.max_keys = max_keys
         self._seen: dict[float, TTLMap[bool]] = {ttl: TTLMap(max_keys, ttl, clock)}
+        self._tentative: dict[str, tuple[float, str]] = {}  # key -> (deadline, token)
         self._held: dict[str, tuple[float, int]] = {}  # alias -> (deadline, held id)
         self._copies: dict[int, tuple[float, Held, tuple[str, ...]]] = {}
         self._next = 0
@@ -111,27 +113,74 @@ class MemoryState:
         self._pending_bytes = 0  # of their bodies
         self._waiting: dict[WaitKey, int] = {}  # copies, per (destination, purpose)
 
-    async def seen(self, keys: Sequence[str], ttl: float) -> list[bool]:
+    def _confirmed(self, key: str) -> bool:
+        return any(key in marks for marks in self._seen.values())
+
+    async def mark(self, keys: Sequence[str], token: str, ttl: float) -> list[Mark]:
+        now = self.clock()
+        tentative = self._tentative
+        if len(tentative) > self.max_keys:
+            for key, (deadline, _) in list(tentative.items()):
+                if deadline <= now:
+                    del tentative[key]
+        out: list[Mark] = []
+        for key in keys:
+            if self._confirmed(key):
+                out.append("seen")
+                continue
+            held = tentative.get(key)
+            if held is not None and now < held[0]:
+                out.append("ours" if held[1] == token else "busy")
+                continue
+            tentative[key] = (now + ttl, token)
+            out.append("new")
+        return out
+
+    async def keep(self, keys: Sequence[str], token: str, ttl: float) -> None:
+        now = self.clock()
+        tentative = self._tentative
+        for key in keys:
+            held = tentative.get(key)
+            if held is not None and held[1] == token and now < held[0]:
+                tentative[key] = (now + ttl, token)
+
+    async def confirm(self, keys: Sequence[str], ttl: float) -> None:
         marks = self._seen.get(ttl)
         if marks is None:
             marks = self._seen[ttl] = TTLMap(self.max_keys, ttl, self.clock)
-        add = marks.add
-        return [add(key, True) for key in keys]
+        for key in keys:
+            self._tentative.pop(key, None)
+            marks.set(key, True)
+
+    async def unmark(self, keys: Sequence[str], token: str) -> None:
+        tentative = self._tentative
+        for key in keys:
+            held = tentative.get(key)
+            if held is not None and held[1] == token:
+                del tentative[key]
 
     async def contains(self, key: str) -> bool:
-        return any(key in marks for marks in self._seen.values())
-
-    async def forget(self, keys: Sequence[str]) -> None:
-        for marks in self._seen.values():
-            for key in keys:
-                marks.discard(key)
+        return self._confirmed(key)
 
     async def hold(self, aliases: Sequence[str], held: Held, ttl: float) -> None:
+        before = self._held.get(aliases[0]) if aliases else None
+        if before is not None:  # held again (a client's retry): the new copy replaces it
+            _, _, old_aliases = self._copies.pop(before[1], (0.0, {}, ()))
+            for alias in old_aliases:
+                self._held.pop(alias, None)
         self._next += 1
         deadline = self.clock() + ttl
         self._copies[self._next] = (deadline, held, tuple(aliases))
         for alias in aliases:
             self._held[alias] = (deadline, self._next)
+
+    async def peek(self, aliases: Sequence[str]) -> Held | None:
+        for alias in aliases:
+            entry = self._held.get(alias)
+            copy = self._copies.get(entry[1]) if entry is not None else None
+            if copy is not None:
+                return copy[1]
+        return None
 
     async def take(self, aliases: Sequence[str]) -> Held | None:
         for alias in aliases:
@@ -168,6 +217,30 @@ class MemoryState:
         self._pending.setdefault(item.cid, []).append((self.clock() + ttl, item))
         self._count(item, 1)
         return True
+
+    async def waiting(self, cid: str) -> list[Pending]:
+        return [item for _, item in self._pending.get(cid, [])]
+
+    async def settle(self, cid: str, released: Mapping[str, Pending | None]) -> None:
+        items = self._pending.get(cid)
+        if not items or not released:
+            return
+        kept: list[tuple[float, Pending]] = []
+        put_back: set[str] = set()
+        for deadline, item in items:
+            if item.event_id not in released:
+                kept.append((deadline, item))
+                continue
+            self._count(item, -1)
+            left = released[item.event_id]
+            if left is not None and item.event_id not in put_back:
+                put_back.add(item.event_id)
+                kept.append((deadline, left))
+                self._count(left, 1)
+        if kept:
+            self._pending[cid] = kept
+        else:
+            del self._pending[cid]
 
     async def release(self, cid: str) -> list[Pending]:
         items = self._pending.pop(cid, [])

@@ -3,7 +3,8 @@ waiting copies are sealed (``relay.state.seal``): Redis never holds them in the 
 
 Keys (under the prefix, ``relay:`` by default):
 
-- ``d:{key}``: dedup marks (``SET NX PX``);
+- ``d:{key}``: dedup marks: ``t:{token}`` while tentative (a request's, for seconds, set
+  only where no mark is), ``1`` once confirmed (for the dedup window);
 - ``h:{id}``, ``ha:{alias}``, ``hz``: held browser copies, their aliases, their deadlines;
 - ``c:{cid}``: a browser's remembered consent;
 - ``p:{cid}``: a list of the browser's waiting events, each sealed with its header (a random
@@ -18,14 +19,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
 from redis.exceptions import WatchError
 
 from relay.observe.log import LOG
-from relay.state.base import Held, Pending, WaitKey
+from relay.state.base import Held, Mark, Pending, WaitKey
 from relay.state.seal import Sealer, SealError
 
 # A browser's waiting list outlives its last deadline by this much, so the sweep finds it
@@ -37,10 +38,41 @@ local ttl = redis.call('PTTL', KEYS[1])
 if ttl < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return ttl
 """
+# Per key: 0 new (marked now for ARGV[1], for ARGV[2] ms), 1 ours, 2 busy, 3 seen.
+_MARK = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local v = redis.call('GET', key)
+  if not v then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    out[i] = 0
+  elseif v == ARGV[1] then
+    out[i] = 1
+  elseif string.sub(v, 1, 2) == 't:' then
+    out[i] = 2
+  else
+    out[i] = 3
+  end
+end
+return out
+"""
+# The tentative marks ARGV[1] still holds: extended to ARGV[2] ms (keep) or deleted (unmark).
+_KEEP = """
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then redis.call('PEXPIRE', key, ARGV[2]) end
+end
+"""
+_UNMARK = """
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
+end
+"""
+_MARKS: tuple[Mark, ...] = ("new", "ours", "busy", "seen")
 
 
 class RedisState:
-    """Dedup marks as ``SET NX PX`` keys; held copies as a value, aliases and a deadline zset."""
+    """Dedup marks as keys set by a script only where none is; held copies as a value,
+    aliases and a deadline zset."""
 
     def __init__(self, url: str, sealer: Sealer, prefix: str = "relay:") -> None:
         import redis.asyncio as aioredis
@@ -49,22 +81,38 @@ class RedisState:
         self.p = prefix
         self.sealer = sealer  # held and waiting copies are sealed: never at rest in the clear
         self._extend = self.r.register_script(_EXTEND)
+        self._mark = self.r.register_script(_MARK)
+        self._keep = self.r.register_script(_KEEP)
+        self._unmark = self.r.register_script(_UNMARK)
 
-    async def seen(self, keys: Sequence[str], ttl: float) -> list[bool]:
+    def _marks(self, keys: Sequence[str]) -> list[str]:
+        return [self.p + "d:" + key for key in keys]
+
+    async def mark(self, keys: Sequence[str], token: str, ttl: float) -> list[Mark]:
         if not keys:
             return []
+        found = await self._mark(keys=self._marks(keys), args=["t:" + token, _ms(ttl)])
+        return [_MARKS[int(n)] for n in found]
+
+    async def keep(self, keys: Sequence[str], token: str, ttl: float) -> None:
+        if keys:
+            await self._keep(keys=self._marks(keys), args=["t:" + token, _ms(ttl)])
+
+    async def confirm(self, keys: Sequence[str], ttl: float) -> None:
+        if not keys:
+            return
         pipe = self.r.pipeline(transaction=False)
-        for key in keys:
-            pipe.set(self.p + "d:" + key, b"1", nx=True, px=int(ttl * 1000))
-        results = await pipe.execute()
-        return [not ok for ok in results]
+        for key in self._marks(keys):
+            pipe.set(key, b"1", px=_ms(ttl))
+        await pipe.execute()
+
+    async def unmark(self, keys: Sequence[str], token: str) -> None:
+        if keys:
+            await self._unmark(keys=self._marks(keys), args=["t:" + token])
 
     async def contains(self, key: str) -> bool:
-        return bool(await self.r.exists(self.p + "d:" + key))
-
-    async def forget(self, keys: Sequence[str]) -> None:
-        if keys:
-            await self.r.delete(*(self.p + "d:" + k for k in keys))
+        value = await self.r.get(self.p + "d:" + key)
+        return value is not None and not _bytes(value).startswith(b"t:")
 
     async def hold(self, aliases: Sequence[str], held: Held, ttl: float) -> None:
         hid = aliases[0]
@@ -87,6 +135,17 @@ class RedisState:
         await self.r.delete(*(self.p + "ha:" + a for a in data["aliases"]))
         held: Held = data["held"]
         return held
+
+    async def peek(self, aliases: Sequence[str]) -> Held | None:
+        for alias in aliases:
+            hid = await self.r.get(self.p + "ha:" + alias)
+            if hid is None:
+                continue
+            body = await self.r.get(self.p + "h:" + _text(hid))
+            if body is not None:
+                held: Held = orjson.loads(self.sealer.open(_bytes(body)))["held"]
+                return held
+        return None
 
     async def take(self, aliases: Sequence[str]) -> Held | None:
         for alias in aliases:
@@ -119,8 +178,8 @@ class RedisState:
     def _wait_key(self, pair: str) -> str:
         return self.p + "pn:" + pair
 
-    async def pend(self, item: Pending, ttl: float) -> bool:
-        deadline = time.time() + ttl
+    def _sealed(self, item: Pending, deadline: float) -> tuple[str, bytes]:
+        """A new id for a waiting event, and the event sealed with its header."""
         pid = os.urandom(8).hex()
         head = {
             "id": pid,
@@ -130,19 +189,39 @@ class RedisState:
             "until": item.until,
             "deadline": deadline,
         }
-        body = self.sealer.seal(orjson.dumps(head) + b"\n" + item.body)
+        return pid, self.sealer.seal(orjson.dumps(head) + b"\n" + item.body)
+
+    def _count_waiting(self, pipe: Any, pid: str, item: Pending, deadline: float) -> None:
+        for dest, purpose in item.waits.items():
+            pair = f"{dest}|{purpose}"
+            pipe.zadd(self._wait_key(pair), {pid: deadline})
+            pipe.sadd(self.p + "pk", pair)
+
+    async def pend(self, item: Pending, ttl: float) -> bool:
+        deadline = time.time() + ttl
+        pid, body = self._sealed(item, deadline)
         key = self.p + "p:" + item.cid
         pipe = self.r.pipeline(transaction=True)
         pipe.rpush(key, body)
         await self._extend(keys=[key], args=[int((ttl + PENDING_SLACK) * 1000)], client=pipe)
         # scored by the earliest deadline, so the sweep finds a browser's first copy on time
         pipe.zadd(self.p + "pz", {item.cid: deadline}, lt=True)
-        for dest, purpose in item.waits.items():
-            pair = f"{dest}|{purpose}"
-            pipe.zadd(self._wait_key(pair), {pid: deadline})
-            pipe.sadd(self.p + "pk", pair)
+        self._count_waiting(pipe, pid, item, deadline)
         await pipe.execute()
         return True
+
+    async def waiting(self, cid: str) -> list[Pending]:
+        out = []
+        for blob in await self.r.lrange(self.p + "p:" + cid, 0, -1):
+            opened = self._open(cid, blob)
+            if opened is not None:
+                out.append(opened[1])
+        return out
+
+    async def settle(self, cid: str, released: Mapping[str, Pending | None]) -> None:
+        if released:
+            await self._take(cid, lambda head: head["event_id"] not in released,
+                             only_taken=True, rest=released)
 
     def _open(self, cid: str, blob: Any) -> tuple[dict[str, Any], Pending] | None:
         try:
@@ -159,13 +238,15 @@ class RedisState:
         return head, item
 
     async def _take(
-        self, cid: str, keep: Callable[[dict[str, Any]], bool], *, only_taken: bool = False
+        self, cid: str, keep: Callable[[dict[str, Any]], bool], *, only_taken: bool = False,
+        rest: Mapping[str, Pending | None] | None = None,
     ) -> list[Pending]:
         """Take this browser's waiting events that ``keep`` does not keep, in one
         transaction with their ids' removal from the gauge's sets (retried when another
         process changed the list meanwhile); the kept ones stay, unchanged. With
         ``only_taken`` a copy that cannot be opened stays too, and a list with nothing
-        to take is left as it is."""
+        to take is left as it is. ``rest`` maps the event id of a taken event to what of
+        it waits on (its deadline unchanged), put in its place in the same transaction."""
         key = self.p + "p:" + cid
         async with self.r.pipeline(transaction=True) as pipe:
             while True:
@@ -176,6 +257,7 @@ class RedisState:
                     taken: list[Pending] = []
                     kept: list[tuple[Any, float | None]] = []
                     gone: list[tuple[str, str]] = []  # (pair, id)
+                    again: list[tuple[str, Pending, float]] = []  # (id, what waits on, deadline)
                     for blob in blobs:
                         opened = self._open(cid, blob)
                         if opened is None:
@@ -188,6 +270,12 @@ class RedisState:
                             continue
                         taken.append(item)
                         gone.extend((f"{d}|{p}", head["id"]) for d, p in item.waits.items())
+                        left = (rest or {}).get(item.event_id)
+                        if left is not None and all(i is not left for _, i, _ in again):
+                            deadline = float(head["deadline"])
+                            pid, sealed = self._sealed(left, deadline)
+                            kept.append((sealed, deadline))
+                            again.append((pid, left, deadline))
                     if only_taken and not taken:
                         return []  # the pipeline's reset on leaving unwatches the key
                     pipe.multi()  # type: ignore[no-untyped-call]
@@ -203,6 +291,8 @@ class RedisState:
                         pipe.zrem(self.p + "pz", cid)
                     for pair, pid in gone:
                         pipe.zrem(self._wait_key(pair), pid)
+                    for pid, left, deadline in again:
+                        self._count_waiting(pipe, pid, left, deadline)
                     await pipe.execute()
                     return taken
                 except WatchError:
@@ -260,6 +350,10 @@ class RedisState:
 
     async def close(self) -> None:
         await self.r.aclose()
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 def _bytes(value: Any) -> bytes:

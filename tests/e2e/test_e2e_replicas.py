@@ -117,7 +117,7 @@ class Outcome:
     # spooled them before it died, and the client sends them again elsewhere.
     unanswered: set[str] = field(default_factory=set)
     # Events of a request sent again that the other replica answered as duplicates: the
-    # killed replica had marked them seen (see ``unit_gap``).
+    # killed replica had marked them seen (none may be lost because of it).
     marked_elsewhere: set[str] = field(default_factory=set)
     failed: list[Job] = field(default_factory=list)
 
@@ -196,17 +196,6 @@ async def send(replicas: list[RelayProcess], jobs: list[Job], dead: set[int],
     return outcome
 
 
-def unit_gap(lost: set[str], outcome: Outcome) -> set[str]:
-    """Accepted events that never reached the vendor. SPEC 5 says none may: "the dedup mark
-    and the spool write are one unit". Until they are (branch r-atomic: two-phase marks),
-    a replica killed between its mark and its commit leaves a mark that makes the client's
-    retry a duplicate elsewhere, and the event is lost: such events, and only such events,
-    are allowed here (and printed). Once marks and commits are one unit, this must be
-    ``assert not lost``."""
-    assert lost <= outcome.marked_elsewhere, sorted(lost - outcome.marked_elsewhere)[:10]
-    return lost
-
-
 def test_three_replicas_one_killed_mid_load_lose_nothing(
         relays: MakeRelay, vendors: MakeVendor, redis_url: str) -> None:
     vendor = vendors(secret=HOOK_SECRET, batch=True, name="replicas-vendor")
@@ -262,7 +251,11 @@ def test_three_replicas_one_killed_mid_load_lose_nothing(
         raise AssertionError(f"{len(lost)} accepted events never reached the vendor, e.g. "
                              f"{sorted(lost)[:10]}; in the spool: {spooled(r, lost)}; "
                              f"vendor problems {vendor.problems[:3]}") from None
-    lost = unit_gap(missing(), outcome)
+    # SPEC 5: the dedup mark and the spool write are one unit, so an event the killed replica
+    # marked without committing is accepted again elsewhere: nothing accepted is lost.
+    lost = missing()
+    assert not lost, (f"{len(lost)} accepted events lost, {len(lost & outcome.marked_elsewhere)}"
+                      f" of them answered as duplicates after the kill: {sorted(lost)[:10]}")
     # The killed replica's requests to the vendor were cut off mid-body: the stand-in says
     # so (at most one per delivery worker), and answers them 4xx (no delivery counted).
     cut = [x for x in vendor.received if x.problems]
@@ -276,8 +269,7 @@ def test_three_replicas_one_killed_mid_load_lose_nothing(
           f"to another replica after replica{victim} was SIGKILLed; it held {len(held)} copies "
           f"unacknowledged and {len(outcome.unanswered)} events in requests it never answered; "
           f"{len(again)} events reached the vendor twice: {sorted(again)[:20]}; "
-          f"statuses {dict(outcome.statuses)}; {vendor.attempts()} vendor requests; "
-          f"{len(lost)} lost to the dedup mark the killed replica set without its spool commit")
+          f"statuses {dict(outcome.statuses)}; {vendor.attempts()} vendor requests; none lost")
     # A second copy only of what was in flight on the killed replica: copies it had claimed
     # and not acknowledged, and events of requests it took and never answered.
     assert all(n == 2 for n in again.values()), again

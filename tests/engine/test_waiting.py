@@ -18,6 +18,7 @@ import pytest
 
 from relay.engine import Engine
 from relay.engine.results import Batch, Meta
+from relay.errors import SpoolUnavailable
 from relay.observe.mask import Masker
 from relay.observe.metrics import Metrics
 from relay.registry import load_rules
@@ -215,20 +216,78 @@ async def test_the_event_waits_once_before_any_pipeline(tmp_path: Path) -> None:
     assert await state.pending_counts() == {}
 
 
-async def test_a_failed_commit_puts_the_released_copies_back(make_state: MakeState) -> None:
-    """The client hears 503 and retries its choice: the copies are released again."""
+async def test_a_failed_commit_leaves_the_copies_waiting(make_state: MakeState) -> None:
+    """The client hears 503 and retries its choice: the copies are released again. The
+    failed request took nothing (its choice is forgotten again), so a process that dies
+    before its commit leaves them just as waiting."""
     state = make_state()
     engine = Engine(_rules(), state, Metrics(), MASKER)
     await engine.process([_landing("pv-1")], _meta(engine))
-    failed = await _choose(engine, ANALYTICS_ONLY)
+    tried: list[Batch] = []
+
+    async def unwritable(batch: Batch) -> None:
+        tried.append(batch)
+        raise SpoolUnavailable("disk full")
+
+    with pytest.raises(SpoolUnavailable):
+        await engine.process([{"event": "consent_update", "consent": ANALYTICS_ONLY}],
+                             _meta(engine), unwritable)
+    [failed] = tried
     assert sorted(_sent(failed)) == ["analytics_vendor", "archive"]
-    await engine.rollback(failed)  # what ingest does when the spool cannot commit
     assert await state.consent_for("cid-1") == {}
     assert await state.pending_counts() == {("analytics_vendor", "analytics"): 1,
-                                            ("archive", "analytics"): 1}
+                                            ("ads_vendor", "ads"): 1, ("archive", "analytics"): 1}
     retry = await _choose(engine, ANALYTICS_ONLY)
     assert sorted(_sent(retry)) == ["analytics_vendor", "archive"]
     assert "duplicate" not in {c.outcome for r in retry.releases for c in r.copies}
+
+
+async def test_an_event_that_waited_twice_is_released_once(make_state: MakeState) -> None:
+    """A 503 (or a process that dies) after an event was made to wait: the client's retry
+    makes it wait again; the choice releases it once, the second copy a duplicate."""
+    state = make_state()
+    engine = Engine(_rules(), state, Metrics(), MASKER)
+
+    async def unwritable(batch: Batch) -> None:
+        raise SpoolUnavailable("disk full")
+
+    with pytest.raises(SpoolUnavailable):
+        await engine.process([_landing("pv-1")], _meta(engine), unwritable)
+    await engine.process([_landing("pv-1")], _meta(engine))
+    update = await _choose(engine, ALL)
+    assert sorted(_sent(update)) == ["ads_vendor", "analytics_vendor", "archive"]
+    assert len(update.rows) == 3
+    outcomes = sorted(c.outcome for r in update.releases for c in r.copies)
+    assert outcomes == ["delivered"] * 3 + ["duplicate"] * 3
+    assert await state.pending_counts() == {}
+
+
+async def test_a_choice_releases_what_waits_in_its_own_request(make_state: MakeState) -> None:
+    """The snippet may send a page view and the consent choice after it in one request."""
+    state = make_state()
+    engine = Engine(_rules(), state, Metrics(), MASKER)
+    batch = await engine.process(
+        [_landing("pv-1"), {"event": "consent_update", "consent": ANALYTICS_ONLY}],
+        _meta(engine))
+    assert sorted(_sent(batch)) == ["analytics_vendor", "archive"]
+    assert await state.pending_counts() == {}  # ads was denied: nothing still waits
+    assert await state.consent_for("cid-1") == ANALYTICS_ONLY
+
+
+async def test_a_partial_choice_leaves_the_rest_waiting_once(make_state: MakeState) -> None:
+    """Released for analytics, still undecided for ads: the event waits on, once, for ads
+    alone, whichever of two copies of the choice settles it."""
+    state = make_state()
+    engine = Engine(_rules(), state, Metrics(), MASKER)
+    await engine.process([_landing("pv-1")], _meta(engine))
+    first = await _choose(engine, {"analytics": "granted"})
+    assert sorted(_sent(first)) == ["analytics_vendor", "archive"]
+    assert await state.pending_counts() == {("ads_vendor", "ads"): 1}
+    [item] = await state.waiting("cid-1")
+    assert item.waits == {"ads_vendor": "ads"}
+    again = await _choose(engine, {"analytics": "granted"}, cid="cid-1")
+    assert again.rows == []  # the choice is already remembered: nothing new to release
+    assert await state.pending_counts() == {("ads_vendor", "ads"): 1}
 
 
 async def test_a_full_store_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:

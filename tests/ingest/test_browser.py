@@ -210,9 +210,9 @@ async def test_bots_are_dropped_flagged_or_kept_and_counted(
         seen: list[Any] = []
         original = rt.engine.process
 
-        async def spy(items: Any, meta: Any) -> Any:
+        async def spy(items: Any, meta: Any, commit: Any = None) -> Any:
             seen.append(meta)
-            return await original(items, meta)
+            return await original(items, meta, commit)
 
         rt.engine.process = spy  # type: ignore[method-assign,assignment]
         flagged = await _post(app, {"user-agent": HEADLESS_UA})

@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 
 from relay.app import create_app
 from relay.runtime import Runtime
+from relay.state import Mark
 from tests.conftest import receiver
 
 WRITE_KEY = "test-segment-write-key"
@@ -90,16 +91,16 @@ async def test_answers_of_5xx_are_counted_per_endpoint_and_status(
     whole = {"type": "http.request", "body": b'{"event":"page_view"}', "more_body": False}
     await runtime.ensure_started()
 
-    async def broken(keys: Sequence[str], ttl: float) -> list[bool]:
+    async def broken(keys: Sequence[str], token: str, ttl: float) -> list[Mark]:
         raise ConnectionError("state store unreachable")
 
-    seen = runtime.state.seen
-    runtime.state.seen = broken  # type: ignore[method-assign]
+    mark = runtime.state.mark
+    runtime.state.mark = broken  # type: ignore[method-assign]
     with caplog.at_level(logging.ERROR, logger="relay"):
         sent = await _call(app, _scope("/e", None), whole)
     assert sent[0]["status"] == 500
     await runtime.spool.close()  # the spool cannot commit: 503
-    runtime.state.seen = seen  # type: ignore[method-assign]
+    runtime.state.mark = mark  # type: ignore[method-assign]
     sent = await _call(app, _scope("/e", None), whole)
     assert sent[0]["status"] == 503
     failures = runtime.metrics.ingest_failures.children
