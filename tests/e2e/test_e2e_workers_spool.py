@@ -1,10 +1,11 @@
-"""``relay serve --workers 3`` on one SQLite spool (WAL, leased claims; state on Redis): a
+"""``relay serve --workers 3`` on one spool, SQLite (WAL, leased claims) or Redis Streams
+(consumer groups; state on Redis either way): a
 bounded load drained by three processes to a slow stand-in vendor, so that their claims
 overlap. Each ``(event_id, destination)`` reaches the vendor exactly once and none is lost;
 after one worker is killed with SIGKILL mid-drain (the main process starts another), still
 none is lost, and the only copies sent twice are those the killed worker had leased: sent
 by it (the vendor answered, the worker died before its ack) and once more by a live worker
-when the lease expired."""
+when the lease expired (on Redis: when ``spool_claim_after`` passed)."""
 
 from __future__ import annotations
 
@@ -80,11 +81,16 @@ def _deliveries(vendor: StandInVendor) -> dict[str, list[int]]:
     return out
 
 
-def test_three_workers_drain_one_sqlite_spool_exactly_once_and_survive_a_kill(
-        relays: MakeRelay, vendors: MakeVendor, redis_url: str) -> None:
+def test_three_workers_drain_one_spool_exactly_once_and_survive_a_kill(
+        relays: MakeRelay, vendors: MakeVendor, redis_url: str,
+        spool_env: dict[str, str]) -> None:
+    """On SQLite (leased claims) and on Redis Streams (one consumer per worker; a killed
+    one's claims taken by the others after ``spool_claim_after``, here 3 s: longer than the
+    destination's 2 s timeout, so no live worker's claim is taken from it)."""
     vendor = vendors(batch=True)
     vendor.respond(delay=DELAY)
-    relay = relays(env={"RELAY_STATE": redis_url}, args=["--workers", str(WORKERS)],
+    relay = relays(env={"RELAY_STATE": redis_url, **spool_env},
+                   args=["--workers", str(WORKERS)], relay={"spool_claim_after": "3s"},
                    destinations={"hook": webhook(vendor, concurrency=CONCURRENCY,
                                                  batch_size=BATCH, timeout="2s")})
     wait_until(lambda: metric(_page(relay), "relay_workers", state="answered") == WORKERS,
