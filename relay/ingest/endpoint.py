@@ -10,17 +10,22 @@ with its traceback and answered with a JSON 500 that says nothing was accepted. 
 answer (500, or 503 when the spool cannot commit) is counted in
 ``relay_ingest_failures_total{endpoint,status}``.
 
+A body must arrive whole within ``limits.body_seconds`` of the request: a client that sends
+it slowly or stops halfway (slowloris) gets a 408 with ``Connection: close``, whatever the
+server's own timeouts are (``receive`` is given a deadline: handlers read as before).
+
 No middleware, ``Request`` or ``Response`` objects: the browser endpoint carries every page
 view of every visitor (``benchmarks/README.md`` measured what Starlette's objects cost).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import ClientDisconnect
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from relay.observe.log import LOG
 from relay.web import Problem, RawHeaders, send_json
@@ -34,6 +39,25 @@ Handler = Callable[["Runtime", Scope, Receive], Awaitable[Answer]]
 
 def problem(p: Problem) -> Answer:
     return p.status, {"error": p.message}, p.raw_headers()
+
+
+class BodyTimeout(Exception):
+    """The body did not arrive within ``limits.body_seconds``."""
+
+
+def with_deadline(receive: Receive, seconds: float) -> Receive:
+    """``receive`` that raises ``BodyTimeout`` once ``seconds`` have passed since this call."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+
+    async def timed() -> Message:
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await receive()
+        except TimeoutError:
+            raise BodyTimeout from None
+
+    return timed
 
 
 class Endpoint:
@@ -50,9 +74,13 @@ class Endpoint:
         else:
             try:
                 await self.rt.ensure_started()
-                answer = await self.handler(self.rt, scope, receive)
+                seconds = self.rt.engine.rules.relay.limits.body_seconds
+                answer = await self.handler(self.rt, scope, with_deadline(receive, seconds))
             except ClientDisconnect:  # no one to answer
                 return
+            except BodyTimeout:
+                answer = (408, {"error": f"the body did not arrive within {seconds} s; send it"
+                                " whole, without pauses"}, [(b"connection", b"close")])
             except Exception:
                 LOG.exception("POST %s failed", scope.get("path", "?"))
                 answer = (500, {"error": "internal error; nothing was accepted"}, [])

@@ -6,6 +6,7 @@ The same requests against a real ``relay serve`` are in tests/e2e/test_e2e_disco
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from collections.abc import Sequence
@@ -72,6 +73,38 @@ async def test_a_client_that_leaves_mid_body_gets_no_answer_and_no_error_is_logg
     assert sent == []
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert "ClientDisconnect" not in caplog.text and "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("path", list(HEADERS))
+async def test_a_body_that_stalls_is_cut_with_408(
+    rules_dir: Path, env: dict[str, str], tmp_path: Path, path: str
+) -> None:
+    (rules_dir / "zz-segment.yaml").write_text(
+        f"sources:\n  apps: {{type: segment, write_keys: [{WRITE_KEY}]}}\n"
+        "relay:\n  limits: {body_seconds: 1}\n"
+    )
+    relay_app = create_app(rules_dir, var_dir=tmp_path / "var", env=env)
+    stalled = asyncio.Event()  # never set: the rest of the body never comes
+    first = [{"type": "http.request", "body": BODY[:10], "more_body": True}]
+
+    async def receive() -> dict[str, Any]:
+        if first:
+            return first.pop()
+        await stalled.wait()
+        raise AssertionError("unreachable")
+
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    try:
+        await asyncio.wait_for(relay_app(_scope(path, len(BODY)), receive, send), 30)
+    finally:
+        await relay_app.state.relay.stop()
+    assert sent[0]["status"] == 408, sent
+    assert (b"connection", b"close") in sent[0]["headers"], sent
+    assert b"did not arrive within 1 s" in sent[1]["body"], sent
 
 
 @pytest.mark.parametrize("path", list(HEADERS))
