@@ -24,6 +24,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
 
 Answer = tuple[int, Any, RawHeaders]  # status, JSON body, extra headers
 Handler = Callable[["Runtime", Scope, Receive], Awaitable[Answer]]
+# A store the request needs cannot be reached (the state store on Redis, mostly): nothing was
+# accepted, and the client may retry, as with a spool that cannot commit.
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
 
 
 def problem(p: Problem) -> Answer:
@@ -78,6 +83,11 @@ class Endpoint:
                 answer = await self.handler(self.rt, scope, with_deadline(receive, seconds))
             except ClientDisconnect:  # no one to answer
                 return
+            except UNREACHABLE as exc:
+                LOG.error("POST %s: a store is unreachable, answering 503: %s",
+                          scope.get("path", "?"), type(exc).__name__)
+                answer = (503, {"error": "state store unreachable; nothing was accepted, retry"
+                                " later"}, [(b"retry-after", b"5")])
             except BodyTimeout:
                 answer = (408, {"error": f"the body did not arrive within {seconds} s; send it"
                                 " whole, without pauses"}, [(b"connection", b"close")])

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+import redis.exceptions
 from starlette.applications import Starlette
 
 from relay.app import create_app
@@ -123,21 +124,34 @@ async def test_answers_of_5xx_are_counted_per_endpoint_and_status(
     whole = {"type": "http.request", "body": b'{"event":"page_view"}', "more_body": False}
     await runtime.ensure_started()
 
-    async def broken(keys: Sequence[str], ttl: float) -> list[bool]:
-        raise ConnectionError("state store unreachable")
+    async def buggy(keys: Sequence[str], ttl: float) -> list[bool]:
+        raise RuntimeError("a bug")
 
     seen = runtime.state.seen
-    runtime.state.seen = broken  # type: ignore[method-assign]
+    runtime.state.seen = buggy  # type: ignore[method-assign]
     with caplog.at_level(logging.ERROR, logger="relay"):
         sent = await _call(app, _scope("/e", None), whole)
     assert sent[0]["status"] == 500
+    # The state store unreachable: nothing accepted, and a retry later is safe.
+    for error in (redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:1"),
+                  redis.exceptions.TimeoutError("Timeout reading from socket"),
+                  ConnectionRefusedError(111, "refused"), TimeoutError()):
+        async def failing(keys: Sequence[str], ttl: float,
+                          error: Exception = error) -> list[bool]:
+            raise error
+
+        runtime.state.seen = failing  # type: ignore[method-assign]
+        sent = await _call(app, _scope("/e", None), whole)
+        assert sent[0]["status"] == 503, sent
+        assert (b"retry-after", b"5") in sent[0]["headers"], sent
+        assert b"state store unreachable; nothing was accepted" in sent[1]["body"], sent
     await runtime.spool.close()  # the spool cannot commit: 503
     runtime.state.seen = seen  # type: ignore[method-assign]
     sent = await _call(app, _scope("/e", None), whole)
     assert sent[0]["status"] == 503
     failures = runtime.metrics.ingest_failures.children
     assert {k: c.value for k, c in failures.items()} == {("browser", "500"): 1,
-                                                         ("browser", "503"): 1}
+                                                         ("browser", "503"): 5}
 
 
 async def test_every_endpoint_times_its_accepted_requests(app: Starlette) -> None:
