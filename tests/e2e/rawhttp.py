@@ -102,9 +102,9 @@ def exchange(port: int, data: bytes) -> Answer:
         return read_answer(sock)
 
 
-def closed_within(sock: socket.socket, bound: float) -> bool:
+def closed_within(sock: socket.socket, bound: float, seen: bytearray | None = None) -> bool:
     """True when the peer closes ``sock`` (or answers and closes) within ``bound`` seconds;
-    what it sends before closing is read and dropped."""
+    what it sends before closing is added to ``seen`` when given."""
     deadline = time.monotonic() + bound
     while time.monotonic() < deadline:
         sock.settimeout(max(0.1, deadline - time.monotonic()))
@@ -116,4 +116,6 @@ def closed_within(sock: socket.socket, bound: float) -> bool:
             return True
         if not chunk:
             return True
+        if seen is not None:
+            seen += chunk
     return False
