@@ -20,17 +20,16 @@ view of every visitor (``benchmarks/README.md`` measured what Starlette's object
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.requests import ClientDisconnect
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from relay.observe.log import LOG
-from relay.web import Problem, RawHeaders, send_json
+from relay.web import BodyTimeout, Problem, RawHeaders, send_json, with_deadline
 
 if TYPE_CHECKING:
     from relay.runtime import Runtime
@@ -44,25 +43,6 @@ UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, Timeout
 
 def problem(p: Problem) -> Answer:
     return p.status, {"error": p.message}, p.raw_headers()
-
-
-class BodyTimeout(Exception):
-    """The body did not arrive within ``limits.body_seconds``."""
-
-
-def with_deadline(receive: Receive, seconds: float) -> Receive:
-    """``receive`` that raises ``BodyTimeout`` once ``seconds`` have passed since this call."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-
-    async def timed() -> Message:
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await receive()
-        except TimeoutError:
-            raise BodyTimeout from None
-
-    return timed
 
 
 class Endpoint:

@@ -45,6 +45,7 @@ def relay(tmp_path_factory: pytest.TempPathFactory, vendor: StandInVendor
         workdir / "rules",
         relay={"limits": {"body_bytes": BODY_LIMIT, "body_seconds": BODY_SECONDS}},
         destinations={"hook": webhook(vendor, pipeline=None)},
+        proxy={"up": {"path": "/up", "upstream": vendor.url}},  # a streamed proxy route
     )
     proc = RelayProcess(workdir, rules, name="hostile")
     try:
@@ -273,7 +274,7 @@ def test_slow_headers_are_cut(relay: RelayProcess) -> None:
         assert cut, f"the relay still waited for headers after {SLOW:g}s of trickle"
 
 
-@pytest.mark.parametrize("path", [*ENDPOINTS, "/v1/track"])
+@pytest.mark.parametrize("path", [*ENDPOINTS, "/v1/track", "/up"])
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_a_stalled_body_is_cut_with_408(relay: RelayProcess, path: str, chunked: bool) -> None:
     framing = ("Transfer-Encoding", "chunked") if chunked else ("Content-Length", "1000")
@@ -308,7 +309,7 @@ def test_a_trickling_body_is_cut_with_408(relay: RelayProcess) -> None:
     assert bytes(seen).startswith(b"HTTP/1.1 408 "), bytes(seen[:300])
 
 
-@pytest.mark.parametrize("path", [*ENDPOINTS, "/v1/track"])
+@pytest.mark.parametrize("path", [*ENDPOINTS, "/v1/track", "/up"])
 def test_a_chunked_body_over_the_limit_is_413_not_a_hang(relay: RelayProcess, path: str) -> None:
     chunk = b"a" * 65536
     with rawhttp.connect(relay.port) as sock:
