@@ -8,6 +8,7 @@ Whatever a client sends, a handler answers 2xx or a 4xx ``Problem`` that names w
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -60,6 +61,26 @@ async def send_json(send: Send, status: int, body: Any, headers: RawHeaders | No
         }
     )
     await send({"type": "http.response.body", "body": data})
+
+
+class BodyTimeout(Exception):
+    """The body did not arrive within ``limits.body_seconds``."""
+
+
+def with_deadline(receive: Receive, seconds: float) -> Receive:
+    """``receive`` that raises ``BodyTimeout`` once ``seconds`` have passed since this call:
+    a body that trickles in or stalls (slowloris) is cut whatever the server's timeouts."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+
+    async def timed() -> Message:
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await receive()
+        except TimeoutError:
+            raise BodyTimeout from None
+
+    return timed
 
 
 def too_large(limit: int) -> Problem:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -7,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
 from starlette.applications import Starlette
 
 from relay.app import create_app
@@ -19,6 +21,19 @@ SHIPPED_RULES = ROOT / "rules"
 
 TEST_SECRET = "test-cookie-secret"
 BACKEND_SECRET = "test-backend-secret"
+
+# Property tests (hypothesis): a bounded number of examples each, so the suite stays fast.
+# "ci" (chosen when CI is set, as .ci/run's environment has it) has no per-example deadline:
+# the machine is shared and noisy, and a slow example is not a failure. It is also
+# derandomized, so a CI run is the same run every time; "dev" explores new examples on each
+# run (and remembers failing ones in .hypothesis/). HYPOTHESIS_PROFILE picks one by name.
+settings.register_profile(
+    "ci", max_examples=60, deadline=None, derandomize=True, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", max_examples=60, deadline=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI")
+                                                               else "dev"))
 
 
 @pytest.fixture

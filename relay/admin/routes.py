@@ -4,6 +4,7 @@ and, in their own modules, the reconciliation page, the dead-letter actions and 
 from __future__ import annotations
 
 import hmac
+from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from relay.runtime import Runtime
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENAPI_TYPE = "application/yaml; charset=utf-8"
+OPENAPI_SERVER = "servers:\n  - url: /t\n"  # the shipped document's prefix
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -78,9 +81,20 @@ async def quarantine(request: Request) -> Response:
     return _json(items)
 
 
+def openapi_document(prefix: str) -> str:
+    """``relay/static/openapi.yaml``, the public surface, with the server URL at ``prefix``."""
+    text = (files("relay") / "static" / "openapi.yaml").read_text(encoding="utf-8")
+    return text.replace(OPENAPI_SERVER, f"servers:\n  - url: {prefix}\n", 1)
+
+
+async def openapi(request: Request) -> Response:
+    return Response(openapi_document(_rt(request).rules.relay.prefix), media_type=OPENAPI_TYPE)
+
+
 def routes() -> list[Route]:
     return [
         Route("/metrics", metrics),
+        Route("/openapi.yaml", openapi),
         Route("/readyz", readyz),
         Route("/rules", rules),
         Route("/dlq", dlq),

@@ -20,6 +20,9 @@ from relay.rules.model import ClientIP, Cookie
 
 _SALT = "relay.correlation"
 VERIFIED_CACHE = 10_000
+# How far in the future a signing time may be (replicas' clocks differ a little): a value
+# signed later than that is not one this relay's replicas made, and is replaced.
+CLOCK_SKEW = 60.0
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
 
 
@@ -76,7 +79,8 @@ class CookieSigner:
         if known is None:
             return None
         cid, signed, _ = known
-        if time.time() - signed > (max_age if max_age is not None else self.cookie.max_age):
+        age = time.time() - signed
+        if age > (max_age if max_age is not None else self.cookie.max_age) or age < -CLOCK_SKEW:
             return None
         return cid
 
@@ -85,7 +89,8 @@ class CookieSigner:
         Max-Age) or start a new one."""
         known = self._check(current)
         now = time.time()
-        if known is not None and current is not None and now - known[1] <= self.cookie.max_age:
+        if (known is not None and current is not None
+                and -CLOCK_SKEW <= now - known[1] <= self.cookie.max_age):
             if now - known[1] < self._resign_after and known[2]:
                 return Correlation(known[0], current, False)
             return Correlation(known[0], self.signer.sign(known[0]).decode(), False)

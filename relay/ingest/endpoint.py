@@ -10,6 +10,10 @@ with its traceback and answered with a JSON 500 that says nothing was accepted. 
 answer (500, or 503 when the spool cannot commit) is counted in
 ``relay_ingest_failures_total{endpoint,status}``.
 
+A body must arrive whole within ``limits.body_seconds`` of the request: a client that sends
+it slowly or stops halfway (slowloris) gets a 408 with ``Connection: close``, whatever the
+server's own timeouts are (``receive`` is given a deadline: handlers read as before).
+
 No middleware, ``Request`` or ``Response`` objects: the browser endpoint carries every page
 view of every visitor (``benchmarks/README.md`` measured what Starlette's objects cost).
 """
@@ -19,17 +23,22 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from relay.observe.log import LOG
-from relay.web import Problem, RawHeaders, send_json
+from relay.web import BodyTimeout, Problem, RawHeaders, send_json, with_deadline
 
 if TYPE_CHECKING:
     from relay.runtime import Runtime
 
 Answer = tuple[int, Any, RawHeaders]  # status, JSON body, extra headers
 Handler = Callable[["Runtime", Scope, Receive], Awaitable[Answer]]
+# A store the request needs cannot be reached (the state store on Redis, mostly): nothing was
+# accepted, and the client may retry, as with a spool that cannot commit.
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
 
 
 def problem(p: Problem) -> Answer:
@@ -50,9 +59,18 @@ class Endpoint:
         else:
             try:
                 await self.rt.ensure_started()
-                answer = await self.handler(self.rt, scope, receive)
+                seconds = self.rt.engine.rules.relay.limits.body_seconds
+                answer = await self.handler(self.rt, scope, with_deadline(receive, seconds))
             except ClientDisconnect:  # no one to answer
                 return
+            except UNREACHABLE as exc:
+                LOG.error("POST %s: a store is unreachable, answering 503: %s",
+                          scope.get("path", "?"), type(exc).__name__)
+                answer = (503, {"error": "state store unreachable; nothing was accepted, retry"
+                                " later"}, [(b"retry-after", b"5")])
+            except BodyTimeout:
+                answer = (408, {"error": f"the body did not arrive within {seconds} s; send it"
+                                " whole, without pauses"}, [(b"connection", b"close")])
             except Exception:
                 LOG.exception("POST %s failed", scope.get("path", "?"))
                 answer = (500, {"error": "internal error; nothing was accepted"}, [])

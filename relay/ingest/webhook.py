@@ -2,11 +2,20 @@
 
 The source authenticates every request, with a bearer token or an HMAC signature over the
 raw body (``relay.signature``); its events' context is the user's, taken as sent.
+
+A signed request is good once: its timestamp and body (what the signature covers) are marked
+in the state store (``State.seen``, shared by every worker and replica on Redis) for twice
+the tolerance, the whole time its signature could be accepted, so a captured request
+replayed within the tolerance is a 401. The mark is taken before the events are processed
+(two copies racing each other: one wins) and given back when the request accepted nothing
+(4xx, 5xx), so a retry of a request that failed still works.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import secrets
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -24,6 +33,20 @@ if TYPE_CHECKING:
     from relay.runtime import Runtime
 
 _SIGNATURE = SIGNATURE_HEADER.lower()
+
+
+REPLAYED = ("this signed request was already received (a replay); sign every request afresh:"
+            " a new t gives a new signature")
+
+
+def replay_key(source: str, header: str, body: bytes) -> str:
+    """The state-store key of a signed request: its source, timestamp and body, which is
+    what the signature covers (so reordering or adding ``v1=`` values does not make a new
+    request)."""
+    t = next((v for k, _, v in (p.strip().partition("=") for p in header.split(","))
+              if k == "t"), "")
+    digest = hashlib.sha256(f"{source}\0{t}\0".encode() + body).hexdigest()[:32]
+    return "hook:" + digest
 
 
 def check_auth(source: Source, headers: Mapping[str, str], body: bytes, now: float) -> str | None:
@@ -62,6 +85,30 @@ async def webhook(rt: Runtime, scope: Scope, receive: Receive) -> Answer:
     why = check_auth(source, headers, body, time.time())
     if why:
         return problem(Problem(401, f"source {name}: {why}"))
+    mark, token = None, secrets.token_hex(8)
+    if isinstance(source.auth, HmacAuth):
+        mark, window = replay_key(name, headers[_SIGNATURE], body), 2 * source.auth.tolerance
+        (seen,) = await rt.state.mark([mark], token, window)
+        if seen != "new":  # received before, or being received right now
+            return problem(Problem(401, f"source {name}: {REPLAYED}"))
+    try:
+        answer = await _accept(rt, source, headers, body, started)
+    except BaseException:
+        if mark is not None:
+            await rt.state.unmark([mark], token)
+        raise
+    if mark is not None:
+        if answer[0] >= 400:  # nothing accepted: a retry of the same request may come
+            await rt.state.unmark([mark], token)
+        else:
+            await rt.state.confirm([mark], window)
+    return answer
+
+
+async def _accept(
+    rt: Runtime, source: Source, headers: Mapping[str, str], body: bytes, started: float
+) -> Answer:
+    relay = rt.engine.rules.relay
     items = parse_body(
         body, headers.get("content-type"), relay.limits.batch_events, allowed=("application/json",)
     )

@@ -19,7 +19,7 @@ from relay.proxy.headers import Headers, request_headers, response_headers
 from relay.proxy.rewrite import Prepared
 from relay.proxy.state import ProxyState
 from relay.rules.model import ProxyRoute
-from relay.web import Problem
+from relay.web import BodyTimeout, Problem
 
 if TYPE_CHECKING:
     from relay.runtime import Runtime
@@ -69,6 +69,11 @@ class Streamed(StreamingResponse):
                 await self._upstream.aclose()
             finally:
                 self._done()
+
+
+def body_timeout(name: str, seconds: int) -> Response:
+    return problem(408, f"proxy {name}: the body did not arrive within {seconds} s",
+                   {"Connection": "close"})
 
 
 def upstream_failed(route: ProxyRoute, exc: httpx.HTTPError) -> Response:
@@ -136,6 +141,9 @@ async def forward(
         return problem(
             413, f"proxy {route.name}: body over {route.max_body} bytes", {"Connection": "close"}
         )
+    except BodyTimeout:
+        release()
+        return body_timeout(route.name, rt.rules.relay.limits.body_seconds)
     except ClientDisconnect:
         release()
         return Response(status_code=400)

@@ -39,7 +39,7 @@ from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
 from relay.engine.consent import decide
-from relay.proxy.forward import forward, problem
+from relay.proxy.forward import body_timeout, forward, problem
 from relay.proxy.headers import consent_event, gcs_consent
 from relay.proxy.hygiene import Hygiene
 from relay.proxy.rewrite import DECODED_FACTOR, BodyTooLarge, Prepared, read_body, rewrite
@@ -49,6 +49,7 @@ from relay.proxy.target import Refused, check_raw_path, clean_query, match, upst
 from relay.proxy.vendors import VENDORS
 from relay.proxy.vendors.base import TooLarge, Undecodable
 from relay.rules.model import ProxyRoute
+from relay.web import BodyTimeout, with_deadline
 
 if TYPE_CHECKING:
     from relay.runtime import Runtime
@@ -77,7 +78,9 @@ class ProxyRouter(BaseRoute):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         route, rest = scope[SCOPE_KEY]
-        response = await _serve(self.rt, self.state, route, rest, Request(scope, receive))
+        # The body must arrive within limits.body_seconds (408), as at the ingest endpoints.
+        timed = with_deadline(receive, self.rt.rules.relay.limits.body_seconds)
+        response = await _serve(self.rt, self.state, route, rest, Request(scope, timed))
         self.state.metrics.proxy_requests.labels(route.name, str(response.status_code)).inc()
         await response(scope, receive, send)
 
@@ -161,6 +164,8 @@ async def _prepare(
         body = await read_body(request.stream(), route.max_body)
     except BodyTooLarge:
         return too_large
+    except BodyTimeout:
+        return body_timeout(route.name, rt.rules.relay.limits.body_seconds)
     except ClientDisconnect:
         return Response(status_code=400)
     pipeline = rt.rules.pipelines.get(route.pipeline) if route.pipeline else None

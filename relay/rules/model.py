@@ -34,6 +34,7 @@ DEFAULT_MAX_BATCH = 50
 DEFAULT_MAX_PROPERTIES = 100
 DEFAULT_MAX_DEPTH = 5
 DEFAULT_MAX_STRING = 2048
+DEFAULT_BODY_SECONDS = 30
 DEFAULT_DEDUP_MAX_KEYS = 1_000_000
 DEFAULT_RATE_PER_SECOND = (
     0.0  # off: behind a CDN without client_ip set, every user shares one address
@@ -116,6 +117,7 @@ class Limits:
     properties: int = DEFAULT_MAX_PROPERTIES
     depth: int = DEFAULT_MAX_DEPTH
     string_chars: int = DEFAULT_MAX_STRING
+    body_seconds: int = DEFAULT_BODY_SECONDS  # the whole body must arrive within it (408)
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,8 @@ RELAY_KEYS = (
     "rate_limit", "consent_map",
 )
 COOKIE_KEYS = ("name", "max_age", "path", "domain", "same_site", "secure", "secret")
-LIMIT_KEYS = ("body_bytes", "batch_events", "properties", "depth", "string_chars")
+LIMIT_KEYS = ("body_bytes", "batch_events", "properties", "depth", "string_chars",
+              "body_seconds")
 SAME_SITE = ("lax", "strict", "none")
 
 

@@ -149,14 +149,29 @@ def read_rules_dir(
     for path in files:
         name = str(path)
         raw.files.append(name)
-        text = path.read_text(encoding="utf-8")
-        digest.update(name.encode() + b"\0" + text.encode() + b"\0")
+        data = path.read_bytes()
+        digest.update(name.encode() + b"\0" + data + b"\0")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raw.reporter.diagnostics.append(_syntax(
+                _position(name, data[: exc.start].decode("utf-8")),
+                f"byte 0x{data[exc.start]:02x} is not UTF-8 (rules files are UTF-8 text)",
+            ))
+            continue
         try:
             node = yaml.compose(_shield(text), Loader=_Loader)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             where = Mark(name, mark.line + 1, mark.column + 1) if mark else Mark(name, 0, 0)
             raw.reporter.diagnostics.append(_syntax(where, f"{exc.problem or 'invalid YAML'}"))
+            continue
+        except yaml.reader.ReaderError as exc:  # a character YAML does not allow (controls)
+            raw.reporter.diagnostics.append(_syntax(
+                _position(name, text[: exc.position]),
+                f"character U+{exc.character:04X} is not allowed in YAML (a control character);"
+                " remove it" if isinstance(exc.character, int) else f"invalid YAML ({exc.reason})",
+            ))
             continue
         if node is None:
             continue
@@ -170,6 +185,11 @@ def read_rules_dir(
         _merge_file(raw, _Converter(name, raw, env), node)
     raw.digest = digest.hexdigest()[:12]
     return raw
+
+
+def _position(file: str, before: str) -> Mark:
+    """The mark just after ``before``, the text of ``file`` up to some point."""
+    return Mark(file, before.count("\n") + 1, len(before) - before.rfind("\n"))
 
 
 def _syntax(mark: Mark, message: str, code: str = YAML_SYNTAX) -> Diagnostic:

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
-import pytest
+import time
 
-from relay.engine.identity import CookieSigner, client_ip
+import pytest
+from itsdangerous import TimestampSigner
+
+from relay.engine.identity import CLOCK_SKEW, CookieSigner, client_ip
 from relay.rules.model import ClientIP, Cookie
 
 
@@ -38,6 +41,24 @@ def test_expired_cookie_is_not_trusted() -> None:
     signer = CookieSigner(Cookie(max_age=30), ["s"])
     value = signer.issue(None).value
     assert signer.verify(value, max_age=-1) is None
+
+
+def test_a_cookie_signed_in_the_future_is_replaced() -> None:
+    """Only the relay's own clock signs; past the replicas' skew, a future time is forged
+    or broken, never a visit to keep."""
+
+    class Later(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time() + 3600)
+
+    signer = CookieSigner(Cookie(max_age=1800), ["s"])
+    value = Later("s", salt="relay.correlation").sign("visit").decode()
+    assert signer.verify(value) is None
+    assert signer.issue(value).fresh
+    near = Later("s", salt="relay.correlation")
+    near.get_timestamp = lambda: int(time.time() + CLOCK_SKEW / 2)  # type: ignore[method-assign]
+    value = near.sign("visit").decode()
+    assert signer.verify(value) == "visit" and not signer.issue(value).fresh
 
 
 def test_cookie_header_attributes() -> None:

@@ -115,8 +115,38 @@ async def test_webhook_requires_event_id_and_dedups(client: httpx.AsyncClient) -
     assert (await client.post("/hook/backend", content=body, headers=headers)).json()[
         "accepted"
     ] == 1
+    # The backend's retry, signed afresh (the same signed request again is a replay: 401).
+    headers["x-relay-signature"] = sign(body, t=int(time.time()) + 1)
     again = await client.post("/hook/backend", content=body, headers=headers)
     assert again.status_code == 202 and again.json()["duplicates"] == 1
+
+
+async def test_a_replayed_signed_request_is_401(client: httpx.AsyncClient) -> None:
+    body = orjson.dumps(purchase("w-replay"))
+    signed = sign(body)
+    headers = {"content-type": "application/json", "x-relay-signature": signed}
+    assert (await client.post("/hook/backend", content=body, headers=headers)).status_code == 202
+    t, _, v1 = signed.partition(",")
+    for replay in (signed, f"{v1},{t}", f"{signed},v1={'0' * 64}", f" {t} , {v1} "):
+        r = await client.post("/hook/backend", content=body,
+                              headers={**headers, "x-relay-signature": replay})
+        assert r.status_code == 401, (replay, r.text)
+        assert "already received (a replay)" in r.json()["error"], r.text
+    # The same body under another timestamp is a new request: a duplicate, not a replay.
+    r = await client.post("/hook/backend", content=body, headers={
+        **headers, "x-relay-signature": sign(body, t=int(time.time()) - 1)})
+    assert r.status_code == 202 and r.json()["duplicates"] == 1, r.text
+
+
+async def test_a_signed_request_that_accepted_nothing_may_be_sent_again(
+    client: httpx.AsyncClient,
+) -> None:
+    """(A 503's retry with the same signature: test_spool_failure_is_503_and_not_a_duplicate.)"""
+    rejected = orjson.dumps({"event": "purchase", "event_id": "w-bad", "properties": {}})
+    headers = {"content-type": "application/json", "x-relay-signature": sign(rejected)}
+    for _ in range(2):
+        r = await client.post("/hook/backend", content=rejected, headers=headers)
+        assert r.status_code == 400, r.text  # rejected both times, never a replay
 
 
 async def test_spool_failure_is_503_and_not_a_duplicate(
