@@ -3,6 +3,7 @@
     RelayError
     ├── RulesError (relay.rules.diagnostics): a rules directory does not validate
     ├── SpoolUnavailable: the spool cannot commit; ingest answers 503 and accepts nothing
+    │   └── SpoolFull: the spool holds relay.spool_max_bytes already
     └── DeliveryError: one delivery attempt failed
         ├── Retryable: network error, timeout, 408, 429, 5xx; retried with backoff
         └── Permanent: any other 4xx, an unmappable event; dead-lettered with the answer
@@ -20,6 +21,10 @@ class RelayError(Exception):
 
 class SpoolUnavailable(RelayError):
     """The spool could not commit: nothing in the request was accepted."""
+
+
+class SpoolFull(SpoolUnavailable):
+    """The spool is at ``relay.spool_max_bytes``: new copies wait until delivery drains it."""
 
 
 class DeliveryError(RelayError):

@@ -111,7 +111,7 @@ class Runtime:
             LOG.warning("rules: not fit for production: %s", d.render())
         self.debug = DebugFeed(Masker.from_secrets(self._secrets(rules)))
         self._apply(rules, state=None)
-        self.spool: Spool = open_spool(rules.relay.spool)
+        self.spool: Spool = open_spool(rules.relay.spool, rules.relay.spool_max_bytes)
         self.metrics.track_depths(lambda: self.spool.depths())
         self.metrics.track_ledger(lambda: self.ledger.pending if self.ledger else None)
         self.client: httpx.AsyncClient | None = None

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from relay.engine.results import Batch, Meta
-from relay.errors import SpoolUnavailable
+from relay.errors import SpoolFull, SpoolUnavailable
 from relay.observe.log import LOG, hop
 from relay.rules.model import Source
 from relay.web import Problem
@@ -25,6 +25,10 @@ async def commit(rt: Runtime, batch: Batch) -> Problem | None:
     """Commit the batch's copies to the spool; a Problem (503) when that failed."""
     try:
         await rt.spool.put(batch.rows, batch.quarantined)
+    except SpoolFull as exc:
+        await rt.engine.rollback(batch)
+        LOG.warning("spool: full, answering 503: %s", exc)
+        return Problem(503, "spool full; nothing was accepted, retry later", {"Retry-After": "5"})
     except SpoolUnavailable as exc:
         await rt.engine.rollback(batch)
         LOG.error("spool: cannot commit, answering 503: %s", exc)

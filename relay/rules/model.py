@@ -159,6 +159,7 @@ class RelaySettings:
     dedup_max_keys: int = DEFAULT_DEDUP_MAX_KEYS
     state: str = DEFAULT_STATE
     spool: str = DEFAULT_SPOOL
+    spool_max_bytes: int | None = None  # no limit but the disk
     ledger: Ledger = field(default_factory=Ledger)
     sample: Sample | None = None  # off unless set
     limits: Limits = field(default_factory=Limits)

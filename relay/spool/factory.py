@@ -14,11 +14,12 @@ from relay.sqlite import SQLITE_PREFIX, place_url, sqlite_path
 
 __all__ = ["SQLITE_PREFIX", "open_spool", "place_url", "sqlite_path"]
 
-def open_spool(url: str) -> Spool:
-    """The spool for ``url``, not yet started (``await spool.start()``)."""
+def open_spool(url: str, max_bytes: int | None = None) -> Spool:
+    """The spool for ``url``, not yet started (``await spool.start()``); ``max_bytes``
+    (``relay.spool_max_bytes``): new copies are refused while it holds that much."""
     scheme = url.partition(":")[0].lower()
     if scheme == "sqlite":
-        return SqliteSpool(sqlite_path(url))
+        return SqliteSpool(sqlite_path(url), max_bytes=max_bytes)
     if scheme in ("redis", "rediss"):
         raise ValueError("redis spool not available yet; use sqlite:///var/spool.db")
     # Only the scheme is shown: the rest of a URL may carry a password.

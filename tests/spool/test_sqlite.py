@@ -336,3 +336,28 @@ async def test_stats_count_what_other_spools_did_and_find_the_oldest_copy(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_full_spool_refuses_puts_keeps_what_it_holds_and_drains(
+        tmp_path: Path) -> None:
+    from relay.errors import SpoolFull
+
+    limit = 1024 * 1024
+    s = SqliteSpool(str(tmp_path / "full.db"), max_bytes=limit)
+    await s.start()
+    try:
+        big = b"x" * 4000
+        held = 0
+        with pytest.raises(SpoolFull, match="spool_max_bytes"):
+            for i in range(10_000):  # ~40 MB at most: the limit stops it long before
+                await s.put([Row("ga4", f"e{i}", big)])
+                held += 1
+        assert 200 < held < 300, held  # about 1 MiB of 4 kB rows
+        assert s.depths() == ({"ga4": held}, {})  # nothing already spooled was dropped
+        claimed = await s.claim("ga4", held, 30)
+        assert len(claimed) == held
+        await s.ack([c.id for c in claimed[: held // 2]])  # delivery frees pages
+        await s.put([Row("ga4", "after", big)])  # below the limit again: accepted
+        assert s.depths() == ({"ga4": held - held // 2 + 1}, {})
+    finally:
+        await s.close()
