@@ -1,0 +1,233 @@
+"""Faults against real processes (issue 11, item 5): a vendor that refuses connections, one
+that hangs past the destination's timeout, SIGTERM in the middle of a load, and a spool at
+its size limit. What test_e2e_delivery.py (5xx for a while, 429 + Retry-After, a 400 dead-
+lettered, a failing destination never delaying a healthy one) and test_e2e_crash.py
+(SIGKILL) cover is not repeated here."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .conftest import MakeRelay, MakeVendor
+from .load import LoadResult, make_batches, send_batches
+from .relayproc import RelayProcess, free_port
+from .rulesdir import edit, make_rules, webhook
+from .test_e2e_delivery import _send
+from .vendor import Answer
+from .wire import client, metric, page_view, post_browser, scrape, wait_until
+
+# Plenty of fast retries: nothing may be dead-lettered while the fault lasts.
+PATIENT_RETRY: dict[str, Any] = {"attempts": 10000, "base_backoff": "100ms",
+                                 "max_backoff": "1s", "max_age": "1h"}
+# SIGTERM: the server's graceful timeout (5 s) plus the delivery drain (3 s,
+# relay.runtime.SHUTDOWN_DRAIN_SECONDS), with a wide margin: a bound, not a timing.
+EXIT_BOUND = 30.0
+
+
+def _deliveries(http: httpx.Client, relay: RelayProcess, destination: str,
+                outcome: str) -> float:
+    return metric(scrape(http, relay), "relay_deliveries_total", destination=destination,
+                  outcome=outcome)
+
+
+def _drained(http: httpx.Client, relay: RelayProcess, destination: str) -> bool:
+    return metric(scrape(http, relay), "relay_spool_depth", destination=destination) == 0
+
+
+def _once_each(counts: dict[str, int], ids: list[str]) -> None:
+    assert {i: counts.get(i, 0) for i in ids} == dict.fromkeys(ids, 1), (
+        {i: n for i, n in counts.items() if n != 1})
+
+
+def test_a_vendor_refusing_connections_gets_everything_once_it_listens(
+        relays: MakeRelay, vendors: MakeVendor) -> None:
+    port = free_port()  # nothing listens here: every attempt is refused
+    relay = relays(destinations={
+        "late": webhook(f"http://127.0.0.1:{port}/hook", retry=PATIENT_RETRY)})
+    with client() as http:
+        ids = _send(http, relay, 30)
+        wait_until(lambda: _deliveries(http, relay, "late", "retried") >= len(ids), 30,
+                   "every copy retried at least once against the refusing port")
+        refused = _deliveries(http, relay, "late", "retried")
+        vendor = vendors(name="late", port=port)  # the vendor comes up where the relay sends
+        wait_until(lambda: set(ids) <= set(vendor.delivered()), 30,
+                   "all 30 events at the vendor once it listens", interval=0.25)
+        wait_until(lambda: _drained(http, relay, "late"), 15, "the spool drained for 'late'")
+        text = scrape(http, relay)
+    _once_each(vendor.delivered(), ids)
+    assert metric(text, "relay_deliveries_total", destination="late",
+                  outcome="dead_lettered") == 0
+    assert metric(text, "relay_dlq_depth", destination="late") == 0
+    assert metric(text, "relay_deliveries_total", destination="late",
+                  outcome="delivered") == len(ids)
+    assert vendor.problems == [], vendor.problems[:5]
+    print(f"\nrefused: {refused:.0f} retries while nothing listened, then {len(ids)} "
+          f"delivered once each in {vendor.attempts()} vendor requests")
+
+
+def test_a_vendor_hanging_past_the_timeout_is_retried_and_the_relay_stays_responsive(
+        relays: MakeRelay, vendors: MakeVendor) -> None:
+    vendor = vendors(name="hung")
+    # Accepts, reads the request, never answers; released later, it records a failure.
+    vendor.set_plan(lambda n, t: Answer(503, hang=True))
+    relay = relays(destinations={"hung": webhook(vendor, timeout="1s", retry=PATIENT_RETRY)})
+    with client() as http:
+        ids = _send(http, relay, 10)
+        wait_until(lambda: _deliveries(http, relay, "hung", "retried") >= 2, 30,
+                   "two attempts timed out and were retried")
+        # Meanwhile ingest is answered as ever: every post gets its 202 (``_send`` asserts).
+        ids += _send(http, relay, 40)
+        assert http.get(relay.url("/healthz")).status_code == 200
+        timed_out = _deliveries(http, relay, "hung", "retried")
+        assert vendor.attempts() >= 2 and not any(r.ok for r in vendor.received)
+        vendor.respond(200)  # the vendor answers again...
+        vendor.release()  # ...and the requests it sat on end (recorded as failed)
+        wait_until(lambda: set(ids) <= set(vendor.delivered()), 30,
+                   "all 50 events once the vendor answers", interval=0.25)
+        wait_until(lambda: _drained(http, relay, "hung"), 15, "the spool drained for 'hung'")
+        text = scrape(http, relay)
+    _once_each(vendor.delivered(), ids)
+    assert metric(text, "relay_dlq_depth", destination="hung") == 0
+    assert metric(text, "relay_deliveries_total", destination="hung",
+                  outcome="dead_lettered") == 0
+    assert vendor.problems == [], vendor.problems[:5]
+    print(f"\nhang: {timed_out:.0f} attempts timed out and were retried while 40 more events "
+          f"were accepted; then {len(ids)} delivered once each")
+
+
+def _outbox_ids(spool: Path, destination: str) -> set[str]:
+    with sqlite3.connect(f"file:{spool}?mode=ro", uri=True) as conn:
+        return {i for (i,) in conn.execute(
+            "SELECT event_id FROM outbox WHERE destination = ?", (destination,))}
+
+
+def test_sigterm_during_a_load_exits_within_the_grace_and_loses_no_202_event(
+        relays: MakeRelay, vendors: MakeVendor) -> None:
+    vendor = vendors(name="slow")
+    vendor.respond(200, delay=0.3)  # slow: copies wait in the spool while the load runs
+    relay = relays(destinations={"slow": webhook(vendor, timeout="10s",
+                                                 retry=PATIENT_RETRY)})
+    batches = make_batches(500, prefix="term")
+    signalled: list[float] = []
+
+    def term_midway(accepted: int) -> None:
+        if accepted >= 150 and not signalled:
+            relay.signal(signal.SIGTERM)
+            signalled.append(time.monotonic())
+
+    results: list[LoadResult] = []
+    load = threading.Thread(target=lambda: results.append(asyncio.run(send_batches(
+        relay.url("/e"), batches, concurrency=10, on_accepted=term_midway))), daemon=True)
+    load.start()
+    wait_until(lambda: signalled, 60, "150 events accepted, then SIGTERM")
+    assert relay.proc is not None
+    try:
+        code = relay.proc.wait(timeout=EXIT_BOUND)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the relay did not exit within {EXIT_BOUND:g}s of SIGTERM") from None
+    assert code == 0, f"exit code {code} after SIGTERM\n{relay.log_text()[-3000:]}"
+    load.join(timeout=60)
+    assert not load.is_alive() and results, "the load did not end after the relay stopped"
+    first = results[0]
+    accepted = set(first.accepted)
+    assert len(accepted) >= 150 and first.unsent, (len(accepted), first.statuses)
+
+    # Every 202 event is at the vendor or still in the spool: none was lost at the stop.
+    waiting = _outbox_ids(relay.spool_path, "slow")
+    before = set(vendor.delivered())
+    lost = accepted - before - waiting
+    assert not lost, f"{len(lost)} accepted, neither delivered nor spooled: {sorted(lost)[:5]}"
+    assert waiting, "nothing was left in the spool: SIGTERM came too late to prove anything"
+
+    vendor.respond(200)
+    relay.start()  # the same --var, the same spool
+    with client() as http:
+        wait_until(lambda: accepted <= set(vendor.delivered()), 60,
+                   "every 202 event at the vendor after the restart", interval=0.25)
+        wait_until(lambda: _drained(http, relay, "slow"), 15, "the spool drained for 'slow'")
+        text = scrape(http, relay)
+    counts = vendor.delivered()
+    redelivered = {i: n for i, n in counts.items() if n > 1}
+    assert set(counts) <= accepted | {e["event_id"] for b in first.unanswered for e in b}
+    assert metric(text, "relay_dlq_depth", destination="slow") == 0
+    assert vendor.problems == [], vendor.problems[:5]
+    print(f"\nSIGTERM: {len(accepted)} events accepted before the stop ({len(before & accepted)} "
+          f"delivered, {len(waiting)} in the spool, {sum(len(b) for b in first.unanswered)} "
+          f"unanswered in flight), exit code {code}; all delivered after the restart; "
+          f"{len(redelivered)} redelivered ({sum(redelivered.values()) - len(redelivered)} "
+          f"extra copies)")
+
+
+def _spool_full_rules(directory: Path, vendor_dest: dict[str, Any]) -> Path:
+    rules = make_rules(directory, relay={"spool_max_bytes": 1024 * 1024},
+                       destinations={"down": vendor_dest})
+
+    def archive_purchases_only(data: dict[str, Any]) -> None:
+        # The shipped archive drains its copies at once; kept out, the spool only fills.
+        data["destinations"]["archive"]["events"] = ["purchase"]
+
+    edit(rules / "destinations.yaml", archive_purchases_only)
+    return rules
+
+
+def _padded() -> dict[str, Any]:
+    return page_view(context={"page": {"url": "https://shop.example/" + "p" * 1500}})
+
+
+def test_a_full_spool_answers_503_keeps_what_it_holds_and_accepts_again_when_drained(
+        relays: MakeRelay, vendors: MakeVendor, tmp_path: Path) -> None:
+    vendor = vendors(name="down")
+    vendor.fail_for(3600, status=503)  # down: every copy stays in the spool
+    rules = _spool_full_rules(tmp_path / "rules", webhook(vendor, retry=PATIENT_RETRY))
+    relay = relays(rules)
+    accepted: list[str] = []
+    refused: httpx.Response | None = None
+    with client() as http:
+        for _ in range(400):  # 400 x 10 padded events is ~6 MB: far past the 1 MiB limit
+            batch = [_padded() for _ in range(10)]
+            r = post_browser(http, relay, batch)
+            if r.status_code != 202:
+                refused = r
+                break
+            accepted += [e["event_id"] for e in batch]
+        assert refused is not None, f"{len(accepted)} events accepted and no 503: no limit"
+        assert refused.status_code == 503, (refused.status_code, refused.text)
+        assert refused.headers.get("retry-after") == "5", refused.headers
+        assert "spool full" in refused.text, refused.text
+        assert accepted, "the very first request was refused"
+        # At the limit: more posts are refused whole, what is held stays.
+        for _ in range(5):
+            r = post_browser(http, relay, [_padded()])
+            assert r.status_code == 503, (r.status_code, r.text)
+        text = scrape(http, relay)
+        assert metric(text, "relay_spool_depth", destination="down") == len(accepted)
+        assert not any(r.ok for r in vendor.received)
+
+        vendor.respond(200)  # the vendor is back: delivery drains the spool
+
+        def accepts_again() -> list[str]:
+            later = [_padded()]
+            r = post_browser(http, relay, later)
+            assert r.status_code in (202, 503), (r.status_code, r.text)
+            return [later[0]["event_id"]] if r.status_code == 202 else []
+
+        accepted += wait_until(accepts_again, 60, "a 202 once delivery drained the spool",
+                               interval=0.5)
+        wait_until(lambda: set(accepted) <= set(vendor.delivered()), 60,
+                   "every accepted event at the vendor", interval=0.25)
+        wait_until(lambda: _drained(http, relay, "down"), 15, "the spool drained for 'down'")
+        text = scrape(http, relay)
+    assert metric(text, "relay_dlq_depth", destination="down") == 0
+    assert metric(text, "relay_ingest_failures_total", status="500") == 0
+    assert vendor.problems == [], vendor.problems[:5]
+    print(f"\nspool limit: {len(accepted) - 1} events accepted up to 1 MiB, then 503 + "
+          f"Retry-After; 202 again after draining; all {len(accepted)} delivered")
