@@ -11,7 +11,6 @@ import signal
 import sqlite3
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -104,10 +103,14 @@ def test_a_vendor_hanging_past_the_timeout_is_retried_and_the_relay_stays_respon
           f"were accepted; then {len(ids)} delivered once each")
 
 
-def _outbox_ids(spool: Path, destination: str) -> set[str]:
+def _outbox_ids(spool: Path, destination: str, *, leased: bool = False) -> set[str]:
+    """The event ids waiting in a stopped relay's spool (``leased``: only those a delivery
+    worker had claimed when it stopped)."""
+    query = "SELECT event_id FROM outbox WHERE destination = ?"
+    if leased:
+        query += " AND lease_until > 0"
     with sqlite3.connect(f"file:{spool}?mode=ro", uri=True) as conn:
-        return {i for (i,) in conn.execute(
-            "SELECT event_id FROM outbox WHERE destination = ?", (destination,))}
+        return {i for (i,) in conn.execute(query, (destination,))}
 
 
 def test_sigterm_during_a_load_exits_within_the_grace_and_loses_no_202_event(
@@ -117,18 +120,27 @@ def test_sigterm_during_a_load_exits_within_the_grace_and_loses_no_202_event(
     relay = relays(destinations={"slow": webhook(vendor, timeout="10s",
                                                  retry=PATIENT_RETRY)})
     batches = make_batches(500, prefix="term")
-    signalled: list[float] = []
+    hung_after: list[int] = []
+    signalled = threading.Event()
 
-    def term_midway(accepted: int) -> None:
-        if accepted >= 150 and not signalled:
-            relay.signal(signal.SIGTERM)
-            signalled.append(time.monotonic())
+    def hang_midway(accepted: int) -> None:
+        if accepted >= 150 and not hung_after:
+            # From now on the vendor sits on what it gets: the batch in flight at the SIGTERM
+            # outlasts the delivery drain and is cancelled at the stop, keeping its lease.
+            hung_after.append(vendor.attempts())
+            vendor.set_plan(lambda n, t: Answer(503, hang=True))
+            # The load pauses (this blocks its event loop, the other requests stay in flight)
+            # until the SIGTERM is sent, so the stop comes in the middle of it, every run.
+            signalled.wait(60)
 
     results: list[LoadResult] = []
     load = threading.Thread(target=lambda: results.append(asyncio.run(send_batches(
-        relay.url("/e"), batches, concurrency=10, on_accepted=term_midway))), daemon=True)
+        relay.url("/e"), batches, concurrency=10, on_accepted=hang_midway))), daemon=True)
     load.start()
-    wait_until(lambda: signalled, 60, "150 events accepted, then SIGTERM")
+    wait_until(lambda: hung_after and vendor.attempts() > hung_after[0], 60,
+               "150 events accepted, then a delivery the vendor sits on")
+    relay.signal(signal.SIGTERM)
+    signalled.set()
     assert relay.proc is not None
     try:
         code = relay.proc.wait(timeout=EXIT_BOUND)
@@ -139,7 +151,8 @@ def test_sigterm_during_a_load_exits_within_the_grace_and_loses_no_202_event(
     assert not load.is_alive() and results, "the load did not end after the relay stopped"
     first = results[0]
     accepted = set(first.accepted)
-    assert len(accepted) >= 150 and first.unsent, (len(accepted), first.statuses)
+    assert len(accepted) >= 150 and first.unsent + first.unanswered, (
+        "the load ended before the SIGTERM", len(accepted), first.statuses)
 
     # Every 202 event is at the vendor or still in the spool: none was lost at the stop.
     waiting = _outbox_ids(relay.spool_path, "slow")
@@ -147,8 +160,11 @@ def test_sigterm_during_a_load_exits_within_the_grace_and_loses_no_202_event(
     lost = accepted - before - waiting
     assert not lost, f"{len(lost)} accepted, neither delivered nor spooled: {sorted(lost)[:5]}"
     assert waiting, "nothing was left in the spool: SIGTERM came too late to prove anything"
+    in_flight = _outbox_ids(relay.spool_path, "slow", leased=True)
+    assert in_flight, "no batch was in flight at the stop: the test proved less than it says"
 
     vendor.respond(200)
+    vendor.release()  # what it sat on ends, recorded as failed
     relay.start()  # the same --var, the same spool
     with client() as http:
         wait_until(lambda: accepted <= set(vendor.delivered()), 60,
@@ -160,11 +176,12 @@ def test_sigterm_during_a_load_exits_within_the_grace_and_loses_no_202_event(
     assert set(counts) <= accepted | {e["event_id"] for b in first.unanswered for e in b}
     assert metric(text, "relay_dlq_depth", destination="slow") == 0
     assert vendor.problems == [], vendor.problems[:5]
-    print(f"\nSIGTERM: {len(accepted)} events accepted before the stop ({len(before & accepted)} "
-          f"delivered, {len(waiting)} in the spool, {sum(len(b) for b in first.unanswered)} "
-          f"unanswered in flight), exit code {code}; all delivered after the restart; "
-          f"{len(redelivered)} redelivered ({sum(redelivered.values()) - len(redelivered)} "
-          f"extra copies)")
+    unanswered = sum(len(b) for b in first.unanswered)
+    print(f"\nSIGTERM: {len(accepted)} events accepted before the stop "
+          f"({len(before & accepted)} delivered, {len(waiting)} in the spool of which "
+          f"{len(in_flight)} in flight, {unanswered} unanswered in flight), exit code {code}; "
+          f"all delivered after the restart; {len(redelivered)} redelivered "
+          f"({sum(redelivered.values()) - len(redelivered)} extra copies)")
 
 
 def _spool_full_rules(directory: Path, vendor_dest: dict[str, Any]) -> Path:
