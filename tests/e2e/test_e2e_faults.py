@@ -7,14 +7,17 @@ lettered, a failing destination never delaying a healthy one) and test_e2e_crash
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
 import sqlite3
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from .conftest import MakeRelay, MakeVendor
 from .load import LoadResult, make_batches, send_batches
@@ -248,3 +251,90 @@ def test_a_full_spool_answers_503_keeps_what_it_holds_and_accepts_again_when_dra
     assert vendor.problems == [], vendor.problems[:5]
     print(f"\nspool limit: {len(accepted) - 1} events accepted up to 1 MiB, then 503 + "
           f"Retry-After; 202 again after draining; all {len(accepted)} delivered")
+
+
+DISK_BYTES = 4 * 1024 * 1024
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs mounted where the ``relays`` fixture puts the relay's --var (root only:
+    a test that needs it fails, never skips, when mounting is not permitted). Requested
+    before ``relays``, it is unmounted after the relay has stopped."""
+    where = tmp_path / "relay" / "var"
+    where.mkdir(parents=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", "tmpfs",
+                           str(where)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, (
+        f"this test mounts a small tmpfs to fill a disk, and mount failed (it needs root or "
+        f"CAP_SYS_ADMIN): {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
+
+
+def _fill(directory: Path) -> Path:
+    """Write a file until the disk is full; the file, to delete to free the space."""
+    filler = directory / "filler"
+    chunk = b"\0" * 65536
+    with filler.open("wb") as fh:
+        for _ in range(DISK_BYTES // len(chunk) + 1):
+            try:
+                fh.write(chunk)
+                fh.flush()
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+                break
+        else:
+            raise AssertionError("the small disk never filled up")
+    return filler
+
+
+def test_a_full_disk_answers_503_and_recovers_once_there_is_room(
+        small_disk: Path, relays: MakeRelay, vendors: MakeVendor) -> None:
+    vendor = vendors(name="disk")
+    relay = relays(destinations={"disk": webhook(vendor, retry=PATIENT_RETRY)})
+    assert relay.var_dir == small_disk
+    with client() as http:
+        accepted = _send(http, relay, 20)
+        wait_until(lambda: set(accepted) <= set(vendor.delivered()), 30,
+                   "the first 20 events at the vendor")
+        filler = _fill(small_disk)
+        refused: httpx.Response | None = None
+        for _ in range(400):  # 400 x 10 padded events is ~6 MB: more than the whole disk
+            batch = [_padded() for _ in range(10)]
+            r = post_browser(http, relay, batch)  # a hang fails here: the client's timeout
+            if r.status_code != 202:
+                refused = r
+                break
+            accepted += [e["event_id"] for e in batch]
+        assert refused is not None, "the disk is full and every commit still succeeded"
+        assert refused.status_code == 503, (refused.status_code, refused.text)
+        assert refused.headers.get("retry-after") == "5", refused.headers
+        assert "not writable" in refused.text, refused.text
+        assert metric(scrape(http, relay), "relay_ingest_failures_total", status="500") == 0
+        assert relay.running, "the relay died of the full disk"
+
+        filler.unlink()  # room again
+
+        def accepts_again() -> list[str]:
+            later = [_padded()]
+            r = post_browser(http, relay, later)
+            assert r.status_code in (202, 503), (r.status_code, r.text)
+            return [later[0]["event_id"]] if r.status_code == 202 else []
+
+        accepted += wait_until(accepts_again, 60, "a 202 once the disk has room",
+                               interval=0.5)
+        wait_until(lambda: set(accepted) <= set(vendor.delivered()), 60,
+                   "every accepted event at the vendor", interval=0.25)
+        wait_until(lambda: _drained(http, relay, "disk"), 15, "the spool drained for 'disk'")
+        text = scrape(http, relay)
+    assert metric(text, "relay_ingest_failures_total", status="500") == 0
+    assert metric(text, "relay_dlq_depth", destination="disk") == 0
+    assert vendor.problems == [], vendor.problems[:5]
+    counts = vendor.delivered()
+    extra = sum(n - 1 for i, n in counts.items() if n > 1)
+    print(f"\ndisk full: {len(accepted) - 1} events accepted before the disk filled, then 503 "
+          f"+ Retry-After; 202 again once the space was freed; all {len(accepted)} delivered, "
+          f"{extra} extra copies")
