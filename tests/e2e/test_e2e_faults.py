@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import signal
 import sqlite3
 import subprocess
@@ -104,6 +105,43 @@ def test_a_vendor_hanging_past_the_timeout_is_retried_and_the_relay_stays_respon
     assert vendor.problems == [], vendor.problems[:5]
     print(f"\nhang: {timed_out:.0f} attempts timed out and were retried while 40 more events "
           f"were accepted; then {len(ids)} delivered once each")
+
+
+def test_a_400_is_dead_lettered_at_once_and_is_no_breaker_strike(
+        relays: MakeRelay, vendors: MakeVendor) -> None:
+    """A 400 is the vendor refusing that event, not the vendor being down: dead-lettered
+    with its answer, never retried, and it does not open the circuit (whose cooldown here is
+    an hour: a strike count would block the next good event)."""
+    vendor = vendors(name="picky")
+    refusal = Answer(400, body=b'{"error":"e2e-picky: event_name is not allowed"}')
+    vendor.set_plan(lambda n, t: refusal if n < 8 else Answer())
+    relay = relays(destinations={"picky": webhook(
+        vendor, retry=PATIENT_RETRY, circuit_breaker={"failures": 3, "cooldown": "1h"})})
+    with client() as http:
+        refused: list[str] = []
+
+        def dead_letters() -> float:
+            return _deliveries(http, relay, "picky", "dead_lettered")
+
+        for n in range(1, 9):  # one at a time: 8 attempts, each answered 400
+            refused += _send(http, relay, 1)
+            wait_until(lambda: dead_letters() >= n, 15, f"{n} dead letters")  # noqa: B023
+        good = _send(http, relay, 3)
+        wait_until(lambda: set(good) <= set(vendor.delivered()), 15,
+                   "the good events after 8 refusals (an open circuit would hold them 1h)")
+        text = scrape(http, relay)
+    assert vendor.attempts() == len(refused) + len(good), "a 400 was retried"
+    assert metric(text, "relay_deliveries_total", destination="picky", outcome="retried") == 0
+    assert metric(text, "relay_circuit_open", destination="picky") == 0
+    assert "circuit open" not in relay.log_text()
+    done = relay.cli("dlq", "list", "--destination", "picky")
+    assert done.returncode == 0, done.stdout + done.stderr
+    letters = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    assert sorted(str(d["event_id"]) for d in letters) == sorted(refused), letters
+    for d in letters:
+        assert d["status"] == 400 and "event_name is not allowed" in str(d["response"]), d
+        assert d["attempts"] == 1, d
+    assert vendor.problems == [], vendor.problems[:5]
 
 
 def _outbox_ids(spool: Path, destination: str, *, leased: bool = False) -> set[str]:
