@@ -25,7 +25,7 @@ from .load import LoadResult, make_batches, send_batches
 from .relayproc import RelayProcess, free_port
 from .rulesdir import edit, make_rules, webhook
 from .test_e2e_delivery import _send
-from .vendor import Answer
+from .vendor import Answer, StandInVendor
 from .wire import client, metric, page_view, post_browser, scrape, wait_until
 
 # Plenty of fast retries: nothing may be dead-lettered while the fault lasts.
@@ -241,6 +241,39 @@ def _padded() -> dict[str, Any]:
     return page_view(context={"page": {"url": "https://shop.example/" + "p" * 1500}})
 
 
+def _post_until_refused(http: httpx.Client, relay: RelayProcess,
+                        accepted: list[str]) -> httpx.Response | None:
+    """Post batches of padded events (adding what is accepted to ``accepted``) until one is
+    not answered 202: that answer. 400 x 10 of them is ~6 MB, more than either limit here;
+    a relay that hangs fails on the client's timeout."""
+    for _ in range(400):
+        batch = [_padded() for _ in range(10)]
+        r = post_browser(http, relay, batch)
+        if r.status_code != 202:
+            return r
+        accepted += [e["event_id"] for e in batch]
+    return None
+
+
+def _recovers(http: httpx.Client, relay: RelayProcess, vendor: StandInVendor,
+              destination: str, accepted: list[str], why: str) -> str:
+    """Once ``why`` (the cause of the 503s) is gone: a new event is answered 202 again,
+    everything accepted reaches the vendor, the spool drains. The scrape after."""
+
+    def accepts_again() -> list[str]:
+        later = [_padded()]
+        r = post_browser(http, relay, later)
+        assert r.status_code in (202, 503), (r.status_code, r.text)
+        return [later[0]["event_id"]] if r.status_code == 202 else []
+
+    accepted += wait_until(accepts_again, 60, f"a 202 once {why}", interval=0.5)
+    wait_until(lambda: set(accepted) <= set(vendor.delivered()), 60,
+               "every accepted event at the vendor", interval=0.25)
+    wait_until(lambda: _drained(http, relay, destination), 15,
+               f"the spool drained for '{destination}'")
+    return scrape(http, relay)
+
+
 def test_a_full_spool_answers_503_keeps_what_it_holds_and_accepts_again_when_drained(
         relays: MakeRelay, vendors: MakeVendor, tmp_path: Path) -> None:
     vendor = vendors(name="down")
@@ -248,15 +281,8 @@ def test_a_full_spool_answers_503_keeps_what_it_holds_and_accepts_again_when_dra
     rules = _spool_full_rules(tmp_path / "rules", webhook(vendor, retry=PATIENT_RETRY))
     relay = relays(rules)
     accepted: list[str] = []
-    refused: httpx.Response | None = None
     with client() as http:
-        for _ in range(400):  # 400 x 10 padded events is ~6 MB: far past the 1 MiB limit
-            batch = [_padded() for _ in range(10)]
-            r = post_browser(http, relay, batch)
-            if r.status_code != 202:
-                refused = r
-                break
-            accepted += [e["event_id"] for e in batch]
+        refused = _post_until_refused(http, relay, accepted)
         assert refused is not None, f"{len(accepted)} events accepted and no 503: no limit"
         assert refused.status_code == 503, (refused.status_code, refused.text)
         assert refused.headers.get("retry-after") == "5", refused.headers
@@ -271,19 +297,7 @@ def test_a_full_spool_answers_503_keeps_what_it_holds_and_accepts_again_when_dra
         assert not any(r.ok for r in vendor.received)
 
         vendor.respond(200)  # the vendor is back: delivery drains the spool
-
-        def accepts_again() -> list[str]:
-            later = [_padded()]
-            r = post_browser(http, relay, later)
-            assert r.status_code in (202, 503), (r.status_code, r.text)
-            return [later[0]["event_id"]] if r.status_code == 202 else []
-
-        accepted += wait_until(accepts_again, 60, "a 202 once delivery drained the spool",
-                               interval=0.5)
-        wait_until(lambda: set(accepted) <= set(vendor.delivered()), 60,
-                   "every accepted event at the vendor", interval=0.25)
-        wait_until(lambda: _drained(http, relay, "down"), 15, "the spool drained for 'down'")
-        text = scrape(http, relay)
+        text = _recovers(http, relay, vendor, "down", accepted, "delivery drained the spool")
     assert metric(text, "relay_dlq_depth", destination="down") == 0
     assert metric(text, "relay_ingest_failures_total", status="500") == 0
     assert vendor.problems == [], vendor.problems[:5]
@@ -339,14 +353,7 @@ def test_a_full_disk_answers_503_and_recovers_once_there_is_room(
         wait_until(lambda: set(accepted) <= set(vendor.delivered()), 30,
                    "the first 20 events at the vendor")
         filler = _fill(small_disk)
-        refused: httpx.Response | None = None
-        for _ in range(400):  # 400 x 10 padded events is ~6 MB: more than the whole disk
-            batch = [_padded() for _ in range(10)]
-            r = post_browser(http, relay, batch)  # a hang fails here: the client's timeout
-            if r.status_code != 202:
-                refused = r
-                break
-            accepted += [e["event_id"] for e in batch]
+        refused = _post_until_refused(http, relay, accepted)
         assert refused is not None, "the disk is full and every commit still succeeded"
         assert refused.status_code == 503, (refused.status_code, refused.text)
         assert refused.headers.get("retry-after") == "5", refused.headers
@@ -355,19 +362,7 @@ def test_a_full_disk_answers_503_and_recovers_once_there_is_room(
         assert relay.running, "the relay died of the full disk"
 
         filler.unlink()  # room again
-
-        def accepts_again() -> list[str]:
-            later = [_padded()]
-            r = post_browser(http, relay, later)
-            assert r.status_code in (202, 503), (r.status_code, r.text)
-            return [later[0]["event_id"]] if r.status_code == 202 else []
-
-        accepted += wait_until(accepts_again, 60, "a 202 once the disk has room",
-                               interval=0.5)
-        wait_until(lambda: set(accepted) <= set(vendor.delivered()), 60,
-                   "every accepted event at the vendor", interval=0.25)
-        wait_until(lambda: _drained(http, relay, "disk"), 15, "the spool drained for 'disk'")
-        text = scrape(http, relay)
+        text = _recovers(http, relay, vendor, "disk", accepted, "the disk has room")
     assert metric(text, "relay_ingest_failures_total", status="500") == 0
     assert metric(text, "relay_dlq_depth", destination="disk") == 0
     assert vendor.problems == [], vendor.problems[:5]
