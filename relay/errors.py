@@ -3,6 +3,7 @@
     RelayError
     ├── RulesError (relay.rules.diagnostics): a rules directory does not validate
     ├── SpoolUnavailable: the spool cannot commit; ingest answers 503 and accepts nothing
+    │   └── SpoolFull: the spool holds relay.spool_max_bytes already
     ├── StateUnavailable: the state store failed after the spool committed; ingest answers
     │   503 so the client retries (at least once: a copy may be delivered twice)
     ├── Contended: another copy of an event is being committed and did not settle in time;
@@ -35,6 +36,10 @@ class StateUnavailable(RelayError):
 class Contended(RelayError):
     """Another request's tentative dedup mark on a copy of this request did not settle
     within ``relay.engine.marks.WAIT_SECONDS``: nothing in the request was accepted."""
+
+
+class SpoolFull(SpoolUnavailable):
+    """The spool is at ``relay.spool_max_bytes``: new copies wait until delivery drains it."""
 
 
 class DeliveryError(RelayError):

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from relay.engine.results import Batch, Meta
-from relay.errors import Contended, SpoolUnavailable, StateUnavailable
+from relay.errors import Contended, SpoolFull, SpoolUnavailable, StateUnavailable
 from relay.observe.log import LOG, hop
 from relay.rules.model import Source
 from relay.web import Problem
@@ -37,6 +37,9 @@ async def accept(rt: Runtime, items: list[Any], meta: Meta) -> Batch | Problem:
 
     try:
         batch = await rt.engine.process(items, meta, put)
+    except SpoolFull as exc:  # the engine has dropped the request's marks
+        LOG.warning("spool: full, answering 503: %s", exc)
+        return Problem(503, "spool full; nothing was accepted, retry later", {"Retry-After": "5"})
     except SpoolUnavailable as exc:
         LOG.error("spool: cannot commit, answering 503: %s", exc)
         return Problem(

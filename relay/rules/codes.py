@@ -23,6 +23,7 @@ __all__ = [
     "BAD_PROXY_PATH",
     "BAD_PROXY_SUBPATH",
     "BAD_REGION",
+    "BAD_SPOOL_LIMIT",
     "BAD_SPOOL_URL",
     "BAD_STATE_URL",
     "BAD_UPSTREAM",
@@ -87,6 +88,7 @@ HOPS_IGNORED = "R214"  # a warning
 BAD_HEADER = "R215"
 BAD_LEDGER = "R216"
 BAD_SPOOL_WAIT = "R217"
+BAD_SPOOL_LIMIT = "R218"
 # purposes
 BAD_REGION = "R220"
 # sources

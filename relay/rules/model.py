@@ -175,6 +175,7 @@ class RelaySettings:
     spool: str = DEFAULT_SPOOL
     spool_claim_after: float = DEFAULT_SPOOL_CLAIM_AFTER
     spool_wait: SpoolWait | None = None  # off unless set
+    spool_max_bytes: int | None = None  # no limit but the disk
     ledger: Ledger = field(default_factory=Ledger)
     sample: Sample | None = None  # off unless set
     limits: Limits = field(default_factory=Limits)

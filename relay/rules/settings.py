@@ -7,6 +7,7 @@ from typing import Any, cast
 from relay.rules.codes import (
     BAD_LEDGER,
     BAD_PREFIX,
+    BAD_SPOOL_LIMIT,
     BAD_SPOOL_URL,
     BAD_SPOOL_WAIT,
     BAD_STATE_URL,
@@ -32,8 +33,8 @@ from relay.rules.reader import Reader
 
 RELAY_KEYS = (
     "prefix", "client_ip", "country_header", "cookie", "dedup_window", "dedup_max_keys",
-    "state", "spool", "spool_claim_after", "spool_wait", "ledger", "sample", "limits", "admin",
-    "rate_limit", "consent_map",
+    "state", "spool", "spool_claim_after", "spool_wait", "spool_max_bytes", "ledger", "sample",
+    "limits", "admin", "rate_limit", "consent_map",
 )
 COOKIE_KEYS = ("name", "max_age", "path", "domain", "same_site", "secure", "secret")
 LIMIT_KEYS = ("body_bytes", "batch_events", "properties", "depth", "string_chars",
@@ -59,6 +60,7 @@ def relay(r: Reader, at: At) -> RelaySettings:
         spool=_store_url(r, get("spool"), d.spool, spool=True),
         spool_claim_after=r.positive(get("spool_claim_after"), d.spool_claim_after),
         spool_wait=_spool_wait(r, get("spool_wait")),
+        spool_max_bytes=_spool_max_bytes(get("spool_max_bytes")),
         ledger=_ledger(r, get("ledger")),
         sample=_sample(get("sample")),
         limits=_limits(r, get("limits")),
@@ -113,6 +115,20 @@ def _cookie(r: Reader, at: At) -> Cookie:
         secure=d.secure if secure is None else secure,
         secrets=secrets,
     )
+
+
+SPOOL_MIN_BYTES = 1024 * 1024
+
+
+def _spool_max_bytes(at: At) -> int | None:
+    value = at.value
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < SPOOL_MIN_BYTES:
+        at.error(BAD_SPOOL_LIMIT, f"spool_max_bytes is a whole number of bytes, at least "
+                 f"{SPOOL_MIN_BYTES} (1 MiB), got {value!r}", "like 1073741824 for 1 GiB")
+        return None
+    return value
 
 
 def _store_url(r: Reader, at: At, default: str, *, spool: bool) -> str:

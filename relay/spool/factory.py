@@ -26,12 +26,14 @@ def open_spool(
     *,
     claim_after: float = DEFAULT_SPOOL_CLAIM_AFTER,
     wait: SpoolWait | None = None,
+    max_bytes: int | None = None,
 ) -> Spool:
     """The spool for ``url``, not yet started (``await spool.start()``). ``claim_after`` and
-    ``wait`` apply to a Redis spool only."""
+    ``wait`` apply to a Redis spool only; ``max_bytes`` (``relay.spool_max_bytes``) to a
+    SQLite spool only: new copies are refused while it holds that much."""
     scheme = url.partition(":")[0].lower()
     if scheme == "sqlite":
-        return SqliteSpool(sqlite_path(url))
+        return SqliteSpool(sqlite_path(url), max_bytes=max_bytes)
     if scheme in ("redis", "rediss", "unix"):
         return RedisSpool(url, claim_after=claim_after, wait=wait)
     # Only the scheme is shown: the rest of a URL may carry a password.
@@ -41,4 +43,5 @@ def open_spool(
 
 def spool_for(relay: RelaySettings) -> Spool:
     """The spool the ``relay:`` section names, with its settings."""
-    return open_spool(relay.spool, claim_after=relay.spool_claim_after, wait=relay.spool_wait)
+    return open_spool(relay.spool, claim_after=relay.spool_claim_after, wait=relay.spool_wait,
+                      max_bytes=relay.spool_max_bytes)

@@ -25,16 +25,20 @@ FAST_RETRY: dict[str, Any] = {"attempts": 10, "base_backoff": "100ms", "max_back
 FAST_BREAKER: dict[str, Any] = {"failures": 5, "cooldown": "1s"}
 
 
-def webhook(vendor: StandInVendor, *, events: str | list[str] = "*", purpose: str = "analytics",
-            pipeline: str | None = "minimize", timeout: str = "2s",
+def webhook(vendor: StandInVendor | str, *, events: str | list[str] = "*",
+            purpose: str = "analytics", pipeline: str | None = "minimize", timeout: str = "2s",
             retry: dict[str, Any] | None = None, concurrency: int | None = None,
             **extra: Any) -> dict[str, Any]:
-    """A webhook destination aimed at ``vendor`` (its secret and batch mode included)."""
-    settings: dict[str, Any] = {"url": vendor.url}
-    if vendor.secret is not None:
-        settings["secret"] = vendor.secret
-    if vendor.batch:
-        settings["batch"] = True
+    """A webhook destination aimed at ``vendor`` (its secret and batch mode included), or
+    at a URL where no vendor runs yet (unsigned, one event per request)."""
+    if isinstance(vendor, str):
+        settings: dict[str, Any] = {"url": vendor}
+    else:
+        settings = {"url": vendor.url}
+        if vendor.secret is not None:
+            settings["secret"] = vendor.secret
+        if vendor.batch:
+            settings["batch"] = True
     dest: dict[str, Any] = {
         "type": "webhook", "purpose": purpose, "events": events, "settings": settings,
         "timeout": timeout, "retry": retry or dict(FAST_RETRY),

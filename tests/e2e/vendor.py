@@ -79,14 +79,15 @@ class StandInVendor:
     """One vendor endpoint. ``url`` is what a webhook destination's ``settings.url`` takes."""
 
     def __init__(self, *, secret: str | None = None, batch: bool = False,
-                 path: str = "/hook", name: str = "vendor") -> None:
+                 path: str = "/hook", name: str = "vendor", port: int = 0) -> None:
         self.secret = secret
         self.batch = batch
         self.path = path
         self.name = name
         self._s = _Shared()
         handler = _handler_class(self)
-        self._server = _Server(("127.0.0.1", 0), handler, self._s.problems)
+        # ``port``: a fixed one, for a vendor that starts where a relay already sends
+        self._server = _Server(("127.0.0.1", port), handler, self._s.problems)
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05},

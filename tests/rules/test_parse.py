@@ -193,6 +193,9 @@ def test_the_redis_spool_settings(check: Check) -> None:
     ("relay: {cookie: {same_site: none, secure: false}}\n", [("R213", "relay.cookie.same_site")]),
     ("relay: {country_header: CF IPCountry}\n", [("R215", "relay.country_header")]),
     ("relay: {client_ip: {header: 'X-Real-IP:'}}\n", [("R215", "relay.client_ip.header")]),
+    ("relay: {spool_max_bytes: 2GB}\n", [("R218", "relay.spool_max_bytes")]),
+    ("relay: {spool_max_bytes: 1000}\n", [("R218", "relay.spool_max_bytes")]),
+    ("relay: {spool_max_bytes: true}\n", [("R218", "relay.spool_max_bytes")]),
     # purposes
     ("purposes:\n  p: {default: {XX: denied}}\n", [("R220", "purposes.p.default.XX")]),
     # sources

@@ -103,3 +103,28 @@ async def test_stats_size_is_the_file_and_its_wal(spool: SqliteSpool, tmp_path: 
     await spool.put(rows(3))
     size = (await spool.stats()).size or 0
     assert size >= (tmp_path / "var" / "spool.db").stat().st_size > 0
+
+
+async def test_a_full_spool_refuses_puts_keeps_what_it_holds_and_drains(
+        tmp_path: Path) -> None:
+    from relay.errors import SpoolFull
+
+    limit = 1024 * 1024
+    s = SqliteSpool(str(tmp_path / "full.db"), max_bytes=limit)
+    await s.start()
+    try:
+        big = b"x" * 4000
+        held = 0
+        with pytest.raises(SpoolFull, match="spool_max_bytes"):
+            for i in range(10_000):  # ~40 MB at most: the limit stops it long before
+                await s.put([Row("ga4", f"e{i}", big)])
+                held += 1
+        assert 200 < held < 300, held  # about 1 MiB of 4 kB rows
+        assert s.depths() == ({"ga4": held}, {})  # nothing already spooled was dropped
+        claimed = await s.claim("ga4", held, 30)
+        assert len(claimed) == held
+        await s.ack([c.id for c in claimed[: held // 2]])  # delivery frees pages
+        await s.put([Row("ga4", "after", big)])  # below the limit again: accepted
+        assert s.depths() == ({"ga4": held - held // 2 + 1}, {})
+    finally:
+        await s.close()

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from relay.errors import SpoolFull
 from relay.spool.base import (
     Claimed,
     DeadLetter,
@@ -35,6 +36,15 @@ from relay.sqlite import Committer, Work
 BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock before giving up
 
 
+def _used_bytes(conn: sqlite3.Connection) -> int:
+    """The bytes the database's pages hold (the WAL's newest pages counted): pages freed by
+    delivered copies are reused, so this falls as the outbox drains, unlike the file size."""
+    pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+    free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+    size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    return (pages - free) * size
+
+
 class SqliteSpool:
     """The ``relay.spool.base.Spool`` on one SQLite file; ``path`` may be relative (to the
     working directory). ``clock`` gives unix seconds (tests pass a fake one)."""
@@ -45,8 +55,10 @@ class SqliteSpool:
         *,
         busy_timeout: float = BUSY_TIMEOUT,
         clock: Callable[[], float] = time.time,
+        max_bytes: int | None = None,
     ) -> None:
         self.path = path
+        self.max_bytes = max_bytes  # relay.spool_max_bytes: new puts refused at this size
         self._clock = clock
         self._depths = Depths()
         self._committer: Committer[Delta] = Committer(
@@ -113,6 +125,9 @@ class SqliteSpool:
         added = Counter(r.destination for r in rows)
 
         def work(conn: sqlite3.Connection, delta: Delta) -> None:
+            if self.max_bytes is not None and _used_bytes(conn) >= self.max_bytes:
+                raise SpoolFull(f"spool {self.path}: full at relay.spool_max_bytes"
+                                f" ({self.max_bytes} bytes); delivery frees room")
             conn.executemany(
                 "INSERT INTO outbox (destination, event_id, payload, created_at, next_at)"
                 " VALUES (?, ?, ?, ?, ?)",
