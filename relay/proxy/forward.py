@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from relay.engine.identity import client_ip
 from relay.observe.log import LOG
+from relay.proxy.gate import wait_for_slot
 from relay.proxy.headers import Headers, request_headers, response_headers
 from relay.proxy.rewrite import Prepared
 from relay.proxy.state import ProxyState
@@ -106,10 +107,14 @@ async def forward(
     gate = proxy.gate(route)
     if not gate.free() and gate.waiting < gate.size:  # it waits
         proxy.metrics.proxy_queued.labels(route.name).inc()
-    refused = await gate.enter(route.wait)  # cancelled with the request: leaves the queue
+    refused, receive = await wait_for_slot(gate, route.wait, request.receive, route.max_body)
+    if refused == "gone":  # the client went away while waiting: nobody to answer
+        return Response(status_code=400)
     if refused is not None:
         proxy.metrics.proxy_refused.labels(route.name, refused).inc()
         return problem(503, f"proxy {route.name}: busy", {"Retry-After": BUSY_RETRY_AFTER})
+    if receive is not request.receive:  # what was read while waiting, read again
+        request = Request(request.scope, receive)
     has_body = (length is not None and length != "0") or "transfer-encoding" in headers
     release = gate.leave
     try:

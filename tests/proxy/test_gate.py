@@ -20,6 +20,7 @@ proxy:
     path: /slow
     upstream: "https://slow.example/hit"
     concurrency: 2
+    timeout: 1h
     queue: {size: 4, wait: 1h}
   brief:
     path: /brief
@@ -207,3 +208,51 @@ async def test_a_client_gone_while_waiting_leaves_the_queue(slow: tuple[Proxied,
     answers = await asyncio.gather(*holders, nxt)
     assert [r.status_code for r in answers] == [200] * 3
     assert (up.seen, up.most) == (3, 2) and p.proxy.inflight["slow"] == 0
+
+
+async def test_a_queued_body_is_forwarded_whole(slow: tuple[Proxied, Slow]) -> None:
+    p, up = slow
+    holders = await burst(p, 2)
+    await settle(lambda: up.now == 2, "both slots held")
+    queued = asyncio.create_task(p.client.post("/t/slow", content=b"read while it waited"))
+    await settle(lambda: p.proxy.gates["slow"].waiting == 1, "one waiting")
+    up.go.set()
+    answers = await asyncio.gather(*holders, queued)
+    assert [r.status_code for r in answers] == [200] * 3
+    assert p.upstream.bodies[2] == b"read while it waited"
+
+
+async def test_a_client_that_disconnects_while_waiting_leaves_the_queue(
+    slow: tuple[Proxied, Slow],
+) -> None:
+    """As uvicorn tells it: the request's task goes on, ``receive`` says ``http.disconnect``."""
+    p, up = slow
+    holders = await burst(p, 2)
+    await settle(lambda: up.now == 2, "both slots held")
+    hang_up = asyncio.Event()
+    sent: list[dict[str, object]] = []
+    messages: list[dict[str, object]] = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive() -> dict[str, object]:
+        if messages:
+            return messages.pop()
+        await hang_up.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": "/t/slow", "raw_path": b"/t/slow", "query_string": b"",
+             "root_path": "", "headers": [(b"host", b"shop.example")],
+             "client": ("203.0.113.77", 50001), "server": ("shop.example", 80)}
+    gone = asyncio.create_task(p.app(scope, receive, send))  # type: ignore[arg-type]
+    await settle(lambda: p.proxy.gates["slow"].waiting == 1, "one waiting")
+    hang_up.set()
+    await settle(gone.done, "the app returned by itself (nothing cancelled it)")
+    assert sent[0]["status"] == 400  # to nobody; not refused busy
+    assert metric(p.runtime, "relay_proxy_refused") == ""
+    assert (p.proxy.gates["slow"].inflight, p.proxy.gates["slow"].waiting) == (2, 0)
+    up.go.set()
+    assert [r.status_code for r in await asyncio.gather(*holders)] == [200] * 2
+    assert up.seen == 2 and p.proxy.inflight["slow"] == 0  # the gone request never went out
