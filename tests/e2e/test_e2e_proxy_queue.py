@@ -1,7 +1,8 @@
 """A real ``relay serve`` in front of a slow stand-in upstream (aiohttp on loopback): a
 burst of three times a proxy route's ``concurrency`` waits in the route's queue rather than
 being refused. Every request is answered 200, none 503, and the upstream never holds more
-than ``concurrency`` of them at once (it counts them itself)."""
+than ``concurrency`` of them at once (it counts them itself). A client that hangs up while
+it waits leaves the queue and is never sent upstream."""
 
 from __future__ import annotations
 
@@ -71,6 +72,7 @@ class SlowUpstream:
 def upstream() -> Iterator[SlowUpstream]:
     up = SlowUpstream()
     yield up
+    up.release()  # a failed test must not leave requests held
     up.close()
 
 
@@ -106,4 +108,51 @@ def test_a_burst_above_concurrency_waits_and_all_succeed(
     text = httpx.get(relay.admin_url("/metrics"), trust_env=False).text
     assert metric(text, "relay_proxy_requests_total", route="slow", status="200") == BURST
     assert metric(text, "relay_proxy_requests_total", route="slow", status="503") == 0
+    assert metric(text, "relay_proxy_refused_total", route="slow") == 0
+
+
+async def _hang_up_while_queued(relay_url: str, metrics_url: str, up: SlowUpstream,
+                                port: int) -> list[httpx.Response]:
+    path = httpx.URL(relay_url).raw_path
+    async with httpx.AsyncClient(timeout=60, trust_env=False) as http:
+        holders = [asyncio.create_task(http.get(relay_url)) for _ in range(CONCURRENCY)]
+
+        async def seen(name: str, want: float, **labels: str) -> None:
+            for _ in range(600):
+                if metric((await http.get(metrics_url)).text, name, **labels) == want:
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"{name}{labels} never reached {want}")
+
+        for _ in range(600):
+            if up.now == CONCURRENCY:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"the route never filled: {up.now} held")
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await writer.drain()
+        await seen("relay_proxy_queued_total", 1, route="slow")
+        writer.close()  # the client goes away while it waits
+        await writer.wait_closed()
+        await seen("relay_proxy_requests_total", 1, route="slow", status="400")
+        up.release()
+        return await asyncio.gather(*holders)
+
+
+def test_a_client_gone_while_queued_never_reaches_the_upstream(
+    relays: MakeRelay, upstream: SlowUpstream
+) -> None:
+    relay = relays(proxy={"slow": {
+        "path": "/slow", "upstream": f"http://127.0.0.1:{upstream.port}/hit",
+        "concurrency": CONCURRENCY, "timeout": "60s", "queue": {"wait": "60s"},
+    }})
+    port = httpx.URL(relay.url("/")).port
+    assert port is not None
+    answers = asyncio.run(_hang_up_while_queued(
+        relay.url("/slow"), relay.admin_url("/metrics"), upstream, port))
+    assert [r.status_code for r in answers] == [200] * CONCURRENCY
+    assert upstream.seen == CONCURRENCY  # the one that hung up was never sent
+    text = httpx.get(relay.admin_url("/metrics"), trust_env=False).text
     assert metric(text, "relay_proxy_refused_total", route="slow") == 0
