@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from .conftest import MakeRelay
+from .relayproc import RelayProcess
 from .wire import metric
 
 CONCURRENCY = 4
@@ -76,6 +77,15 @@ def upstream() -> Iterator[SlowUpstream]:
     up.close()
 
 
+def slow_relay(relays: MakeRelay, upstream: SlowUpstream) -> RelayProcess:
+    """A relay whose route ``slow`` goes to ``upstream``. A generous wait and timeout: a
+    loaded machine must not turn the test into a 503 race."""
+    return relays(proxy={"slow": {
+        "path": "/slow", "upstream": f"http://127.0.0.1:{upstream.port}/hit",
+        "concurrency": CONCURRENCY, "timeout": "60s", "queue": {"wait": "60s"},
+    }})
+
+
 async def _burst(relay_url: str, metrics_url: str, up: SlowUpstream) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=BURST + 1, max_keepalive_connections=BURST + 1)
     async with httpx.AsyncClient(timeout=60, limits=limits, trust_env=False) as http:
@@ -96,11 +106,7 @@ async def _burst(relay_url: str, metrics_url: str, up: SlowUpstream) -> list[htt
 def test_a_burst_above_concurrency_waits_and_all_succeed(
     relays: MakeRelay, upstream: SlowUpstream
 ) -> None:
-    # A generous wait and timeout: a loaded machine must not turn the test into a 503 race.
-    relay = relays(proxy={"slow": {
-        "path": "/slow", "upstream": f"http://127.0.0.1:{upstream.port}/hit",
-        "concurrency": CONCURRENCY, "timeout": "60s", "queue": {"wait": "60s"},
-    }})
+    relay = slow_relay(relays, upstream)
     answers = asyncio.run(_burst(relay.url("/slow"), relay.admin_url("/metrics"), upstream))
     assert [r.status_code for r in answers] == [200] * BURST
     assert all(r.text == "ok" for r in answers)
@@ -144,10 +150,7 @@ async def _hang_up_while_queued(relay_url: str, metrics_url: str, up: SlowUpstre
 def test_a_client_gone_while_queued_never_reaches_the_upstream(
     relays: MakeRelay, upstream: SlowUpstream
 ) -> None:
-    relay = relays(proxy={"slow": {
-        "path": "/slow", "upstream": f"http://127.0.0.1:{upstream.port}/hit",
-        "concurrency": CONCURRENCY, "timeout": "60s", "queue": {"wait": "60s"},
-    }})
+    relay = slow_relay(relays, upstream)
     port = httpx.URL(relay.url("/")).port
     assert port is not None
     answers = asyncio.run(_hang_up_while_queued(
