@@ -136,9 +136,8 @@ async def wait_for_slot(
 ) -> tuple[Refusal | Gone | None, Receive]:
     """``gate.enter(wait)``, given up when the client goes away first (``"gone"``); and the
     ``receive`` the request reads its body from from now on."""
-    if gate.free():
-        gate.inflight += 1
-        return None, receive
+    if gate.free():  # nothing to wait for, nothing to watch
+        return await gate.enter(wait), receive
     watch = Watch(receive, limit)
     watching = asyncio.create_task(watch.run())
     gone = asyncio.create_task(watch.gone.wait())
