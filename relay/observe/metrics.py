@@ -391,6 +391,16 @@ class Metrics:
         ).labels()
         self.rules_reloads = counter("relay_rules_reloads", "Rule reloads", "result")
         self.proxy_requests = counter("relay_proxy_requests", "Proxied requests", "route", "status")
+        self.proxy_queued = counter(
+            "relay_proxy_queued",
+            "Proxied requests that found the route's concurrency full and waited for a slot",
+            "route",
+        )
+        self.proxy_refused = counter(
+            "relay_proxy_refused",
+            "Proxied requests answered 503 busy: the route's queue was full, or the wait ran out",
+            "route", "reason",
+        )
         self.proxy_pin_mismatch = counter(
             "relay_proxy_pin_mismatch",
             "Upstream scripts refused because they do not match their pin",

@@ -1,7 +1,8 @@
 """Streaming a request to a route's upstream and its answer back, both as they arrive:
 the request body read as it comes (413 over ``max_body``), the response passed on raw
 (never decompressed), 502 on upstream errors, 504 on timeouts, 503 when the route's
-``concurrency`` requests are already in flight."""
+``concurrency`` requests are already in flight and its queue is full, or the wait for a
+slot ran out (``relay.proxy.gate``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from relay.engine.identity import client_ip
 from relay.observe.log import LOG
+from relay.proxy.gate import wait_for_slot
 from relay.proxy.headers import Headers, request_headers, response_headers
 from relay.proxy.rewrite import Prepared
 from relay.proxy.state import ProxyState
@@ -97,44 +99,49 @@ async def forward(
     """``request`` sent to ``url``: its body streamed as it arrives, or ``prepared`` (a
     vendor route's rewritten body) instead."""
     proxy, relay, headers = state, rt.rules.relay, request.headers
-    if proxy.inflight.get(route.name, 0) >= route.concurrency:
-        return problem(503, f"proxy {route.name}: busy", {"Retry-After": BUSY_RETRY_AFTER})
     length = headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > route.max_body:
         return problem(
             413, f"proxy {route.name}: body over {route.max_body} bytes", {"Connection": "close"}
         )
+    gate = proxy.gate(route)
+    if not gate.free() and gate.waiting < gate.size:  # it waits
+        proxy.metrics.proxy_queued.labels(route.name).inc()
+    refused, receive = await wait_for_slot(gate, route.wait, request.receive, route.max_body)
+    if refused == "gone":  # the client went away while waiting: nobody to answer
+        return Response(status_code=400)
+    if refused is not None:
+        proxy.metrics.proxy_refused.labels(route.name, refused).inc()
+        return problem(503, f"proxy {route.name}: busy", {"Retry-After": BUSY_RETRY_AFTER})
+    if receive is not request.receive:  # what was read while waiting, read again
+        request = Request(request.scope, receive)
     has_body = (length is not None and length != "0") or "transfer-encoding" in headers
-    peer = request.client.host if request.client else None
-    out = request_headers(
-        route,
-        headers.items(),
-        client_ip=client_ip(relay.client_ip, headers, peer),
-        country=country,
-        own_cookie=relay.cookie.name,
-        drop=[h for h in (relay.country_header, relay.client_ip.header) if h],
-        keep_click_ids=keep_click_ids,
-    )
-    assert rt.client is not None
-    content: AsyncIterator[bytes] | bytes | None
-    if prepared is not None:
-        changed = {"content-length", *prepared.headers}
-        out = [(n, v) for n, v in out if n not in changed]
-        out += [(n, v) for n, v in prepared.headers.items() if v is not None]
-        content = prepared.body if prepared.body or has_body else None
-    else:
-        content = _limited(request.stream(), route.max_body) if has_body else None
-    req = rt.client.build_request(
-        request.method, url, headers=out, content=content, timeout=route.timeout
-    )
-    if not any(name == "user-agent" for name, _ in out):
-        del req.headers["user-agent"]  # not even httpx's own
-    proxy.inflight[route.name] = proxy.inflight.get(route.name, 0) + 1
-
-    def release() -> None:
-        proxy.inflight[route.name] -= 1
-
+    release = gate.leave
     try:
+        peer = request.client.host if request.client else None
+        out = request_headers(
+            route,
+            headers.items(),
+            client_ip=client_ip(relay.client_ip, headers, peer),
+            country=country,
+            own_cookie=relay.cookie.name,
+            drop=[h for h in (relay.country_header, relay.client_ip.header) if h],
+            keep_click_ids=keep_click_ids,
+        )
+        assert rt.client is not None
+        content: AsyncIterator[bytes] | bytes | None
+        if prepared is not None:
+            changed = {"content-length", *prepared.headers}
+            out = [(n, v) for n, v in out if n not in changed]
+            out += [(n, v) for n, v in prepared.headers.items() if v is not None]
+            content = prepared.body if prepared.body or has_body else None
+        else:
+            content = _limited(request.stream(), route.max_body) if has_body else None
+        req = rt.client.build_request(
+            request.method, url, headers=out, content=content, timeout=route.timeout
+        )
+        if not any(name == "user-agent" for name, _ in out):
+            del req.headers["user-agent"]  # not even httpx's own
         upstream = await rt.client.send(req, stream=True, follow_redirects=False)
     except BodyTooLarge:
         release()

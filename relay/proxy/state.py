@@ -1,5 +1,5 @@
 """The proxy's state in one relay app: the script cache, the SHA-256 of each script seen,
-requests in flight per route, and the hook to the relay's explicit consent."""
+each route's gate (requests in flight and waiting), and the hook to the relay's explicit consent."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any
 
 from relay.observe.metrics import Metrics
 from relay.proxy.cache import ScriptCache
+from relay.proxy.gate import Gate
+from relay.rules.model import ProxyRoute
 
 ExplicitConsent = Callable[[str], Awaitable[Mapping[str, Any] | None]]
 
@@ -24,5 +26,19 @@ class ProxyState:
         self.metrics = metrics
         self.cache = ScriptCache()
         self.digests: dict[str, str] = {}  # upstream URL -> sha256 of the last good script
-        self.inflight: dict[str, int] = {}
+        self.gates: dict[str, Gate] = {}  # by route name; kept over rule reloads
         self.explicit_consent: ExplicitConsent | None = None
+
+    def gate(self, route: ProxyRoute) -> Gate:
+        """The route's gate, its limits as the current rules say."""
+        gate = self.gates.get(route.name)
+        if gate is None:
+            gate = self.gates[route.name] = Gate(route.concurrency, route.waiters)
+        elif (gate.limit, gate.size) != (route.concurrency, route.waiters):
+            gate.resize(route.concurrency, route.waiters)
+        return gate
+
+    @property
+    def inflight(self) -> dict[str, int]:
+        """Requests in flight per route (routes that have had any)."""
+        return {name: gate.inflight for name, gate in self.gates.items()}

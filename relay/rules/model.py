@@ -55,6 +55,8 @@ DEFAULT_BREAKER_COOLDOWN = 30.0
 DEFAULT_PROXY_TIMEOUT = 10.0
 DEFAULT_PROXY_MAX_BODY = 64 * 1024
 DEFAULT_PROXY_CONCURRENCY = 32
+PROXY_QUEUE_FACTOR = 4  # queue.size defaults to this many waiters per concurrency slot
+DEFAULT_PROXY_QUEUE_WAIT = 2.0
 DEFAULT_PROXY_CACHE_MAX_BYTES = 2 * 1024 * 1024  # one cached object
 PROXY_CACHE_TOTAL_BYTES = 32 * 1024 * 1024  # all cached objects of a process together
 DEFAULT_PROXY_METHODS: tuple[str, ...] = ("GET", "POST")
@@ -348,6 +350,8 @@ class ProxyRoute:
     timeout: float = DEFAULT_PROXY_TIMEOUT
     max_body: int = DEFAULT_PROXY_MAX_BODY
     concurrency: int = DEFAULT_PROXY_CONCURRENCY
+    queue_size: int | None = None  # requests waiting for a slot; None: PROXY_QUEUE_FACTOR x
+    queue_wait: float = DEFAULT_PROXY_QUEUE_WAIT  # longest wait (never past ``timeout``)
     methods: tuple[str, ...] = DEFAULT_PROXY_METHODS
     vendor: str | None = None  # one of PROXY_VENDORS: the body is decoded and cleaned
     pipeline: str | None = None  # a pipeline name, run on the vendor's hits (needs vendor)
@@ -355,6 +359,14 @@ class ProxyRoute:
     @property
     def prefix(self) -> bool:
         return self.path.endswith("/")
+
+    @property
+    def waiters(self) -> int:
+        return PROXY_QUEUE_FACTOR * self.concurrency if self.queue_size is None else self.queue_size
+
+    @property
+    def wait(self) -> float:
+        return min(self.queue_wait, self.timeout)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,13 +33,19 @@ from relay.rules.codes import (
 )
 from relay.rules.diagnostics import suggest
 from relay.rules.fields import BAD_VALUE, UNKNOWN_CHOICE, At
-from relay.rules.model import PROXY_CACHE_TOTAL_BYTES, PROXY_VENDORS, ProxyRoute, SubPath
+from relay.rules.model import (
+    DEFAULT_PROXY_QUEUE_WAIT,
+    PROXY_CACHE_TOTAL_BYTES,
+    PROXY_VENDORS,
+    ProxyRoute,
+    SubPath,
+)
 from relay.rules.reader import Reader
 
 PROXY_KEYS = (
     "path", "upstream", "paths", "purpose", "forward_ip", "user_agent", "forward_country",
     "cookies", "query", "click_ids", "cache", "cache_max_bytes", "pin", "timeout", "max_body",
-    "concurrency", "methods", "vendor", "pipeline",
+    "concurrency", "queue", "methods", "vendor", "pipeline",
 )
 FORWARD_IP = ("strip", "truncate", "keep")
 USER_AGENT = ("pass", "generalize", "strip")
@@ -116,6 +122,7 @@ def routes(r: Reader, section: At) -> dict[str, ProxyRoute]:
             timeout=r.positive(get("timeout"), d.timeout),
             max_body=get("max_body").integer(d.max_body, minimum=0) or 0,
             concurrency=get("concurrency").integer(d.concurrency, minimum=1) or d.concurrency,
+            **_queue(r, get("queue")),
             methods=methods,
             vendor=vendor,
             pipeline=pipeline,
@@ -123,6 +130,20 @@ def routes(r: Reader, section: At) -> dict[str, ProxyRoute]:
         )
         if path is not None and upstream is not None:
             out[name] = route
+    return out
+
+
+def _queue(r: Reader, at: At) -> dict[str, Any]:
+    """``queue: {size: N, wait: 2s}``: how many requests may wait for a slot, and how long."""
+    if not at.present or at.mapping(("size", "wait")) is None:
+        return {}
+    out: dict[str, Any] = {}
+    if at.get("size").present:
+        out["queue_size"] = at.get("size").integer(None, minimum=0)
+        if out["queue_size"] is None:
+            del out["queue_size"]
+    if at.get("wait").present:
+        out["queue_wait"] = r.positive(at.get("wait"), DEFAULT_PROXY_QUEUE_WAIT)
     return out
 
 

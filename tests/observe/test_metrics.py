@@ -74,6 +74,8 @@ def _exercise(m: Metrics) -> None:
     m.bot_events.labels("browser", "drop").inc(3)
     m.proxy_requests.labels("gtag", "200").inc()
     m.proxy_pin_mismatch.labels("gtag").inc()
+    m.proxy_queued.labels("gtag").inc()
+    m.proxy_refused.labels("gtag", "queue_full").inc()
     m.breaker_open.labels("ga4").set(1)
     m.breaker_open.labels("ga4").set(0)
     m.track_depths(lambda: ({"ga4": 2}, {"ga4": 1}))

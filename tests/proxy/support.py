@@ -41,7 +41,8 @@ proxy:
     query: {drop_params: [ud_em]}
     click_ids: {keep_for: ads}
   plain:
-    {path: /api/event, upstream: "http://127.0.0.1:9/api/event", methods: [POST], concurrency: 1}
+    {path: /api/event, upstream: "http://127.0.0.1:9/api/event", methods: [POST], concurrency: 1,
+     queue: {size: 0}}
 """
 
 Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]

@@ -46,6 +46,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert (p.cache, p.pin, p.cache_max_bytes) == (None, None, DEFAULT_PROXY_CACHE_MAX_BYTES)
     assert (p.timeout, p.max_body, p.concurrency) == (
         DEFAULT_PROXY_TIMEOUT, DEFAULT_PROXY_MAX_BODY, DEFAULT_PROXY_CONCURRENCY)
+    assert (p.waiters, p.wait) == (4 * DEFAULT_PROXY_CONCURRENCY, 2.0)  # 4x, 2 s
     assert p.methods == ("GET", "POST")
     assert (p.keep_params, p.drop_params, p.strip_query, p.click_ids) == (
         None, frozenset(), False, None)
@@ -70,6 +71,7 @@ proxy:
     timeout: 3s
     max_body: 0
     concurrency: 4
+    queue: {{size: 10, wait: 500ms}}
     methods: [get, POST, OPTIONS]
   lib: {{path: /lib/x.js, upstream: "https://cdn.example/x.js?v=1", cache: 1h, pin: "{PIN}"}}
 """)
@@ -83,6 +85,7 @@ proxy:
     assert ph.cookies == ("ph_*",) and ph.drop_params == frozenset({"email"})
     assert (ph.click_ids, ph.cache, ph.cache_max_bytes) == ("ads", 600.0, 500000)
     assert (ph.timeout, ph.max_body, ph.concurrency) == (3.0, 0, 4)
+    assert (ph.queue_size, ph.queue_wait, ph.waiters, ph.wait) == (10, 0.5, 10, 0.5)
     assert ph.methods == ("GET", "POST", "OPTIONS")
     assert rules.proxy["lib"].pin == PIN
 
@@ -120,6 +123,17 @@ proxy:
     ("p: {path: /x, upstream: 'https://x.example/', concurrency: 0}",
      [("R104", "proxy.p.concurrency")]),
     ("p: {path: /x, upstream: 'https://x.example/', timeout: 0}", [("R104", "proxy.p.timeout")]),
+    ("p: {path: /x, upstream: 'https://x.example/', queue: {size: -1}}",
+     [("R104", "proxy.p.queue.size")]),
+    ("p: {path: /x, upstream: 'https://x.example/', queue: {size: many}}",
+     [("R102", "proxy.p.queue.size")]),
+    ("p: {path: /x, upstream: 'https://x.example/', queue: {wait: 0}}",
+     [("R104", "proxy.p.queue.wait")]),
+    ("p: {path: /x, upstream: 'https://x.example/', queue: {wait: soon}}",
+     [("R106", "proxy.p.queue.wait")]),
+    ("p: {path: /x, upstream: 'https://x.example/', queue: {length: 3}}",
+     [("R101", "proxy.p.queue.length")]),
+    ("p: {path: /x, upstream: 'https://x.example/', queue: 8}", [("R102", "proxy.p.queue")]),
     ("p: {path: /x, upstream: 'https://x.example/', click_ids: {keep_for: adz}}",
      [("R204", "proxy.p.click_ids.keep_for")]),
     ("p: {path: /x, upstream: 'https://x.example/', query: {drop: [a]}}",
@@ -185,3 +199,10 @@ def test_vendor_mistakes(tmp_path: Path, snippet: str, expected: list[tuple[str,
         assert hint in (diagnostics[0].hint or "")
     rendered = diagnostics[0].render()
     assert rendered.startswith(str(tmp_path / "1_proxy.yaml") + ":2:")
+
+
+def test_queue_wait_never_past_the_timeout(tmp_path: Path) -> None:
+    rules, diagnostics = check(tmp_path, "proxy:\n  p: {path: /p, upstream: 'https://x.example/',"
+                               " timeout: 1s, concurrency: 3, queue: {wait: 5s}}\n")
+    assert diagnostics == [] and rules is not None
+    assert (rules.proxy["p"].waiters, rules.proxy["p"].wait) == (12, 1.0)
