@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from starlette.types import Receive, Scope
 
+from relay.engine.marks import Marks, claim, kept_during
 from relay.ingest.body import parse_body
 from relay.ingest.commit import ingest_answer, process_trusted
 from relay.ingest.endpoint import Answer, problem
@@ -85,23 +85,35 @@ async def webhook(rt: Runtime, scope: Scope, receive: Receive) -> Answer:
     why = check_auth(source, headers, body, time.time())
     if why:
         return problem(Problem(401, f"source {name}: {why}"))
-    mark, token = None, secrets.token_hex(8)
-    if isinstance(source.auth, HmacAuth):
-        mark, window = replay_key(name, headers[_SIGNATURE], body), 2 * source.auth.tolerance
-        (seen,) = await rt.state.mark([mark], token, window)
-        if seen != "new":  # received before, or being received right now
-            return problem(Problem(401, f"source {name}: {REPLAYED}"))
+    if not isinstance(source.auth, HmacAuth):
+        return await _accept(rt, source, headers, body, started)
+    # The replay mark is two-phase, like a copy's dedup mark (relay.engine.marks): tentative
+    # while the request is accepted, confirmed for twice the tolerance once it was. A relay
+    # killed meanwhile leaves a mark that expires within seconds, so the client's retry of
+    # the same signed request (on this replica or another) is accepted, not called a replay.
+    key, marks = replay_key(name, headers[_SIGNATURE], body), Marks()
+    window = 2 * source.auth.tolerance
+    (seen,) = await claim(rt.state, marks, [key])
+    if seen == "seen":
+        return problem(Problem(401, f"source {name}: {REPLAYED}"))
+    if seen == "busy":  # the same signed request is being accepted right now, elsewhere
+        return problem(Problem(503, f"source {name}: the same signed request is being "
+                               "accepted right now; retry", {"Retry-After": "1"}))
+    answers: list[Answer] = []
+
+    async def accept() -> None:
+        answers.append(await _accept(rt, source, headers, body, started))
+
     try:
-        answer = await _accept(rt, source, headers, body, started)
+        await kept_during(rt.state, marks, accept())
     except BaseException:
-        if mark is not None:
-            await rt.state.unmark([mark], token)
+        await rt.state.unmark([key], marks.token)
         raise
-    if mark is not None:
-        if answer[0] >= 400:  # nothing accepted: a retry of the same request may come
-            await rt.state.unmark([mark], token)
-        else:
-            await rt.state.confirm([mark], window)
+    answer = answers[0]
+    if answer[0] >= 400:  # nothing accepted: a retry of the same request may come
+        await rt.state.unmark([key], marks.token)
+    else:
+        await rt.state.confirm([key], window)
     return answer
 
 

@@ -28,7 +28,17 @@ from relay.spool.redis.keys import FIELD, GROUP, unpack
 from .conftest import MakeRelay, MakeVendor
 from .relayproc import BACKEND_SECRET, RelayProcess
 from .rulesdir import webhook
-from .wire import US, client, metric, page_view, purchase, scrape, signature, wait_until
+from .wire import (
+    US,
+    client,
+    fresh_t,
+    metric,
+    page_view,
+    purchase,
+    scrape,
+    signature,
+    wait_until,
+)
 
 REPLICAS = 3
 BROWSER_EVENTS = 2400
@@ -158,7 +168,9 @@ async def send(replicas: list[RelayProcess], jobs: list[Job], dead: set[int],
         body = json.dumps(job.events).encode()
         return await http.post(relay.url("/hook/backend"), content=body, headers={
             "Content-Type": "application/json",
-            "X-Relay-Signature": signature(BACKEND_SECRET, body)})
+            # each attempt signed afresh, as a backend does: the same signed bytes twice
+            # are a replay (401), the same event signed again is a duplicate (202)
+            "X-Relay-Signature": signature(BACKEND_SECRET, body, fresh_t(body))})
 
     async def worker(http: httpx.AsyncClient) -> None:
         while queue:

@@ -123,7 +123,7 @@ def test_cookies_are_trusted_only_when_signed_by_a_current_secret_and_fresh(
         "signed in the future": signed(RELAY_SECRET, secrets.token_urlsafe(12),
                                        at=int(time.time()) + 7200),
         "signature changed": head + "." + ("A" if sig[0] != "A" else "B") + sig[1:],
-        "id changed": "X" + good[1:],
+        "id changed": ("X" if good[0] != "X" else "Y") + good[1:],  # never the same id
         "timestamp changed": ".".join([cid_of(good), "AAAAAA", sig]),
         "unsigned": secrets.token_urlsafe(12),
         "empty": "",
