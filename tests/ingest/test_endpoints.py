@@ -306,3 +306,26 @@ async def test_an_event_id_with_a_space_at_either_end_is_a_clear_400(
         "rejected": [{"index": 0, "error": "event_id: must not start or end with whitespace"}],
         "error": "event_id: must not start or end with whitespace",
     }
+
+
+async def test_a_signed_request_whose_first_try_died_mid_accept_is_accepted_again(
+    relay_app: Starlette, client: httpx.AsyncClient,
+) -> None:
+    """A relay killed while accepting a signed request leaves only a tentative replay mark
+    (another request's token, alive for seconds): the client's retry of the same signed
+    request waits for it to expire and is accepted, never called a replay."""
+    from relay.engine.marks import WAIT_SECONDS
+    from relay.ingest.webhook import replay_key
+
+    runtime: Runtime = relay_app.state.relay
+    await runtime.ensure_started()
+    body = orjson.dumps(purchase("w-died"))
+    signed = sign(body)
+    # what the dead request left: its tentative mark, living less than the wait budget
+    await runtime.state.mark([replay_key("backend", signed, body)], "dead-request",
+                             WAIT_SECONDS / 8)
+    headers = {"content-type": "application/json", "x-relay-signature": signed}
+    r = await client.post("/hook/backend", content=body, headers=headers)
+    assert r.status_code == 202 and r.json()["accepted"] == 1, r.text
+    again = await client.post("/hook/backend", content=body, headers=headers)
+    assert again.status_code == 401, again.text  # now it was received: a replay
