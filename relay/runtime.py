@@ -44,6 +44,7 @@ from relay.state import RedisState, State, open_state
 from relay.state.ratelimit import Buckets, ClientKeys, MemoryBuckets
 from relay.state.ratelimit_redis import RedisBuckets
 from relay.state.seal import Sealer
+from relay.transport import RelayTransport
 
 RELOAD_POLL_SECONDS = 1.0
 EXPIRY_SWEEP_SECONDS = 5.0
@@ -245,9 +246,10 @@ class Runtime:
             )
             await self.ledger.start()
             self._unlisten = listen(self.ledger.listener)
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
         self.client = httpx.AsyncClient(
-            transport=self.transport,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            transport=self.transport or RelayTransport(limits),
+            limits=limits,
             follow_redirects=False,
             cookies=cookieless_jar(),  # shared by all users: it must keep no cookie
         )
