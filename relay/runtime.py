@@ -51,6 +51,7 @@ EXPIRY_SWEEP_SECONDS = 5.0
 RELOAD_DRAIN_SECONDS = 15.0
 SHUTDOWN_DRAIN_SECONDS = 3.0
 SECRET_FILE = "cookie-secret"
+CLIENT_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32)  # the one client
 
 
 def cookieless_jar() -> CookieJar:
@@ -246,10 +247,9 @@ class Runtime:
             )
             await self.ledger.start()
             self._unlisten = listen(self.ledger.listener)
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
         self.client = httpx.AsyncClient(
-            transport=self.transport or RelayTransport(limits),
-            limits=limits,
+            transport=self.transport or RelayTransport(CLIENT_LIMITS),
+            limits=CLIENT_LIMITS,
             follow_redirects=False,
             cookies=cookieless_jar(),  # shared by all users: it must keep no cookie
         )
