@@ -6,10 +6,15 @@ client carries every user's requests), no header is added that httpx did not put
 request (no aiohttp ``User-Agent``, ``Accept``, ``Accept-Encoding`` or ``Content-Type``), no
 body is decompressed, and the pool is bounded as ``limits`` says. Errors come out as httpx's:
 a refused or reset connection as an ``httpx.NetworkError`` (502 on the proxy), a timeout as an
-``httpx.TimeoutException`` (504), and an exception of the request body's own stream (a body
+``httpx.TimeoutException`` (504; a request body the upstream stops taking for the ``write``
+timeout too), and an exception of the request body's own stream (a body
 over ``max_body``, a client that went away) as itself."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import aiohttp
 import httpx
@@ -43,8 +48,15 @@ class RelayTransport(AiohttpTransport):
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        write = request.extensions.get("timeout", {}).get("write")
         try:
-            return await super().handle_async_request(request)
+            async with asyncio.timeout(None) as stuck:
+                if write is not None and isinstance(request.stream, httpx.AsyncByteStream):
+                    request.stream = _Watched(request.stream, stuck, write)
+                return await super().handle_async_request(request)
+        except TimeoutError as exc:  # only ``stuck``: the transport's own are httpx's
+            raise httpx.WriteTimeout(f"request body not taken within {write}s",
+                                     request=request) from exc
         except httpx.TransportError as exc:
             own = _body_error(exc)
             if own is not None:
@@ -61,6 +73,30 @@ class RelayTransport(AiohttpTransport):
             raise
         except aiohttp.ClientError as exc:  # one httpx_aiohttp leaves as it is
             raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+
+
+class _Watched(httpx.AsyncByteStream):
+    """A request body that gives aiohttp ``write`` seconds to send each chunk: aiohttp has no
+    write timeout, and an upstream that stops reading would hold the request for as long as
+    it likes. The clock runs from a chunk handed over until aiohttp asks for the next one, not
+    while the chunk is awaited from its source (a slow browser has its own deadline)."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, stuck: asyncio.Timeout, write: float):
+        self._inner, self._stuck, self._write = inner, stuck, write
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        async for chunk in self._inner:
+            self._set(loop.time() + self._write)
+            yield chunk
+            self._set(None)
+
+    def _set(self, when: float | None) -> None:
+        with contextlib.suppress(RuntimeError):  # answered before its body was sent: no clock
+            self._stuck.reschedule(when)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def _body_error(exc: BaseException) -> BaseException | None:

@@ -156,3 +156,39 @@ async def test_a_request_body_error_comes_out_as_itself() -> None:
     async with _serve(sink) as url, _client() as client:
         with pytest.raises(Refused):
             await client.post(url, content=body())
+
+
+async def test_an_upstream_that_stops_taking_the_body_is_a_write_timeout() -> None:
+    released = asyncio.Event()
+
+    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await released.wait()  # reads no more: the client's writes fill the socket buffers
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(1024):  # 64 MiB: far more than loopback buffers hold
+            yield b"x" * 65536
+
+    async with _serve(deaf) as url, _client() as client:
+        try:
+            with pytest.raises(httpx.WriteTimeout):
+                await client.post(url, content=body(), timeout=httpx.Timeout(WAIT, write=0.5))
+        finally:
+            released.set()
+
+
+async def test_an_upstream_answering_before_the_body_is_sent_is_answered() -> None:
+    async def early(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n"
+                     b"Connection: close\r\n\r\n")
+        await writer.drain()
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(64):
+            yield b"x" * 65536
+            await asyncio.sleep(0)
+
+    async with _serve(early) as url, _client() as client:
+        response = await client.post(url, content=body(), timeout=httpx.Timeout(WAIT, write=0.5))
+    assert response.status_code == 413
