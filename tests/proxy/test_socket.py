@@ -28,7 +28,6 @@ from starlette.applications import Starlette
 from relay.app import create_app
 from relay.proxy.state import ProxyState
 from relay.runtime import Runtime
-from relay.transport import RelayTransport
 from tests.conftest import BACKEND_SECRET, SHIPPED_RULES, TEST_SECRET
 
 MIB = 1024 * 1024
@@ -163,9 +162,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         f"max_body: {64 * MIB}, timeout: 5s}}\n")
     env = {"RELAY_SECRET": TEST_SECRET, "BACKEND_SIGNING_SECRET": BACKEND_SECRET,
            "RELAY_SPOOL": f"sqlite:///{tmp}/spool.db"}
-    # The relay's own transport (no proxy from the environment between it and 127.0.0.1).
+    # An explicit transport: no proxy from the environment between the relay and 127.0.0.1.
     relay_app = create_app(rules, var_dir=tmp / "var", env=env,
-                           transport=RelayTransport(httpx.Limits(max_connections=64)))
+                           transport=httpx.AsyncHTTPTransport())
     outer = Starlette(lifespan=relay_app.router.lifespan_context)
     outer.mount("/t", relay_app)
     port = _free_port()
