@@ -23,7 +23,7 @@ in ``relay.rules.codes``; docs/errors.md lists them all.
 from __future__ import annotations
 
 from relay.rules.catalog import Catalog
-from relay.rules.codes import OPEN_BROWSER_ORIGINS, UNKNOWN_SECTION
+from relay.rules.codes import CLAIM_BEFORE_TIMEOUT, OPEN_BROWSER_ORIGINS, UNKNOWN_SECTION
 from relay.rules.delivery import destinations, pipelines
 from relay.rules.diagnostics import suggest
 from relay.rules.intake import events, purposes, sources
@@ -65,7 +65,37 @@ def parse_rules(raw: RawRules, catalog: Catalog) -> Rules:
     )
     r.check_refs(rules)
     open_origins(r, rules)
+    claims_outlast_timeouts(r, rules)
     return rules
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def claims_outlast_timeouts(r: Reader, rules: Rules) -> None:
+    """R219: with a Redis spool, a copy a process has held unacknowledged for
+    ``spool_claim_after`` is taken over by another process. A destination whose ``timeout``
+    is not below that can still be sending when another replica claims the copy and sends it
+    again: a duplicate at the vendor."""
+    relay = rules.relay
+    if relay.spool.partition(":")[0].lower() not in REDIS_SCHEMES:
+        return
+    raw_relay = rules.raw.get("relay")
+    claim_set = isinstance(raw_relay, dict) and "spool_claim_after" in raw_relay
+    for d in rules.destinations.values():
+        if d.timeout < relay.spool_claim_after:
+            continue
+        raw_dest = (rules.raw.get("destinations") or {}).get(d.name)
+        timeout_set = isinstance(raw_dest, dict) and "timeout" in raw_dest
+        path = (("destinations", d.name, "timeout") if timeout_set or not claim_set
+                else ("relay", "spool_claim_after"))
+        r.rep.warning(
+            path, CLAIM_BEFORE_TIMEOUT,
+            f"destination '{d.name}': its timeout ({d.timeout:g}s) is not below "
+            f"relay.spool_claim_after ({relay.spool_claim_after:g}s): another replica may "
+            "claim a copy still being sent and send it again",
+            f"raise spool_claim_after above {d.timeout:g}s (twice the longest timeout is "
+            "safe), or lower the destination's timeout")
 
 
 def open_origins(r: Reader, rules: Rules) -> None:

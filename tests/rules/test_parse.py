@@ -136,11 +136,11 @@ def test_the_base_of_these_tests_is_valid(check: Check) -> None:
 
 def test_the_redis_spool_settings(check: Check) -> None:
     rules, diagnostics = check(
-        "relay: {spool: 'redis://127.0.0.1:6379/0?prefix=shop:', spool_claim_after: 5s,"
+        "relay: {spool: 'redis://127.0.0.1:6379/0?prefix=shop:', spool_claim_after: 15s,"
         " spool_wait: {replicas: 2, timeout: 250ms}}\n")
     assert diagnostics == [] and rules is not None
     assert rules.relay.spool == "redis://127.0.0.1:6379/0?prefix=shop:"
-    assert rules.relay.spool_claim_after == 5.0
+    assert rules.relay.spool_claim_after == 15.0
     assert rules.relay.spool_wait == SpoolWait(2, 0.25)
     rules, _ = check("relay: {spool_wait: {replicas: 1}}\n")
     assert rules is not None and rules.relay.spool_wait == SpoolWait(1, 0.1)
@@ -282,12 +282,28 @@ def test_each_mistake_has_its_code(
     ("relay: {client_ip: {header: CF-Connecting-IP, trusted_hops: 2}}\n",
      [("R214", "relay.client_ip.trusted_hops")]),
     ("events:\n  e: {confirm_window: 5m}\n", [("R236", "events.e.confirm_window")]),
+    # a Redis spool whose claims come before a destination's timeout: on the smaller setting
+    ("relay: {spool: 'redis://127.0.0.1:6379/0', spool_claim_after: 5s}\n",
+     [("R219", "relay.spool_claim_after")]),
+    ("relay: {spool: 'redis://127.0.0.1:6379/0'}\n"
+     "destinations:\n  slow: {type: file, pipeline: clean, settings: {path: var/y.jsonl},\n"
+     "         timeout: 30s, legal_basis: consent, retention: 30 days}\n",
+     [("R219", "destinations.slow.timeout")]),
 ])
 def test_warnings_do_not_fail(check: Check, snippet: str, expected: list[tuple[str, str]]) -> None:
     rules, diagnostics = check(snippet)
     assert codes(diagnostics) == expected
     assert [d.severity for d in diagnostics] == ["warning"]
     assert rules is not None
+
+
+def test_claim_after_is_only_checked_for_a_redis_spool(check: Check) -> None:
+    """The SQLite spool has no claims: one process owns its copies."""
+    rules, diagnostics = check("relay: {spool_claim_after: 5s}\n")
+    assert diagnostics == [] and rules is not None
+    rules, diagnostics = check("relay: {spool: 'redis://127.0.0.1:6379/0', "
+                               "spool_claim_after: 11s}\n")
+    assert diagnostics == [] and rules is not None
 
 
 def test_a_bare_no_region_gets_a_quoting_hint(check: Check) -> None:
