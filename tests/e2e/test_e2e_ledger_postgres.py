@@ -12,6 +12,7 @@ from relay.ledger.base import iso
 
 from .conftest import MakeRelay
 from .relayproc import RelayProcess
+from .test_e2e_workers import _answered, _own, _workers
 from .wire import client, page_view, post_browser, wait_until
 
 WAIT = 30.0
@@ -60,3 +61,43 @@ def test_two_relays_share_one_postgresql_ledger(relays: MakeRelay, redis_url: st
     total = a.cli("reconcile", "--var", str(a.var_dir), "--since", since, "--by", "",
                   "--format", "json")
     assert json.loads(total.stdout)["rows"][0]["browser"] == 2  # each receive once
+
+
+WORKER_EVENTS = 40
+
+
+def _own_received(worker: dict[str, Any]) -> float:
+    return _own(worker, "relay_events_received", "relay_events_received_total")
+
+
+def test_workers_of_one_relay_share_the_postgresql_ledger(relays: MakeRelay, redis_url: str,
+                                                          postgres_url: str) -> None:
+    """``relay serve --workers 2``: every worker writes the ledger's rows to the one
+    database; each event is received once and delivered once, whichever worker took it."""
+    relay = relays(env={"RELAY_STATE": redis_url}, args=["--workers", "2"],
+                   relay={"ledger": {"url": postgres_url}})
+    wait_until(lambda: _answered(relay, 2), 20, "both workers answering")
+    since = iso(time.time() - 60)
+    ids = []
+    for _ in range(WORKER_EVENTS):
+        with client() as http:  # a connection each: either worker may accept it
+            event = page_view()
+            assert post_browser(http, relay, event).json()["accepted"] == 1
+            ids.append(event["event_id"])
+
+    def all_delivered() -> dict[str, Any] | None:
+        done = relay.cli("reconcile", "--var", str(relay.var_dir), "--since", since, "--by",
+                         "destination", "--format", "json")
+        assert done.returncode == 0, done.stderr
+        body: dict[str, Any] = json.loads(done.stdout)
+        archive = [r for r in body["rows"] if r["destination"] == "archive"]
+        return body if archive and archive[0]["delivered"] == WORKER_EVENTS else None
+
+    body = wait_until(all_delivered, WAIT, "every worker's deliveries in the shared ledger")
+    archive = next(r for r in body["rows"] if r["destination"] == "archive")
+    assert (archive["browser"], archive["delivered"]) == (WORKER_EVENTS, WORKER_EVENTS)
+    assert not (relay.var_dir / "ledger.db").exists()
+    hops = _trace(relay, ids[-1])
+    assert hops is not None and [h["hop"] for h in hops].count("received") == 1
+    own = [_own_received(w) for w in _workers(relay)]  # both workers took some
+    assert len(own) == 2 and sum(own) == WORKER_EVENTS and all(own), f"per worker: {own}"
