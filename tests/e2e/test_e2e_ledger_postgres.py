@@ -1,6 +1,7 @@
 """Two ``relay serve`` processes (shared state on Redis) sharing one PostgreSQL ledger
 (``relay.ledger.url: postgresql://...``): ``relay trace`` and ``relay reconcile`` run in the
-first relay's folder see what went through the second one too."""
+first relay's folder see what went through the second one too; and the workers of one
+``relay serve --workers 2`` writing the same database."""
 
 from __future__ import annotations
 
