@@ -13,6 +13,13 @@ Loopback only; every run is bounded by ``--duration``.
     python benchmarks/ingest.py --servers uvicorn,granian --workers 2 --redis redis://127.0.0.1:6379/15
     python benchmarks/ingest.py --rounds 1 --duration 3 --configs relay,relay-quiet
     python benchmarks/ingest.py --configs bare,relay,relay-noledger   # the ledger's cost
+    python benchmarks/ingest.py --batch 20            # 20 events per POST: events/s
+
+The targets (issue 11): relay/bare throughput >= 0.40 with single events, and >= 30,000
+events/s per worker with 20-event batches. A bare handler on one process is usually bound by
+this load generator (its "load-gen cores" near 1.0, its server's well below), so its req/s
+understates what the server could do; the CPU ratio (bare server CPU per request / relay
+server CPU per request) is what the box can really do, and is printed beside it.
 """
 
 from __future__ import annotations
@@ -37,7 +44,8 @@ from common import child_env, free_port, group_cpu_seconds, healthy, stop_proces
 from relay.cli.servers import DEFAULT_SERVER, SERVERS
 
 REPO = Path(__file__).resolve().parents[1]
-TARGET_RATIO = 0.5
+TARGET_RATIO = 0.40  # single events: relay/bare
+TARGET_EVENTS = 30_000  # batches: events/s per worker
 START_TIMEOUT = 20.0
 UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
       "Chrome/126.0.0.0 Safari/537.36")
@@ -54,6 +62,17 @@ EVENT = json.dumps({
     "properties": {"section": "shoes", "items": 3, "price": 89.9, "currency": "EUR",
                    "logged_in": True, "ab": "variant-b"},
 }, separators=(",", ":")).encode()
+
+
+def body(tag: str, n: int, batch: int) -> bytes:
+    """One request's body: the page view with a unique ``event_id`` or, with ``batch`` > 1,
+    an array of ``batch`` of them, each with its own."""
+    if batch <= 1:
+        return EVENT.replace(b"__ID__", f"{tag}-{n}".encode())
+    return b"[" + b",".join(EVENT.replace(b"__ID__", f"{tag}-{n}-{i}".encode())
+                            for i in range(batch)) + b"]"
+
+
 HEADERS = {"Content-Type": "application/json", "User-Agent": UA, "CF-IPCountry": "US"}
 
 
@@ -71,6 +90,8 @@ class Run:
     cpu_us_per_req: float
     loadgen_cores: float  # this process (the load generator) in the measured window
     archived: int | None  # relay only: events the archive destination wrote in the window
+    batch: int = 1  # events per request
+    workers: int = 1
 
 
 class Server:
@@ -145,7 +166,7 @@ class Server:
             r.close()
 
 
-async def load(url: str, seconds: float, concurrency: int, tag: str,
+async def load(url: str, seconds: float, concurrency: int, tag: str, batch: int = 1,
                ) -> tuple[int, int, list[float], float]:
     """Closed loop for ``seconds``: (ok answers, errors, latencies in s, elapsed s)."""
     ids = itertools.count()
@@ -158,10 +179,10 @@ async def load(url: str, seconds: float, concurrency: int, tag: str,
     async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal errors
         while time.perf_counter() < deadline:
-            body = EVENT.replace(b"__ID__", f"{tag}-{next(ids)}".encode())
+            data = body(tag, next(ids), batch)
             started = time.perf_counter()
             try:
-                async with session.post(url, data=body, headers=HEADERS) as r:
+                async with session.post(url, data=data, headers=HEADERS) as r:
                     await r.read()
                     ok = r.status == 202
             except aiohttp.ClientError:
@@ -189,11 +210,11 @@ async def one_run(config: str, rnd: int, scratch: Path, args: argparse.Namespace
     server = Server(config, scratch, args.workers, args.redis)
     try:
         await server.ready()
-        await load(server.url, args.warmup, args.concurrency, f"w{rnd}")
+        await load(server.url, args.warmup, args.concurrency, f"w{rnd}", args.batch)
         archived0 = server.archived()
         cpu0, own0 = group_cpu_seconds(server.proc.pid), time.process_time()
         ok, errors, lat, elapsed = await load(server.url, args.duration, args.concurrency,
-                                              f"r{rnd}")
+                                              f"r{rnd}", args.batch)
         cpu, own = group_cpu_seconds(server.proc.pid) - cpu0, time.process_time() - own0
         archived1 = server.archived()
         archived = None if archived0 is None or archived1 is None else archived1 - archived0
@@ -203,42 +224,66 @@ async def one_run(config: str, rnd: int, scratch: Path, args: argparse.Namespace
     return Run(config, rnd, round(elapsed, 2), ok, errors, round(ok / elapsed, 1),
                round(percentile(lat, 0.50) * 1000, 2), round(percentile(lat, 0.99) * 1000, 2),
                round(cpu / elapsed, 2), round(cpu / max(ok, 1) * 1e6, 1), round(own / elapsed, 2),
-               archived)
+               archived, args.batch, args.workers)
 
 
 def summary(runs: list[Run], configs: list[str]) -> str:
-    lines = ["| config | req/s median (min-max) | p50 ms | p99 ms | server cores | "
-             "server CPU us/req | load-gen cores | archived in window | errors |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    batch = runs[0].batch if runs else 1
+    lines = ["| config | req/s median (min-max) | events/s | p50 ms | p99 ms | server cores | "
+             "server CPU us/req | us/event | load-gen cores | archived in window | errors |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     medians: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     for config in configs:
         mine = [r for r in runs if r.config == config]
         rps = [r.rps for r in mine]
         medians[config] = statistics.median(rps)
+        cpu[config] = statistics.median(r.cpu_us_per_req for r in mine)
         lines.append(
             f"| {config} | {medians[config]:,.0f} ({min(rps):,.0f}-{max(rps):,.0f}) | "
+            f"{medians[config] * batch:,.0f} | "
             f"{statistics.median(r.p50_ms for r in mine):.1f} | "
             f"{statistics.median(r.p99_ms for r in mine):.1f} | "
             f"{statistics.median(r.server_cores for r in mine):.2f} | "
-            f"{statistics.median(r.cpu_us_per_req for r in mine):,.0f} | "
+            f"{cpu[config]:,.0f} | {cpu[config] / batch:,.1f} | "
             f"{statistics.median(r.loadgen_cores for r in mine):.2f} | "
             f"{_archived(mine)} | {sum(r.errors for r in mine)} |")
     lines.append("")
+    workers = max(1, runs[0].workers) if runs else 1
     for config in configs:
         kind, _, server = config.partition("@")
         bare = medians.get(f"bare@{server}")
-        if kind != "bare" and bare:
-            ratio = medians[config] / bare
+        if kind == "bare" or not bare:
+            continue
+        ratio = medians[config] / bare
+        cpu_ratio = cpu[f"bare@{server}"] / cpu[config] if cpu[config] else float("nan")
+        line = (f"{config} / bare@{server}: throughput ratio {ratio:.2f}, CPU ratio "
+                f"{cpu_ratio:.2f} (bare's server CPU per request / the relay's)")
+        if batch <= 1:
             verdict = "meets" if ratio >= TARGET_RATIO else "BELOW"
-            lines.append(f"{config} / bare@{server} throughput ratio: {ratio:.2f} ({verdict} "
-                         f"the {TARGET_RATIO:.0%} target)")
+            line += f"; {verdict} the single-event target (>= {TARGET_RATIO:.2f})"
+            if ratio < TARGET_RATIO <= cpu_ratio:
+                line += ", which the CPU ratio meets"
+        else:
+            per_worker = medians[config] * batch / workers
+            verdict = "meets" if per_worker >= TARGET_EVENTS else "BELOW"
+            line += (f"; {per_worker:,.0f} events/s per worker: {verdict} the {batch}-event "
+                     f"batch target (>= {TARGET_EVENTS:,} events/s per worker)")
+        lines.append(line)
+    bound = [c for c in configs if c.startswith("bare@") and statistics.median(
+        r.loadgen_cores for r in runs if r.config == c) > 0.9]
+    if bound:
+        lines.append(f"{', '.join(bound)}: the load generator was near a full core, so bare's "
+                     "req/s is what it could send, not what the server could answer; the CPU "
+                     "ratio is the box's real relay/bare figure")
     return "\n".join(lines)
 
 
 def _archived(runs: list[Run]) -> str:
-    """Events written by the archive destination during the window, as a share of the 202s
-    (below 100%: delivery lags ingest and the spool grows)."""
-    shares = [r.archived / r.requests for r in runs if r.archived is not None and r.requests]
+    """Events written by the archive destination during the window, as a share of the
+    events the 202s accepted (below 100%: delivery lags ingest and the spool grows)."""
+    shares = [r.archived / (r.requests * r.batch) for r in runs
+              if r.archived is not None and r.requests]
     return f"{statistics.median(shares):.0%}" if shares else "-"
 
 
@@ -252,6 +297,8 @@ async def main_async(args: argparse.Namespace) -> None:
         raise SystemExit(f"unknown servers: {', '.join(sorted(set(servers) - set(SERVERS)))} "
                          f"(expected {', '.join(SERVERS)})")
     configs = [f"{kind}@{server}" for server in servers for kind in kinds]
+    if args.batch < 1:
+        raise SystemExit("--batch: at least 1 event per request")
     if args.workers > 1 and not args.redis:
         raise SystemExit("--workers N > 1 needs --redis redis://127.0.0.1:6379/15 (shared state)")
     runs: list[Run] = []
@@ -265,7 +312,8 @@ async def main_async(args: argparse.Namespace) -> None:
                     with open(args.json, "a") as fh:
                         fh.write(json.dumps(asdict(run)) + "\n")
     print()
-    print(f"POST /t/e, {len(EVENT)}-byte event, {args.workers} process(es), "
+    print(f"POST /t/e, {len(EVENT)}-byte event x {args.batch} per request, "
+          f"{args.workers} process(es), "
           f"c={args.concurrency}, {args.rounds} rounds x "
           f"{args.duration:g} s (after {args.warmup:g} s warm-up), medians over rounds")
     print(summary(runs, configs))
@@ -288,6 +336,8 @@ def main() -> None:
     p.add_argument("--redis", default="redis://127.0.0.1:6379/12",
                    help="the Redis of relay-redis's spool (its keys are deleted) and, with"
                    " --workers N > 1, relay.state (the database is FLUSHED before each run)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="events per request (an array of that many, each its own event_id)")
     p.add_argument("--json", help="append each run as a JSON line to this file")
     asyncio.run(main_async(p.parse_args()))
 

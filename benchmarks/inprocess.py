@@ -1,4 +1,4 @@
-"""CPU per ``POST /t/e`` of the relay's ASGI app called in process: no server, no sockets.
+"""CPU per event of ``POST /t/e`` of the relay's ASGI app called in process: no server, no sockets.
 
 What ``relay serve`` runs (``serving_app``, the shipped rules, the SQLite spool, the
 ``archive`` file destination, hop lines at INFO to a file) is driven with the benchmark's
@@ -17,6 +17,7 @@ instead of ``var/ledger.db`` (``postgresql://postgres@127.0.0.1:5432/test``: the
     python benchmarks/inprocess.py                       # 3 runs x 5,000 requests
     python benchmarks/inprocess.py --without pipeline
     python benchmarks/inprocess.py --profile --runs 1
+    python benchmarks/inprocess.py --batch 20            # 20 events per request: us per event
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ingest import EVENT, UA
+from ingest import UA, body
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -99,16 +100,17 @@ faked = [0]
 class Client:
     """Calls the ASGI app as a server would, keeping the relay's cookie."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, batch: int = 1) -> None:
         self.app = app
+        self.batch = batch
         self.cookie = b""
         self.ids = itertools.count()
 
     async def post(self) -> None:
-        body = EVENT.replace(b"__ID__", f"e{next(self.ids)}".encode())
+        data = body("e", next(self.ids), self.batch)
         headers = [(b"host", b"shop.example"), (b"content-type", b"application/json"),
                    (b"user-agent", UA.encode()), (b"cf-ipcountry", b"US"),
-                   (b"content-length", str(len(body)).encode())]
+                   (b"content-length", str(len(data)).encode())]
         if self.cookie:
             headers.append((b"cookie", self.cookie))
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
@@ -122,7 +124,7 @@ class Client:
             nonlocal sent
             if not sent:
                 sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
+                return {"type": "http.request", "body": data, "more_body": False}
             await asyncio.sleep(3600)
             return {"type": "http.disconnect"}
 
@@ -160,8 +162,8 @@ async def main_async(args: argparse.Namespace) -> None:
     await queue.put({"type": "lifespan.startup"})
     life = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}},
                                    queue.get, send))
-    client = Client(app)
-    await client.load(1000, args.concurrency)  # warm-up
+    client = Client(app, args.batch)
+    await client.load(max(1, 1000 // args.batch), args.concurrency)  # warm-up
     results = []
     archive = Archive()
     for run in range(args.runs):
@@ -173,23 +175,28 @@ async def main_async(args: argparse.Namespace) -> None:
             profile.enable()
         await client.load(args.requests, args.concurrency)
         deadline = time.monotonic() + 30
-        while archive.count() < before + args.requests and time.monotonic() < deadline:
+        events = args.requests * args.batch
+        while archive.count() < before + events and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         if profile:
             profile.disable()
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         loop_cpu = time.thread_time() - loop_cpu
         done = archive.count() - before
-        results.append((loop_cpu / args.requests * 1e6, cpu / args.requests * 1e6))
-        print(f"run {run + 1}: {results[-1][0]:.1f} us CPU per request on the event-loop "
+        results.append((loop_cpu / events * 1e6, cpu / events * 1e6))
+        print(f"run {run + 1}: {results[-1][0]:.1f} us CPU per event on the event-loop "
               f"thread, {results[-1][1]:.1f} us in all threads, "
-              f"{wall / args.requests * 1e6:.1f} us wall, {done} archived", flush=True)
+              f"{wall / events * 1e6:.1f} us wall ({args.batch} per request), {done} archived",
+              flush=True)
         if profile:
-            report(profile, args.requests)
+            report(profile, events)
+            if args.pstats:
+                profile.dump_stats(args.pstats)
     loop = statistics.median(r[0] for r in results)
     every = statistics.median(r[1] for r in results)
-    print(f"median: {loop:.1f} us CPU per request on the event-loop thread, {every:.1f} us "
-          f"in all threads (without: {', '.join(args.without) or 'nothing'})")
+    print(f"median: {loop:.1f} us CPU per event on the event-loop thread, {every:.1f} us "
+          f"in all threads ({args.batch} per request; without: "
+          f"{', '.join(args.without) or 'nothing'})")
     await queue.put({"type": "lifespan.shutdown"})
     await asyncio.wait_for(life, 10)
 
@@ -212,14 +219,22 @@ def report(profile: cProfile.Profile, n: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--requests", type=int, default=5000)
+    p.add_argument("--requests", type=int,
+                   help="requests per run (default: 5,000 single events, 500 batches)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--batch", type=int, default=1,
+                   help="events per request (an array, each its own event_id)")
     p.add_argument("--without", action="append", default=[],
                    help="pipeline | hops | delivery (repeatable)")
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--pstats", help="with --profile: also write the profile to this file")
     p.add_argument("--ledger", help="relay.ledger.url (default: sqlite:///var/ledger.db)")
     args = p.parse_args()
+    if args.batch < 1:
+        raise SystemExit("--batch: at least 1 event per request")
+    if args.requests is None:
+        args.requests = 5000 if args.batch == 1 else 500
     scratch = Path(tempfile.mkdtemp(prefix="relay-inprocess-"))
     try:
         shutil.copytree(REPO / "rules", scratch / "rules")

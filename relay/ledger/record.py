@@ -22,7 +22,9 @@ from relay.personal import may_hold_personal_data
 
 # The hop names of ``relay trace`` (log lines write "dead-lettered").
 TRACE_NAMES = {"dead-lettered": "dead_lettered"}
-_PUBLIC = ("source", "event", "destination", "purpose", "reason")
+# Each kept field with the private name a hop may give it instead.
+_PUBLIC = tuple((k, "_" + k) for k in ("source", "event", "destination", "purpose", "reason"))
+_KEPT = (("consent", "_consent"), ("schema", "_schema"))
 _NUMBERS = ("status", "attempt")
 
 Record = tuple[str | None, dict[str, Any], tuple[str, ...]]  # event_id, hop, subjects
@@ -31,29 +33,30 @@ Record = tuple[str | None, dict[str, Any], tuple[str, ...]]  # event_id, hop, su
 def record(name: str, fields: dict[str, Any], at: float) -> Record:
     """What the ledger keeps of one hop: the event it is about, the hop's object, and the
     keyed subject hashes it links to that event (``received`` hops of identified users)."""
+    get = fields.get
     hop: dict[str, Any] = {"at": at, "hop": TRACE_NAMES.get(name, name)}
-    for key in _PUBLIC:
-        value = fields.get(key)
+    for key, private in _PUBLIC:
+        value = get(key)
         if value is None:
-            value = fields.get("_" + key)
+            value = get(private)
         if value is not None:
-            hop[key] = value if isinstance(value, str) else str(value)
+            hop[key] = value if type(value) is str else str(value)
     for key in _NUMBERS:
-        value = fields.get(key)
+        value = get(key)
         if isinstance(value, int) and not isinstance(value, bool):
             hop[key] = value
-    payload = fields.get("_payload")  # the spooled copy's JSON: only its field names are kept
+    payload = get("_payload")  # the spooled copy's JSON: only its field names are kept
     if isinstance(payload, bytes | bytearray | memoryview):
         try:
             hop["fields"] = field_names(orjson.loads(payload))
         except orjson.JSONDecodeError:
             hop["fields"] = []
-    for key in ("consent", "schema"):
-        value = fields.get(key, fields.get("_" + key))
+    for key, private in _KEPT:
+        value = get(key, get(private))
         if value is not None:
             hop[key] = value
-    eid = fields.get("event_id")
-    people = fields.get("_people")
+    eid = get("event_id")
+    people = get("_people")
     subjects = tuple(p for p in people if isinstance(p, str)) if isinstance(people, list) else ()
     return (eid if isinstance(eid, str) else None), hop, subjects
 
@@ -67,7 +70,9 @@ def field_names(item: Any) -> list[str]:
     ['user.em[]', 'value']
     """
     out: set[str] = set()
-    _names(item, "", out)
+    if isinstance(item, dict | list) and item:
+        _names(item, "", out)
+        out.discard("")  # a top-level "" key names nothing
     return sorted(out)
 
 
@@ -77,13 +82,38 @@ def _key(name: str) -> str:
     return "[redacted]" if may_hold_personal_data(name) else name
 
 
-def _names(item: Any, prefix: str, out: set[str]) -> None:
-    if isinstance(item, dict) and item:
-        for key, value in item.items():
-            name = _key(key if isinstance(key, str) else str(key))
-            _names(value, f"{prefix}.{name}" if prefix else name, out)
-    elif isinstance(item, list) and item:
-        for value in item:
-            _names(value, prefix + "[]", out)
-    elif prefix:
-        out.add(prefix)
+# Values that are always leaves, by exact type: most of a copy, named without a call.
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+# (prefix, the dict's keys in order) -> their dotted names: copies repeat their shapes.
+_SHAPES: dict[tuple[str, tuple[Any, ...]], tuple[str, ...]] = {}
+SHAPES_KEPT = 4096
+
+
+def _named(prefix: str, keys: tuple[Any, ...]) -> tuple[str, ...]:
+    dot = prefix + "." if prefix else ""
+    names = tuple(dot + _key(k if isinstance(k, str) else str(k)) for k in keys)
+    if len(_SHAPES) >= SHAPES_KEPT:  # clients' own keys: bounded
+        _SHAPES.clear()
+    _SHAPES[prefix, keys] = names
+    return names
+
+
+def _names(item: dict[Any, Any] | list[Any], prefix: str, out: set[str]) -> None:
+    """The leaves under a non-empty dict or list (every copy a hop names goes through here:
+    scalars are named in the loop, only non-empty containers recurse)."""
+    leaves = _LEAVES
+    if isinstance(item, dict):
+        keys = tuple(item)
+        names = _SHAPES.get((prefix, keys)) or _named(prefix, keys)
+        for name, value in zip(names, item.values(), strict=True):
+            if type(value) in leaves or not value or not isinstance(value, dict | list):
+                out.add(name)
+            else:
+                _names(value, name, out)
+        return
+    name = prefix + "[]"
+    for value in item:
+        if type(value) in leaves or not value or not isinstance(value, dict | list):
+            out.add(name)
+        else:
+            _names(value, name, out)
