@@ -177,8 +177,12 @@ class Subjects:
     def __init__(self, secrets: Sequence[str]) -> None:
         if not secrets:
             raise ValueError("subject hashes need at least one secret")
-        self._keys = [hmac.new(s.encode(), _SUBJECT_CONTEXT, hashlib.sha256).digest()
-                      for s in reversed(secrets)]  # the newest first
+        # Keyed BLAKE2b objects, the key absorbed once; each hash starts from a copy.
+        self._keys = [
+            hashlib.blake2b(key=hmac.new(s.encode(), _SUBJECT_CONTEXT, hashlib.sha256).digest(),
+                            digest_size=SUBJECT_HEX // 2)
+            for s in reversed(secrets)  # the newest first
+        ]
 
     @staticmethod
     def _names(user: Mapping[str, Any]) -> list[str]:
@@ -192,9 +196,13 @@ class Subjects:
                 names.append(f"{key}:{normalize_identifier(value, phone)}")
         return names
 
-    def _hash(self, key: bytes, name: str) -> str:
-        # Keyed BLAKE2b: a MAC in one C call (HMAC-SHA256 costs several times more per id).
-        return hashlib.blake2b(name.encode(), key=key, digest_size=SUBJECT_HEX // 2).hexdigest()
+    def _hash(self, key: Any, name: str) -> str:
+        # Keyed BLAKE2b: a MAC in C (HMAC-SHA256 costs several times more per id); copying
+        # the keyed object skips absorbing the key block again (about 0.15 µs per id).
+        h = key.copy()
+        h.update(name.encode())
+        digest: str = h.hexdigest()
+        return digest
 
     def of(self, user: Any) -> list[str]:
         """The hashes an event's ``user`` object is recorded under (newest key)."""

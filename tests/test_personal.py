@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 import pytest
 
 from relay import personal
@@ -60,3 +63,19 @@ def test_identifiers_are_normalized_as_the_ad_platforms_match_them() -> None:
     assert personal.normalize_identifier("+1 (555) 010-0000", phone=True) == "+15550100000"
     assert personal.is_phone_field("mobile") and personal.is_phone_field("work_phone")
     assert not personal.is_phone_field("email")
+
+
+def test_subject_hashes_are_keyed_blake2b_of_the_derived_key() -> None:
+    """The documented construction, computed from scratch: links written before a change
+    of how the hash is computed must still be found."""
+
+    def expected(secret: str, name: str) -> str:
+        key = hmac.new(secret.encode(), b"relay.ledger.subject.v1", hashlib.sha256).digest()
+        return hashlib.blake2b(name.encode(), key=key, digest_size=16).hexdigest()
+
+    subjects = personal.Subjects(["older", "newer"])
+    user = {"id": "u1", "email": " Ann@Example.com", "phone": "+1 (555) 010"}
+    names = ["id:u1", "email:ann@example.com", "phone:+1555010"]
+    assert subjects.of(user) == [expected("newer", n) for n in names]
+    assert subjects.lookup(user) == [expected(s, n) for n in names for s in ("newer", "older")]
+    assert subjects.of(user) == subjects.of(user)  # the keyed objects are copied, not used up

@@ -9,11 +9,12 @@ and search, so they cannot reach the destination another way.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from relay.fieldset import FieldSet
 from relay.pipeline.params import CLICK_ID_PARAMS, CLICK_ID_SET
-from relay.pipeline.url import clean_page
+from relay.pipeline.query import Page, Query, QueryOp, Removed, run_ops
 from relay.rules.fields import MISSING_KEY, UNKNOWN_CHOICE, At
 from relay.types import Event, StepContext
 
@@ -40,8 +41,8 @@ def parse(at: At) -> ClickIdsOptions:
     return ClickIdsOptions(entries["keep_for"].string())
 
 
-def _is_click_id(name: str) -> bool:
-    return name in CLICK_ID_SET
+def _click_ids(q: Query) -> Removed:
+    return q.remove_named(CLICK_ID_SET)
 
 
 def paths(fields: FieldSet, options: ClickIdsOptions) -> FieldSet:
@@ -49,15 +50,27 @@ def paths(fields: FieldSet, options: ClickIdsOptions) -> FieldSet:
     return fields if options.keep_for is not None else fields.drop("context.click_ids")
 
 
+@functools.lru_cache(maxsize=64)
+def query_op(options: ClickIdsOptions) -> QueryOp:
+    """The step as an operation on the parsed page (``relay.pipeline.query``)."""
+    keep_for = options.keep_for
+    why = f"{keep_for} not granted" if keep_for else "drop"
+    ids_note = f"removed context.click_ids ({why})"
+
+    def click_ids(event: Event, page: Page | None, ctx: StepContext) -> None:
+        if keep_for is not None and keep_for in ctx.granted:
+            return
+        context = event.get("context")
+        if isinstance(context, dict) and "click_ids" in context:
+            ids = context.pop("click_ids")
+            ctx.count("click_ids", len(ids) if isinstance(ids, dict) and ids else 1, ids_note)
+        if page is not None:
+            for field, removed in page.remove(_click_ids, CLICK_ID_PARAMS):
+                ctx.count("click_ids", len(removed),
+                          f"removed click ids from context.page.{field} ({why})")
+
+    return click_ids
+
+
 def apply(event: Event, options: ClickIdsOptions, ctx: StepContext) -> Event:
-    if options.keep_for is not None and options.keep_for in ctx.granted:
-        return event
-    why = f"{options.keep_for} not granted" if options.keep_for else "drop"
-    context = event.get("context")
-    if isinstance(context, dict) and "click_ids" in context:
-        ids = context.pop("click_ids")
-        n = len(ids) if isinstance(ids, dict) and ids else 1
-        ctx.count("click_ids", n, f"removed context.click_ids ({why})")
-    for field, removed in clean_page(event, _is_click_id, needles=CLICK_ID_PARAMS):
-        ctx.count("click_ids", len(removed), f"removed click ids from context.page.{field} ({why})")
-    return event
+    return run_ops((query_op(options),), event, ctx)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,7 +138,16 @@ def paths_allow(fields: FieldSet, options: AllowOptions) -> FieldSet:
 
 def apply_allow(event: Event, options: AllowOptions, ctx: StepContext) -> Event:
     """Keep only the listed fields (and ``ALWAYS_KEPT``); everything else is removed."""
+    return _allow(event, _trie(options.paths), ctx)
+
+
+def bind_allow(options: AllowOptions) -> Callable[[Event, StepContext], Event]:
+    """The step with its paths made into a trie once."""
     trie = _trie(options.paths)
+    return lambda event, ctx: _allow(event, trie, ctx)
+
+
+def _allow(event: Event, trie: Trie, ctx: StepContext) -> Event:
     removed: list[str] = []
     out: Event = {}
     for key, value in event.items():

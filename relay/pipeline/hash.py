@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,25 +69,36 @@ def paths(fields: FieldSet, options: HashOptions) -> FieldSet:
     return fields
 
 
+@functools.lru_cache(maxsize=64)
+def bind(options: HashOptions) -> Callable[[Event, StepContext], Event]:
+    """The step with its paths taken apart once."""
+    targets = tuple((path, *_target(path), f"hashed {path}", f"removed {path} (nothing to hash)")
+                    for path in options.paths)
+
+    def hash_fields(event: Event, ctx: StepContext) -> Event:
+        for _path, keys, name, phone, hashed, removed in targets:
+            parent: Any = event
+            for key in keys:
+                parent = parent.get(key) if isinstance(parent, dict) else None
+            if not isinstance(parent, dict):
+                continue
+            value = parent.get(name)
+            if value is None:
+                continue
+            text = value if isinstance(value, str) else _as_text(value)
+            if text is not None and len(text) == 64 and HEX64.fullmatch(text):
+                continue  # already hashed
+            normalized = normalize_identifier(text, phone) if text is not None else ""
+            if not normalized:
+                del parent[name]
+                ctx.count("hash", 1, removed)
+                continue
+            parent[name] = sha256_hex(normalized)
+            ctx.count("hash", 1, hashed)
+        return event
+
+    return hash_fields
+
+
 def apply(event: Event, options: HashOptions, ctx: StepContext) -> Event:
-    for path in options.paths:
-        keys, name, phone = _target(path)
-        parent: Any = event
-        for key in keys:
-            parent = parent.get(key) if isinstance(parent, dict) else None
-        if not isinstance(parent, dict):
-            continue
-        value = parent.get(name)
-        if value is None:
-            continue
-        text = _as_text(value)
-        if text is not None and len(text) == 64 and HEX64.fullmatch(text):
-            continue  # already hashed
-        normalized = normalize_identifier(text, phone) if text is not None else ""
-        if not normalized:
-            del parent[name]
-            ctx.count("hash", 1, f"removed {path} (nothing to hash)")
-            continue
-        parent[name] = sha256_hex(normalized)
-        ctx.count("hash", 1, f"hashed {path}")
-    return event
+    return bind(options)(event, ctx)

@@ -83,9 +83,9 @@ KeyPath = tuple[str | int, ...]
 def _text(value: str, parent: KeyPath, key: str | int, ctx: StepContext, skip_hashes: bool) -> str:
     """``value`` redacted; a finding is counted under the dotted path of ``parent`` + ``key``,
     built only then."""
-    if len(value) < MIN_TEXT or not may_hold_personal_data(value):
+    if len(value) < MIN_TEXT or (skip_hashes and len(value) == 64 and HEX64.fullmatch(value)):
         return value
-    if skip_hashes and len(value) == 64 and HEX64.fullmatch(value):
+    if not may_hold_personal_data(value):
         return value
     new, found = redact_text(value)
     if found:
@@ -115,10 +115,13 @@ def _walk(
 
 def _value(value: Any, parent: KeyPath, key: str, ctx: StepContext, skip_hashes: bool) -> Any:
     """``value`` with its strings redacted; a dict or list is changed in place, and not walked
-    at all when ``plain_json`` shows it has nothing to find."""
+    at all when ``plain_json`` shows it has nothing to find. With ``skip_hashes`` (``user``),
+    it is walked without that test: the hashed values there are runs of digits and letters
+    that ``_NUMBER_RUN`` is slow to rule out (about 1 µs per hash), where the walk sets a
+    hash aside with one ``HEX64`` match."""
     if isinstance(value, str):
         return _text(value, parent, key, ctx, skip_hashes)
-    if isinstance(value, (dict, list)) and not plain_json(value):
+    if isinstance(value, (dict, list)) and (skip_hashes or not plain_json(value)):
         _walk(value, (*parent, key), ctx, skip_hashes)
     return value
 

@@ -7,7 +7,8 @@
 Ad click ids (``CLICK_ID_PARAMS``) are always removed unless named in ``keep_params``; they
 travel in ``context.click_ids`` instead, under the ``click_ids`` step's consent gate.
 Parameter names compare case-insensitively. Kept parameters keep their original encoding;
-the fragment is kept except by ``strip_query``.
+the fragment is kept except by ``strip_query``. The step works on the page's queries as
+parsed once for the query steps (``relay.pipeline.query``).
 """
 
 from __future__ import annotations
@@ -15,16 +16,22 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import unquote_plus
 
 from relay.fieldset import FieldSet
 from relay.pipeline.params import CLICK_ID_SET
+from relay.pipeline.query import (
+    PAGE_URL_FIELDS,
+    Page,
+    Query,
+    QueryOp,
+    Removed,
+    param_name,
+    run_ops,
+)
 from relay.rules.diagnostics import suggest
 from relay.rules.fields import BAD_VALUE, MISSING_KEY, UNKNOWN_CHOICE, At
 from relay.types import Event, StepContext
 
-# The page fields that carry URLs or query strings (``search`` is Segment's ``?a=b`` field).
-PAGE_URL_FIELDS = ("url", "referrer", "search")
 STRIP_QUERY = "strip_query"
 _FORMS = "use strip_query, {keep_params: [...]} or {drop_params: [...]}"
 
@@ -78,9 +85,7 @@ def filter_query(url: str, remove: Callable[[str], bool]) -> tuple[str, list[tup
         if not pair:
             continue
         key, _, value = pair.partition("=")
-        # Names compare decoded and lowercase (decoding only when there is something to
-        # decode: this loop runs for every parameter of every page URL).
-        name = unquote_plus(key).lower() if "%" in key or "+" in key else key.lower()
+        name = param_name(key)
         if remove(name):
             removed.append((name, value))
         else:
@@ -90,72 +95,18 @@ def filter_query(url: str, remove: Callable[[str], bool]) -> tuple[str, list[tup
     return base + ("?" + "&".join(kept) if kept else "") + hash_ + fragment, removed
 
 
-def may_name(value: str, needles: tuple[str, ...]) -> bool:
-    """False when no query parameter in ``value`` can have a name containing one of
-    ``needles`` (ASCII, without spaces), a test much cheaper than splitting the query.
-
-    Names compare decoded and lowercase (as in ``filter_query``). Without a ``%`` in ``value``,
-    decoding only turns ``+`` into a space, which no needle contains, so a needle found in a
-    name is found at the same place in the lowercased key, and so in ``value.lower()`` (a
-    string lowercases character by character; only the Greek sigma looks at its neighbours).
-    ``value`` may be a whole URL: its path and fragment only add candidates.
-
-        >>> may_name("https://a.example/?UTM_Source=x", ("utm_",))
-        True
-        >>> may_name("https://a.example/?%75tm_source=x", ("utm_",))  # u, encoded
-        True
-        >>> may_name("https://a.example/?q=blue+shoes", ("utm_",))
-        False
-    """
-    if "%" in value:
-        return True
-    lowered = value.lower()
-    for needle in needles:  # noqa: SIM110 (a plain loop: any() over a generator costs 4x)
-        if needle in lowered:
-            return True
-    return False
-
-
-def clean_page(
-    event: Event,
-    remove: Callable[[str], bool],
-    fields: tuple[str, ...] = PAGE_URL_FIELDS,
-    needles: tuple[str, ...] | None = None,
-) -> list[tuple[str, list[tuple[str, str]]]]:
-    """Apply ``filter_query`` to ``context.page.<field>`` in place; per changed field, what
-    was removed. With ``needles`` (one of them is in every name ``remove`` selects), a field
-    that fails ``may_name`` is left alone without splitting its query."""
-    context = event.get("context")
-    page = context.get("page") if isinstance(context, dict) else None
-    if not isinstance(page, dict):
-        return []
-    changes: list[tuple[str, list[tuple[str, str]]]] = []
-    for field in fields:
-        value = page.get(field)
-        if not isinstance(value, str) or "?" not in value:
-            continue
-        if needles is not None and not may_name(value, needles):
-            continue
-        page[field], removed = filter_query(value, remove)
-        if removed:
-            changes.append((field, removed))
-    return changes
-
-
-def _strip(event: Event, ctx: StepContext) -> None:
-    context = event.get("context")
-    page = context.get("page") if isinstance(context, dict) else None
-    if not isinstance(page, dict):
+def _strip(event: Event, page: Page | None, ctx: StepContext) -> None:
+    if page is None:
         return
     for field in PAGE_URL_FIELDS:
-        value = page.get(field)
+        value = page.current(field)
         if not isinstance(value, str):
             continue
         rest = value.partition("#")[0]
         base, _, query = rest.partition("?")
         n = sum(1 for pair in query.split("&") if pair)
         if base != value:
-            page[field] = base
+            page.set(field, base)
             ctx.count("url", max(n, 1), f"removed the query of context.page.{field}")
 
 
@@ -174,18 +125,39 @@ def paths(fields: FieldSet, options: UrlOptions) -> FieldSet:
     return fields
 
 
-def apply(event: Event, options: UrlOptions, ctx: StepContext) -> Event:
-    if options.strip_query:
-        _strip(event, ctx)
-        return event
-    keep, drop = options.keep_params, options.drop_params
-    if keep is not None:
-        changes = clean_page(event, lambda name: name not in keep)
-    else:
-        changes = clean_page(
-            event, lambda name: name in drop or name in CLICK_ID_SET, needles=drop_needles(drop)
-        )
+def _counted(ctx: StepContext, changes: list[tuple[str, Removed]]) -> None:
     for field, removed in changes:
         n = len(removed)
         ctx.count("url", n, f"removed {n} query parameter(s) from context.page.{field}")
-    return event
+
+
+@functools.lru_cache(maxsize=64)
+def query_op(options: UrlOptions) -> QueryOp:
+    """The step as an operation on the parsed page (``relay.pipeline.query``)."""
+    if options.strip_query:
+        return _strip
+    keep = options.keep_params
+    if keep is not None:
+        def keep_only(q: Query) -> Removed:
+            return q.keep_named(keep)
+
+        def keep_params(event: Event, page: Page | None, ctx: StepContext) -> None:
+            if page is not None:
+                _counted(ctx, page.remove(keep_only))
+
+        return keep_params
+    names = options.drop_params | CLICK_ID_SET
+    needles = drop_needles(options.drop_params)
+
+    def drop_named(q: Query) -> Removed:
+        return q.remove_named(names)
+
+    def drop_params(event: Event, page: Page | None, ctx: StepContext) -> None:
+        if page is not None:
+            _counted(ctx, page.remove(drop_named, needles))
+
+    return drop_params
+
+
+def apply(event: Event, options: UrlOptions, ctx: StepContext) -> Event:
+    return run_ops((query_op(options),), event, ctx)

@@ -19,7 +19,7 @@ from urllib.parse import unquote_plus
 
 from relay.fieldset import LEAF, Branch, FieldSet
 from relay.pipeline.fields import parse_choice
-from relay.pipeline.url import clean_page
+from relay.pipeline.query import Page, Query, QueryOp, Removed, run_ops
 from relay.rules.fields import At
 from relay.types import Event, StepContext
 
@@ -32,7 +32,7 @@ CAMPAIGN_KEYS = {
     "utm_term": "term",
     "utm_content": "content",
 }
-_NEEDLES = ("utm_",)  # in every name _is_utm selects: see relay.pipeline.url.may_name
+_NEEDLES = ("utm_",)  # in every name _utm removes: see relay.pipeline.query.may_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +44,8 @@ def parse(at: At) -> UtmOptions:
     return UtmOptions(cast(UtmMode, parse_choice(at, UTM_MODES, "drop")))
 
 
-def _is_utm(name: str) -> bool:
-    return name.startswith("utm_")
+def _utm(q: Query) -> Removed:
+    return q.remove_prefixed("utm_")
 
 
 CAMPAIGN = Branch({key: LEAF for key in CAMPAIGN_KEYS.values()}, other=LEAF)  # utm_x -> x
@@ -61,15 +61,7 @@ def paths(fields: FieldSet, options: UtmOptions) -> FieldSet:
     return fields.merge("context.campaign", CAMPAIGN)
 
 
-def apply(event: Event, options: UtmOptions, ctx: StepContext) -> Event:
-    changes = clean_page(event, _is_utm, needles=_NEEDLES)
-    if not changes:
-        return event
-    by_field = dict(changes)
-    total = sum(map(len, by_field.values()))
-    if options.mode == "drop":
-        ctx.count("utm", total, f"dropped {total} utm parameter(s) from context.page")
-        return event
+def _collapse(event: Event, by_field: dict[str, Removed]) -> None:
     found: dict[str, Any] = {}
     for name, raw in by_field.get("url") or by_field.get("search") or ():
         key = CAMPAIGN_KEYS.get(name) or name[4:]
@@ -78,12 +70,36 @@ def apply(event: Event, options: UtmOptions, ctx: StepContext) -> Event:
             if value:
                 found[key] = value
     if found:
-        context = event["context"]  # clean_page changed something, so it is a dict
+        context = event["context"]  # a page query changed, so it is a dict
         campaign = context.get("campaign")
         if isinstance(campaign, dict):
             for key, value in found.items():
                 campaign.setdefault(key, value)
         else:
             context["campaign"] = found
-    ctx.count("utm", total, f"moved {total} utm parameter(s) from context.page to context.campaign")
-    return event
+
+
+def _drop(event: Event, page: Page | None, ctx: StepContext) -> None:
+    changes = page.remove(_utm, _NEEDLES) if page is not None else None
+    if changes:
+        total = sum(len(removed) for _, removed in changes)
+        ctx.count("utm", total, f"dropped {total} utm parameter(s) from context.page")
+
+
+def _move(event: Event, page: Page | None, ctx: StepContext) -> None:
+    changes = page.remove(_utm, _NEEDLES) if page is not None else None
+    if changes:
+        by_field = dict(changes)
+        total = sum(map(len, by_field.values()))
+        _collapse(event, by_field)
+        ctx.count("utm", total,
+                  f"moved {total} utm parameter(s) from context.page to context.campaign")
+
+
+def query_op(options: UtmOptions) -> QueryOp:
+    """The step as an operation on the parsed page (``relay.pipeline.query``)."""
+    return _drop if options.mode == "drop" else _move
+
+
+def apply(event: Event, options: UtmOptions, ctx: StepContext) -> Event:
+    return run_ops((query_op(options),), event, ctx)

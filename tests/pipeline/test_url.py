@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from relay.pipeline import url
+from relay.pipeline import query, url
 from relay.rules.diagnostics import Reporter
 from relay.rules.fields import At
 from relay.types import StepContext
@@ -143,7 +143,7 @@ def test_filter_query() -> None:
     ],
 )
 def test_may_name(value: str, expected: bool) -> None:
-    assert url.may_name(value, ("utm_",)) is expected
+    assert query.may_name(value, ("utm_",)) is expected
 
 
 @pytest.mark.parametrize("key", ["GCLID", "gcl%69d", "Token", "TO%4BEN", "a+b", "a%20b"])
