@@ -7,6 +7,11 @@ carry (for the datamap, ``relay.datamap``). Steps may mutate the event they are 
 engine hands every destination its own copy) and count every field they remove, hash,
 truncate or redact through ``ctx.count``. Adding a step: one module, one line below, one
 test module.
+
+``run`` compiles a pipeline once (``compile_steps``): options prepared where a step has a
+binder (``BINDERS``), and consecutive query steps (``QUERY_STEPS``: url, utm, click_ids)
+sharing one parse of the page's URLs (``relay.pipeline.query``). ``benchmarks/pipeline.py``
+measures it.
 """
 
 from __future__ import annotations
