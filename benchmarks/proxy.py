@@ -1,7 +1,15 @@
 """Proxy benchmark: the real ``relay serve`` proxying a vendor script (cached, and streamed)
-and a hit endpoint, against a bare Starlette handler that streams the same upstream with
-httpx (``client.send(stream=True)`` + ``StreamingResponse(aiter_raw())``), both under the
-default server of ``relay serve`` with one process, in the same run.
+and a hit endpoint, in the same run against three baselines:
+
+- ``bare``: a bare Starlette handler that streams the same upstream with httpx
+  (``client.send(stream=True)`` + ``StreamingResponse(aiter_raw())``), and (workload
+  ``memory``) serves the same gzipped script bytes from memory, under the default server of
+  ``relay serve`` with one process;
+- ``nginx``: ``/usr/sbin/nginx`` with ``proxy_pass`` to the same upstream (one worker
+  process, upstream keep-alive), the ceiling for a proxied answer.
+
+Targets printed with PASS/BELOW: a proxied hit at >= 10% of nginx's rate, and the cached
+script at >= 0.8 of the bare handler serving the same bytes from memory.
 
 The upstream is a separate aiohttp process on 127.0.0.1 serving a 100 KiB ``vendor.js``
 (pre-gzipped when asked, as a CDN would) and answering ``POST /g/collect`` with 204. Each
@@ -10,8 +18,9 @@ up, then loads it for a fixed time with a closed-loop aiohttp generator. It prin
 medians over rounds, the relay/bare ratios, and the snippet's gzip size when
 ``relay/static/r.js`` exists. Loopback only; every run is bounded by ``--duration``.
 
-    python benchmarks/proxy.py                          # 3 rounds x 5 s per workload
+    python benchmarks/proxy.py                          # 3 rounds x 5 s per workload, c=32,64
     python benchmarks/proxy.py --rounds 1 --duration 2  # a quick look
+    python benchmarks/proxy.py --concurrency 32         # one concurrency only
 """
 
 from __future__ import annotations
@@ -20,7 +29,9 @@ import argparse
 import asyncio
 import contextlib
 import gzip
+import itertools
 import json
+import os
 import random
 import shutil
 import statistics
@@ -32,9 +43,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiohttp
-from common import child_env, cpu_seconds, free_port, stop_process
+from common import child_env, cpu_seconds, free_port, group_cpu_seconds, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
+NGINX = Path("/usr/sbin/nginx")
 SNIPPET = REPO / "relay" / "static" / "r.js"
 START_TIMEOUT = 20.0
 SCRIPT_BYTES = 100 * 1024
@@ -49,14 +61,22 @@ HIT_HEADERS = {"Content-Type": "text/plain;charset=UTF-8", "User-Agent": UA,
 SCRIPT_HEADERS = {"Accept-Encoding": "gzip, deflate, br", "User-Agent": UA}
 
 # (config, workload): what each server is asked. "script" on the relay is a cached route,
-# "stream" the same script through a route without cache; the bare handler always streams.
+# "stream" the same script through a route without cache; the bare handler's "script"
+# streams, its "memory" serves the same bytes from memory; nginx always proxies.
 PLAN = {
-    "bare": ("script", "hit"),
+    "bare": ("script", "memory", "hit"),
+    "nginx": ("script", "hit"),
     "relay": ("script", "stream", "hit"),
 }
-PATHS = {"script": "/t/lib/vendor.js", "stream": "/t/lib/vendor-stream.js", "hit": "/t/g/collect"}
+PATHS = {"script": "/t/lib/vendor.js", "stream": "/t/lib/vendor-stream.js", "hit": "/t/g/collect",
+         "memory": "/t/mem/vendor.js"}
 # relay workload -> the bare workload it is compared with
 COMPARE = {"script": "script", "stream": "script", "hit": "hit"}
+# (name, relay workload, (baseline config, workload), target ratio)
+TARGETS = [
+    ("proxied hit / nginx proxy_pass hit", "hit", ("nginx", "hit"), 0.10),
+    ("cached script / bare from memory", "script", ("bare", "memory"), 0.8),
+]
 
 
 def vendor_script() -> bytes:
@@ -124,6 +144,17 @@ def run_bare(port: int, upstream: str) -> None:
     async def script(request: Request) -> Response:
         return await relay_to(request, f"{upstream}/vendor.js")
 
+    plain = vendor_script()
+    packed = gzip.compress(plain, 6)
+
+    async def memory(request: Request) -> Response:
+        """The same script from memory: what a cache at its cheapest costs on this server."""
+        headers = {"Cache-Control": "public, max-age=900"}
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            headers["Content-Encoding"] = "gzip"
+            return Response(packed, headers=headers, media_type="application/javascript")
+        return Response(plain, headers=headers, media_type="application/javascript")
+
     async def collect(request: Request) -> Response:
         return await relay_to(request, f"{upstream}/g/collect?{request.url.query}")
 
@@ -132,6 +163,7 @@ def run_bare(port: int, upstream: str) -> None:
 
     app = Starlette(routes=[
         Route(PATHS["script"], script, methods=["GET"]),
+        Route(PATHS["memory"], memory, methods=["GET"]),
         Route(PATHS["hit"], collect, methods=["POST"]),
         Route("/t/healthz", healthz, methods=["GET"]),
     ])
@@ -168,11 +200,44 @@ class Process:
         stop_process(self.proc, self.log)
 
 
+def nginx_conf(work: Path, port: int, upstream_port: int) -> str:
+    """One worker process (comparable to one relay process), upstream keep-alive as the
+    relay's pool keeps connections, no access log, everything under ``work``."""
+    user = "user root root;\n" if os.geteuid() == 0 else ""
+    proxied = ("proxy_http_version 1.1; proxy_set_header Connection \"\"; "
+               "proxy_buffers 16 16k; proxy_buffer_size 16k;")
+    return f"""{user}worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/body;
+    proxy_temp_path {work}/proxy;
+    fastcgi_temp_path {work}/fastcgi;
+    uwsgi_temp_path {work}/uwsgi;
+    scgi_temp_path {work}/scgi;
+    upstream up {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location = {PATHS["script"]} {{ proxy_pass http://up/vendor.js; {proxied} }}
+        location = {PATHS["hit"]} {{ proxy_pass http://up/g/collect; {proxied} }}
+        location = /t/healthz {{ return 200 "ok\n"; }}
+    }}
+}}
+"""
+
+
 def start_server(config: str, scratch: Path, upstream_port: int) -> Process:
     work = scratch / config
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     port = free_port()
+    if config == "nginx":
+        conf = work / "nginx.conf"
+        conf.write_text(nginx_conf(work, port, upstream_port))
+        return Process(config, [str(NGINX), "-p", str(work), "-c", str(conf)], work, port)
     if config == "bare":
         cmd = [sys.executable, str(Path(__file__).resolve()), "bare", "--port", str(port),
                "--upstream", f"http://127.0.0.1:{upstream_port}"]
@@ -195,6 +260,7 @@ def start_server(config: str, scratch: Path, upstream_port: int) -> Process:
 class Run:
     config: str
     workload: str
+    concurrency: int
     round: int
     seconds: float
     requests: int
@@ -247,18 +313,21 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
-async def measure(server: Process, upstream: Process, config: str, workload: str, rnd: int,
-                  args: argparse.Namespace) -> Run:
+async def measure(server: Process, upstream: Process, config: str, workload: str,
+                  concurrency: int, rnd: int, args: argparse.Namespace) -> Run:
     url = f"http://127.0.0.1:{server.port}{PATHS[workload]}"
-    await load(url, workload, args.warmup, args.concurrency)
-    cpu0, up0, t0 = cpu_seconds(server.proc.pid), cpu_seconds(upstream.proc.pid), time.monotonic()
-    lat, errors, received = await load(url, workload, args.duration, args.concurrency)
+    await load(url, workload, args.warmup, concurrency)
+    # The server's whole process group: nginx's worker, and any worker of relay serve.
+    cpu0, up0, t0 = (group_cpu_seconds(server.proc.pid), cpu_seconds(upstream.proc.pid),
+                     time.monotonic())
+    lat, errors, received = await load(url, workload, args.duration, concurrency)
     elapsed = time.monotonic() - t0
-    cpu = cpu_seconds(server.proc.pid) - cpu0
+    cpu = group_cpu_seconds(server.proc.pid) - cpu0
     up = cpu_seconds(upstream.proc.pid) - up0
     lat.sort()
     ok = len(lat)
-    return Run(config, workload, rnd, round(elapsed, 2), ok, errors, round(ok / elapsed, 1),
+    return Run(config, workload, concurrency, rnd, round(elapsed, 2), ok, errors,
+               round(ok / elapsed, 1),
                round(percentile(lat, 0.5) * 1000, 2), round(percentile(lat, 0.99) * 1000, 2),
                round(cpu / elapsed, 2), round(cpu / max(ok, 1) * 1e6, 1), round(up / elapsed, 2),
                round(received / max(ok, 1)))
@@ -278,8 +347,10 @@ async def snippet_size(relay_port: int) -> str:
     return f"{size} bytes (gzip -9 of relay/static/r.js, not served by this build)"
 
 
-def summary(runs: list[Run]) -> str:
-    lines = ["| config | workload | req/s median (min-max) | p50 ms | p99 ms | server cores | "
+def summary(runs: list[Run], concurrency: int) -> str:
+    runs = [r for r in runs if r.concurrency == concurrency]
+    lines = [f"c={concurrency}:", "",
+             "| config | workload | req/s median (min-max) | p50 ms | p99 ms | server cores | "
              "server CPU us/req | upstream cores | bytes/resp | errors |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     medians: dict[tuple[str, str], float] = {}
@@ -306,10 +377,21 @@ def summary(runs: list[Run]) -> str:
         if ("relay", workload) in medians and ("bare", base) in medians:
             ratio = medians["relay", workload] / medians["bare", base]
             lines.append(f"relay/bare throughput, {names[workload]}: {ratio:.2f}")
+        if ("relay", workload) in medians and ("nginx", base) in medians:
+            ratio = medians["relay", workload] / medians["nginx", base]
+            lines.append(f"relay/nginx throughput, {names[workload]}: {ratio:.2f}")
+    for name, workload, baseline, target in TARGETS:
+        if ("relay", workload) in medians and baseline in medians:
+            ratio = medians["relay", workload] / medians[baseline]
+            verdict = "PASS" if ratio >= target else "BELOW"
+            lines.append(f"target {name}: {ratio:.3f} (>= {target:g}) {verdict}")
     return "\n".join(lines)
 
 
 async def main_async(args: argparse.Namespace) -> None:
+    plan = {c: w for c, w in PLAN.items() if c != "nginx" or NGINX.exists()}
+    if "nginx" not in plan:
+        print(f"{NGINX} is not installed: no nginx ceiling in this run (apt-get install nginx)")
     runs: list[Run] = []
     snippet = ""
     with tempfile.TemporaryDirectory(prefix="relay-proxy-bench-") as tmp:
@@ -320,15 +402,17 @@ async def main_async(args: argparse.Namespace) -> None:
         try:
             await upstream.ready("/vendor.js")
             for rnd in range(1, args.rounds + 1):
-                order = list(PLAN) if rnd % 2 else list(reversed(PLAN))
+                order = list(plan) if rnd % 2 else list(reversed(plan))
                 for config in order:
                     server = start_server(config, scratch, up_port)
                     try:
                         await server.ready("/t/healthz")
                         if config == "relay" and not snippet:
                             snippet = await snippet_size(server.port)
-                        for workload in PLAN[config]:
-                            run = await measure(server, upstream, config, workload, rnd, args)
+                        for concurrency, workload in itertools.product(args.concurrency,
+                                                                       plan[config]):
+                            run = await measure(server, upstream, config, workload, concurrency,
+                                                rnd, args)
                             runs.append(run)
                             print(json.dumps(asdict(run)), flush=True)
                             if args.json:
@@ -340,10 +424,24 @@ async def main_async(args: argparse.Namespace) -> None:
             upstream.stop()
     print()
     print(f"{SCRIPT_BYTES // 1024} KiB script (gzip from upstream and relay), {len(HIT_BODY)}-byte "
-          f"hit, c={args.concurrency}, {args.rounds} rounds x {args.duration:g} s per workload "
+          f"hit, {args.rounds} rounds x {args.duration:g} s per workload "
           f"(after {args.warmup:g} s warm-up), medians over rounds")
-    print(summary(runs))
+    for concurrency in args.concurrency:
+        print()
+        print(summary(runs, concurrency))
+    print()
     print(f"snippet: {snippet}")
+
+
+def concurrencies(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected positive integers separated by commas, e.g. 32,64")
+    return values
 
 
 def main() -> None:
@@ -354,7 +452,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per workload")
     p.add_argument("--warmup", type=float, default=1.0)
-    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--concurrency", type=concurrencies, default=[32, 64],
+                   help="clients in flight, one or more comma-separated (default 32,64)")
     p.add_argument("--json", help="append each run as a JSON line to this file")
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--upstream", help=argparse.SUPPRESS)

@@ -44,12 +44,14 @@ from relay.state import RedisState, State, open_state
 from relay.state.ratelimit import Buckets, ClientKeys, MemoryBuckets
 from relay.state.ratelimit_redis import RedisBuckets
 from relay.state.seal import Sealer
+from relay.transport import RelayTransport
 
 RELOAD_POLL_SECONDS = 1.0
 EXPIRY_SWEEP_SECONDS = 5.0
 RELOAD_DRAIN_SECONDS = 15.0
 SHUTDOWN_DRAIN_SECONDS = 3.0
 SECRET_FILE = "cookie-secret"
+CLIENT_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32)  # the one client
 
 
 def cookieless_jar() -> CookieJar:
@@ -246,8 +248,8 @@ class Runtime:
             await self.ledger.start()
             self._unlisten = listen(self.ledger.listener)
         self.client = httpx.AsyncClient(
-            transport=self.transport,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            transport=self.transport or RelayTransport(CLIENT_LIMITS),
+            limits=CLIENT_LIMITS,
             follow_redirects=False,
             cookies=cookieless_jar(),  # shared by all users: it must keep no cookie
         )

@@ -50,7 +50,8 @@ from relay.demo.context import (
 from relay.demo.feed import follow
 from relay.demo.lineup import VENDOR_PATH
 from relay.demo.record import Tap
-from relay.runtime import Runtime
+from relay.runtime import CLIENT_LIMITS, Runtime
+from relay.transport import RelayTransport
 
 
 async def _no_icon(request: Request) -> Response:
@@ -79,13 +80,13 @@ def create_demo_app(
     deliveries and the backend's posts (tests); by default both go over loopback to
     ``config.base_url``, so the app must be served there."""
     env = demo_env(config)
-    # An explicit transport keeps the relay's deliveries off any proxy from the environment:
-    # they go to this process.
+    # The relay's own transport, explicit: the relay's deliveries stay off any proxy from the
+    # environment (they go to this process).
     relay_app = create_app(
         RULES_DIR,
         var_dir=config.workdir / "var",
         env=env,
-        transport=transport or httpx.AsyncHTTPTransport(),
+        transport=transport or RelayTransport(CLIENT_LIMITS),
     )
     runtime: Runtime = relay_app.state.relay
     demo = Demo(config, runtime, env, transport)
