@@ -155,7 +155,8 @@ class RelayTransport(httpx.AsyncBaseTransport):
                     headers = [(n, v) for n, v in headers if n.lower() != "transfer-encoding"]
                 response = await self.session().request(
                     request.method,
-                    str(request.url),
+                    # userinfo is httpx's Authorization header already; aiohttp refuses both
+                    str(request.url.copy_with(username=None, password=None)),
                     headers=headers,
                     data=data,
                     allow_redirects=False,

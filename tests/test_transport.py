@@ -260,3 +260,17 @@ async def test_an_upstream_failing_while_the_body_stalls_is_the_body_error() -> 
     async with _serve(garbled) as url, _client() as client:
         with pytest.raises(Refused):
             await client.post(url, content=body())
+
+
+async def test_a_credential_in_the_url_is_sent_as_basic_auth() -> None:
+    heads: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await _head(reader))
+        writer.write(_answer(b"ok"))
+        await writer.drain()
+
+    async with _serve(record) as url, _client() as client:
+        response = await client.post(url.replace("http://", "http://user:pw@"), content=b"{}")
+    assert response.status_code == 200
+    assert b"authorization: basic dxnlcjpwdw==" in heads[0].lower()
