@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, ConsoleMessage, Page
 
 from ..e2e.wire import wait_until
 from .conftest import MakeStack
@@ -52,9 +52,21 @@ def _query(page: Page) -> dict[str, list[str]]:
 
 
 def _errors(page: Page) -> list[str]:
+    """The page's script errors, its console errors, and every response of the page's own
+    requests that failed. Chromium's own request for ``/favicon.ico`` (the page has none)
+    is not one of the page's requests: its 404 reaches the console only, when Chromium gets
+    to it before the test ends, so a console "Failed to load resource" line is left to the
+    page's responses, which name the URL."""
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+
+    def console(m: ConsoleMessage) -> None:
+        if m.type == "error" and not m.text.startswith("Failed to load resource: the server"):
+            errors.append(m.text)
+
+    page.on("console", console)
+    page.on("response", lambda r: errors.append(f"HTTP {r.status} {r.url}")
+            if r.status >= 400 else None)
     return errors
 
 
