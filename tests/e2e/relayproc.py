@@ -40,12 +40,20 @@ _DROPPED_ENV = ("RELAY_STATE", "RELAY_SPOOL", "RELAY_RULES", "RELAY_RULES_DIR", 
 _PROXY_ENV = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that nothing listens on right now, and not one this process
+    handed out before: the kernel may give a port it just freed again, and a relay's
+    ``--port`` and ``--admin-port`` picked one after the other were once the same."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def relay_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
