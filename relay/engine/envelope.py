@@ -193,6 +193,9 @@ def _consent(raw: Any, consent_map: Mapping[str, str], max_keys: int) -> dict[st
     return derived
 
 
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1  # what JSON encoders (orjson) can write
+
+
 def _copy_dict(d: dict[str, Any], path: str, depth: int, lim: Limits) -> dict[str, Any]:
     """A copy of ``d`` that the event owns, checked against ``lim``: nesting depth, key and
     string lengths. The first problem in document order raises ``_Invalid`` with its path.
@@ -225,6 +228,8 @@ def _copy_dict(d: dict[str, Any], path: str, depth: int, lim: Limits) -> dict[st
             out[key] = _copy_dict(value, f"{path}.{key}", depth + 1, lim)
         elif t is list:
             out[key] = _copy_list(value, f"{path}.{key}", depth + 1, lim)
+        elif t is int and not INT_MIN <= value <= INT_MAX:
+            raise _Invalid(f"{path}.{key}", "an integer outside the 64-bit range")
     return out
 
 
@@ -243,6 +248,8 @@ def _copy_list(items: list[Any], path: str, depth: int, lim: Limits) -> list[Any
             out[i] = _copy_dict(value, f"{path}[{i}]", depth + 1, lim)
         elif t is list:
             out[i] = _copy_list(value, f"{path}[{i}]", depth + 1, lim)
+        elif t is int and not INT_MIN <= value <= INT_MAX:
+            raise _Invalid(f"{path}[{i}]", "an integer outside the 64-bit range")
     return out
 
 
