@@ -31,8 +31,13 @@ async def accept(rt: Runtime, items: list[Any], meta: Meta) -> Batch | Problem:
     """Route ``items`` and commit their copies to the spool: the batch, or a Problem (503)
     when nothing was accepted."""
     spool = rt.spool
+    spooled_at = 0.0
 
     async def put(batch: Batch) -> None:
+        # Stamped before the commit: once committed, another worker or replica may take a
+        # copy and record its delivery before this request's hops are out.
+        nonlocal spooled_at
+        spooled_at = time.time()
         await spool.put(batch.rows, batch.quarantined)
 
     try:
@@ -62,6 +67,7 @@ async def accept(rt: Runtime, items: list[Any], meta: Meta) -> Batch | Problem:
         audit = audits.get(row.event_id)
         hop(
             "spooled",
+            at=spooled_at,
             event_id=row.event_id,
             source=audit.source if audit else None,
             event=audit.event if audit else None,

@@ -210,6 +210,7 @@ def _follow(
     """One event's receives and copies, each copy in the state its last hop left it."""
     receives: list[_Receive] = []
     copies: list[_Copy] = []
+    early: list[tuple[str, str, _Receive]] = []
     for _, at, name, source, event, destination in hops:
         if name == "received":
             src = source or "?"
@@ -218,8 +219,12 @@ def _follow(
             continue  # its receive is past the retention
         elif destination is None:
             _event_hop(name, receives[-1], copies)
-        else:
-            _copy_hop(name, destination, receives[-1], copies)
+        elif not _copy_hop(name, destination, receives[-1], copies):
+            early.append((name, destination, receives[-1]))
+    # A delivery stamped before the hop that spooled its copy: another worker or replica
+    # took the copy from the spool and its clock said earlier. It goes where it would have.
+    for name, destination, receive in early:
+        _copy_hop(name, destination, receive, copies)
     return receives, copies
 
 
@@ -246,7 +251,8 @@ def _oldest(copies: list[_Copy], destination: str, states: Sequence[str]) -> _Co
     return None
 
 
-def _copy_hop(name: str, destination: str, latest: _Receive, copies: list[_Copy]) -> None:
+def _copy_hop(name: str, destination: str, latest: _Receive, copies: list[_Copy]) -> bool:
+    """Follow one copy's hop; False for a delivery hop with no copy to go to (yet)."""
     if name in _DECISIONS and destination not in latest.decided:
         _decide(latest, destination, name, copies)
     elif name in _CONTINUES or name in _DECISIONS:
@@ -260,8 +266,11 @@ def _copy_hop(name: str, destination: str, latest: _Receive, copies: list[_Copy]
     elif name in _DELIVERY:
         target = (_oldest(copies, destination, ("spooled", "retried", "released"))
                   or _newest(copies, destination, ("dead_lettered", "delivered")))
-        if target is not None and target.state != "delivered":  # a redelivery stays one
+        if target is None:
+            return False
+        if target.state != "delivered":  # a redelivery stays one
             target.state = name
+    return True
 
 
 def _newest(copies: list[_Copy], destination: str, states: Sequence[str]) -> _Copy | None:

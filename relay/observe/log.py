@@ -88,13 +88,13 @@ def listen(listener: HopListener) -> Callable[[], None]:
     return lambda: _listeners.remove(listener) if listener in _listeners else None
 
 
-def hop(name: str, **fields: Any) -> None:
+def hop(name: str, *, at: float | None = None, **fields: Any) -> None:
     """One hop: to every listener, and as a JSON line to the ``relay.hops`` logger without
-    its private (``_``) and empty fields."""
+    its private (``_``) and empty fields. ``at``: when it happened, if not now."""
     logged = HOPS.isEnabledFor(logging.INFO)
     if not logged and not _listeners:
         return
-    now = time.time()
+    now = time.time() if at is None else at
     for listener in _listeners:
         listener(name, fields, now)
     if not logged:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -159,3 +160,29 @@ async def test_a_running_relay_records_its_events(
     dump = b"".join(p.read_bytes() for p in Path(rt.ledger.where).parent.glob("ledger.db*"))
     for raw in (b"Ann@Example.com", b"ann@example.com", b"u42", b"203.0.113.7"):
         assert raw not in dump
+
+
+async def test_the_spooled_hop_is_stamped_before_the_copy_can_be_delivered(
+    client: httpx.AsyncClient, ledger_app: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the spool has committed a copy, another worker may deliver it (and record
+    that) before this request's own hops are out: ``spooled`` carries the time the commit
+    began, so a trace and ``relay reconcile`` never see the delivery first."""
+    rt, committed = ledger_app, []
+    put = rt.spool.put
+
+    async def slow_after_commit(*args: object) -> None:
+        await put(*args)  # type: ignore[arg-type]
+        committed.append(time.time())
+        await asyncio.sleep(0.05)  # the rest of the request after its commit
+
+    monkeypatch.setattr(rt.spool, "put", slow_after_commit)
+    stamped: list[float] = []
+    stop = listen(lambda name, fields, at: stamped.append(at) if name == "spooled" else None)
+    try:
+        r = await client.post("/e", json={"event": "page_view", "event_id": "st1"},
+                              headers={"cf-ipcountry": "US"})
+    finally:
+        stop()
+    assert r.status_code == 202, r.text
+    assert stamped and committed and max(stamped) <= committed[0]

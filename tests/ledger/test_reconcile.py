@@ -329,6 +329,24 @@ async def test_deliveries_retries_and_dead_letters(ledger: Ledger, feed: Feed) -
     ]
 
 
+async def test_a_delivery_stamped_before_its_spooled_hop(ledger: Ledger, feed: Feed) -> None:
+    """Another worker or replica took the copy from the spool, and its clock was behind
+    (or the spooled hop was stamped late): the delivery still goes to its copy."""
+    feed.received("w1", T, "browser", "page_view")
+    feed.delivered("w1", T + 0.001, "archive")  # before the spooled hop, in time order
+    feed.spooled("w1", T + 0.002, "archive")
+    feed.received("w2", T, "browser", "page_view")
+    feed.spooled("w2", T + 0.002, "archive")
+    feed.spooled("w2", T + 0.002, "meta")
+    feed.retried("w2", T + 0.001, "meta", 1)  # a retry first, then its delivery
+    feed.delivered("w2", T + 0.003, "meta", 2)
+    feed.delivered("w2", T + 0.001, "other")  # no copy for it at all: counted nowhere
+    assert await count(ledger, ["destination"]) == [
+        row({"destination": "archive"}, browser=2, delivered=1, discrepancy=1),
+        row({"destination": "meta"}, browser=1, delivered=1),
+    ]
+
+
 async def test_days_are_the_receive_time_in_utc(ledger: Ledger, feed: Feed) -> None:
     late = at("2026-11-28T23:59:59")
     feed.received("n1", late, "browser", "page_view")
