@@ -27,6 +27,16 @@ def _trace(relay: RelayProcess, event_id: str) -> list[dict[str, Any]] | None:
     return hops if any(h["hop"] == "delivered" for h in hops) else None
 
 
+def _archive_delivered(relay: RelayProcess, since: str, want: int) -> dict[str, Any] | None:
+    """``relay reconcile --by destination``'s ``archive`` row once it counts ``want``
+    deliveries."""
+    done = relay.cli("reconcile", "--var", str(relay.var_dir), "--since", since, "--by",
+                     "destination", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    rows = [r for r in json.loads(done.stdout)["rows"] if r["destination"] == "archive"]
+    return rows[0] if rows and rows[0]["delivered"] == want else None
+
+
 def test_two_relays_share_one_postgresql_ledger(relays: MakeRelay, redis_url: str,
                                                 postgres_url: str) -> None:
     shared = {"ledger": {"url": postgres_url}}
@@ -48,16 +58,8 @@ def test_two_relays_share_one_postgresql_ledger(relays: MakeRelay, redis_url: st
     wait_until(lambda: _trace(b, via_a["event_id"]), WAIT,
                "the first relay's delivery, seen from the second")
 
-    def both_delivered() -> dict[str, Any] | None:
-        done = a.cli("reconcile", "--var", str(a.var_dir), "--since", since, "--by",
-                     "destination", "--format", "json")
-        assert done.returncode == 0, done.stderr
-        body: dict[str, Any] = json.loads(done.stdout)
-        archive = [r for r in body["rows"] if r["destination"] == "archive"]
-        return body if archive and archive[0]["delivered"] == 2 else None
-
-    body = wait_until(both_delivered, WAIT, "both deliveries counted by reconcile")
-    archive = next(r for r in body["rows"] if r["destination"] == "archive")
+    archive = wait_until(lambda: _archive_delivered(a, since, 2), WAIT,
+                         "both deliveries counted by reconcile")
     assert (archive["browser"], archive["backend"], archive["delivered"]) == (2, 0, 2)
     total = a.cli("reconcile", "--var", str(a.var_dir), "--since", since, "--by", "",
                   "--format", "json")
@@ -86,16 +88,8 @@ def test_workers_of_one_relay_share_the_postgresql_ledger(relays: MakeRelay, red
             assert post_browser(http, relay, event).json()["accepted"] == 1
             ids.append(event["event_id"])
 
-    def all_delivered() -> dict[str, Any] | None:
-        done = relay.cli("reconcile", "--var", str(relay.var_dir), "--since", since, "--by",
-                         "destination", "--format", "json")
-        assert done.returncode == 0, done.stderr
-        body: dict[str, Any] = json.loads(done.stdout)
-        archive = [r for r in body["rows"] if r["destination"] == "archive"]
-        return body if archive and archive[0]["delivered"] == WORKER_EVENTS else None
-
-    body = wait_until(all_delivered, WAIT, "every worker's deliveries in the shared ledger")
-    archive = next(r for r in body["rows"] if r["destination"] == "archive")
+    archive = wait_until(lambda: _archive_delivered(relay, since, WORKER_EVENTS), WAIT,
+                         "every worker's deliveries in the shared ledger")
     assert (archive["browser"], archive["delivered"]) == (WORKER_EVENTS, WORKER_EVENTS)
     assert not (relay.var_dir / "ledger.db").exists()
     hops = _trace(relay, ids[-1])
