@@ -1,9 +1,10 @@
 """``Runtime``: what the handlers share, with a lifetime.
 
 ``Runtime`` owns everything with a lifetime: the rules, the engine, the one shared
-``httpx.AsyncClient``, the spool, the state store, the dispatcher and the background tasks
-(rule reloads, held-copy expiry). It starts in the app's lifespan, or on the first request
-when the app is mounted inside another app whose lifespan does not reach it.
+``httpx.AsyncClient`` (and the proxy's ``Sender`` over the same pool), the spool, the state
+store, the dispatcher and the background tasks (rule reloads, held-copy expiry). It starts
+in the app's lifespan, or on the first request when the app is mounted inside another app
+whose lifespan does not reach it.
 
 Its state lives under ``var_dir``: the generated cookie secret, and the rules' relative
 local paths (the SQLite spool, file destinations), resolved by ``relay.registry.place``.
@@ -44,7 +45,7 @@ from relay.state import RedisState, State, open_state
 from relay.state.ratelimit import Buckets, ClientKeys, MemoryBuckets
 from relay.state.ratelimit_redis import RedisBuckets
 from relay.state.seal import Sealer
-from relay.transport import RelayTransport
+from relay.transport import AiohttpSender, HttpxSender, RelayTransport, Sender
 
 RELOAD_POLL_SECONDS = 1.0
 EXPIRY_SWEEP_SECONDS = 5.0
@@ -117,6 +118,7 @@ class Runtime:
         self.metrics.track_depths(lambda: self.spool.depths())
         self.metrics.track_ledger(lambda: self.ledger.pending if self.ledger else None)
         self.client: httpx.AsyncClient | None = None
+        self.sender: Sender | None = None  # the proxy's, over the client's pool (start())
         self.ledger: Ledger | None = None  # opened by start() unless ``ledger: off``
         self._unlisten: Callable[[], None] = lambda: None
         self.dispatcher: Dispatcher = None  # type: ignore[assignment]  # set by start()
@@ -247,12 +249,17 @@ class Runtime:
             )
             await self.ledger.start()
             self._unlisten = listen(self.ledger.listener)
+        transport = self.transport or RelayTransport(CLIENT_LIMITS)
         self.client = httpx.AsyncClient(
-            transport=self.transport or RelayTransport(CLIENT_LIMITS),
+            transport=transport,
             limits=CLIENT_LIMITS,
             follow_redirects=False,
             cookies=cookieless_jar(),  # shared by all users: it must keep no cookie
         )
+        # The proxy goes straight to aiohttp on the same session; over a transport of the
+        # embedding app's (or a test's MockTransport) it goes through the client.
+        self.sender = (AiohttpSender(transport) if isinstance(transport, RelayTransport)
+                       else HttpxSender(self.client))
         self.dispatcher = self._new_dispatcher()
         self.dispatcher.start()
         self._tasks = [asyncio.create_task(self._watch()), asyncio.create_task(self._sweep())]

@@ -1,12 +1,25 @@
-"""The relay's outgoing HTTP: the httpx API over aiohttp, about a ninth of the CPU per request
-of httpx's own transport (benchmarks/transport.py). The proxy and the deliveries share it
-through ``Runtime.client``; tests still replace it with ``httpx.MockTransport``.
+"""The relay's outgoing HTTP: one ``aiohttp.ClientSession`` per process, with two faces.
 
-It behaves as httpx's own transport did for the relay:
+- ``RelayTransport``, the httpx API over it (an ``httpx.AsyncBaseTransport``): the deliveries
+  and the forget calls go through ``Runtime.client``, and tests replace it with
+  ``httpx.MockTransport``. About a ninth of the CPU per request of httpx's own transport
+  (benchmarks/transport.py).
+- ``Sender``, the proxy's own narrow interface: ``send(method, url, headers, body, timeout)``
+  gives an ``Answer`` (status, raw header list, ``complete()``, ``chunks()``, ``aclose()``).
+  ``AiohttpSender`` implements it straight on the same session (one pool for the process),
+  without building httpx requests and responses: those cost a proxied hit more CPU than the
+  whole aiohttp exchange. ``HttpxSender`` implements it over any ``httpx.AsyncClient``: the
+  in-process proxy tests' ``MockTransport``, or an embedding app's own transport.
+
+Both faces share the code below (``_open``) and behave as httpx's own transport did for the
+relay:
 
 - no cookie is ever stored (one client carries every user's requests), no header is added
-  that httpx did not put on the request, no body is decompressed, no redirect followed, and
-  the pool is bounded as ``limits`` says;
+  but ``Host`` and the body's framing (no ``User-Agent``, ``Accept`` or ``Accept-Encoding``
+  of the client's own; the httpx face sends what httpx put on the request), no body is
+  decompressed, no redirect followed, and the pool is bounded as ``limits`` says; header
+  lines and fields of an answer may be 16 KiB (h11's bound, not aiohttp's 8190); a
+  credential in the URL (``https://user:pw@host/``) is sent as ``Authorization: Basic``;
 - the answer is returned once the request body has been sent in full, as httpcore does. An
   upstream may answer while the body is still arriving from the browser (aiohttp reads the
   answer as soon as it comes); the relay still waits for the body to end, so a body that
@@ -17,7 +30,7 @@ It behaves as httpx's own transport did for the relay:
 - errors come out as httpx's: a refused connection as ``httpx.ConnectError``, a reset or a
   broken answer as ``httpx.ReadError`` / ``httpx.RemoteProtocolError`` (502 on the proxy), a
   timeout as an ``httpx.TimeoutException`` (504; ``connect``, ``read``, and ``write``, which
-  aiohttp lacks: the clock runs while a chunk of the body waits to be taken by the
+  aiohttp lacks: the clock runs while a chunk of a streamed body waits to be taken by the
   upstream), and an exception of the request body's own stream (a body over ``max_body``,
   a body that timed out, a client gone) as itself.
 """
@@ -25,16 +38,50 @@ It behaves as httpx's own transport did for the relay:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from typing import Protocol
 
 import aiohttp
 import httpx
+import yarl
 
 MAX_HEADER_BYTES = 16 * 1024  # per line and per field: h11's bound, not aiohttp's 8190
 CHUNK = 64 * 1024
 # aiohttp adds these when the request lacks them; httpx already set the ones it means to send.
 SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+
+Body = bytes | AsyncIterable[bytes] | None
+HeaderList = Sequence[tuple[str, str]]
+
+
+class Answer(Protocol):
+    """An upstream's answer as the proxy reads it. ``headers``: the raw list, names in
+    lower case, values as sent (latin-1). ``complete()`` is the whole body when it has
+    already arrived (a 204, a small answer read with its head), else None: nothing waits.
+    ``chunks()`` reads it raw as it arrives (never decoded); ``aclose()`` gives the
+    connection back to the pool (read in full) or closes it."""
+
+    status: int
+    headers: list[tuple[str, str]]
+
+    def complete(self) -> bytes | None: ...
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Sender(Protocol):
+    """The proxy's upstream client: one request, its body ``bytes``, an async iterable of
+    chunks (streamed) or None, ``timeout`` seconds for connecting, for the pool, between two
+    reads of the answer and for each chunk of the body to be taken. Raises httpx's
+    ``TransportError`` classes, or the body's own exception."""
+
+    async def send(self, method: str, url: httpx.URL, headers: HeaderList, body: Body,
+                   timeout: float) -> Answer: ...
 
 
 class _Body:
@@ -44,7 +91,7 @@ class _Body:
     answer came in full, so aiohttp cancels its writer) the rest can still be read
     (``drain``) and a body that then fails is the client's error, not the upstream's answer."""
 
-    def __init__(self, inner: httpx.AsyncByteStream, stuck: asyncio.Timeout,
+    def __init__(self, inner: AsyncIterable[bytes], stuck: asyncio.Timeout,
                  write: float | None) -> None:
         self._inner, self._stuck, self._write = aiter(inner), stuck, write
         self._step: asyncio.Task[bytes | None] | None = None
@@ -94,6 +141,59 @@ class _Body:
             self._stuck.reschedule(when)
 
 
+async def _open(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: yarl.URL,
+    headers: HeaderList,
+    body: Body,
+    timeout: aiohttp.ClientTimeout,
+    write: float | None,
+    request: httpx.Request | None = None,
+) -> aiohttp.ClientResponse:
+    """One request on ``session``, both faces' common path: the answer once its head has
+    arrived and the body has been sent in full; errors as httpx's (``request`` goes on them).
+    ``bytes`` go out with the head; an iterable is streamed (aiohttp frames it: chunked, or
+    as the ``Content-Length`` given)."""
+    if body is None or isinstance(body, bytes):
+        try:
+            return await session.request(
+                method, url, headers=headers, data=body or None, allow_redirects=False,
+                timeout=timeout,
+            )
+        except aiohttp.ClientError as exc:
+            raise _httpx_error(exc, request) from exc
+    tracker = aiohttp.UploadTracker()
+    streamed: _Body | None = None
+    try:
+        async with asyncio.timeout(None) as stuck:
+            streamed = _Body(body, stuck, write)
+            response = await session.request(
+                method, url,
+                headers=[(n, v) for n, v in headers if n.lower() != "transfer-encoding"],
+                data=streamed.chunks(), allow_redirects=False, timeout=timeout,
+                upload_tracker=tracker,
+            )
+            await _sent(tracker, streamed, response)
+    except TimeoutError as exc:  # only ``stuck``'s: aiohttp's own are ClientErrors
+        raise httpx.WriteTimeout(
+            f"request body not taken within {write}s", request=request
+        ) from exc
+    except aiohttp.ClientError as exc:
+        if streamed is not None and not streamed.done and streamed.error is None:
+            # The upstream failed while the body still arrived: a body that then fails
+            # (stalls, grows too large, its client gone) is the client's error.
+            with contextlib.suppress(Exception):
+                await streamed.drain()
+        if streamed is not None and streamed.error is not None:
+            raise streamed.error from None
+        raise _httpx_error(exc, request) from exc
+    finally:
+        if streamed is not None and not streamed.done:
+            streamed.cancel()  # no read of the client's body left running
+    return response
+
+
 class _Answer(httpx.AsyncByteStream):
     """An aiohttp response body as httpx's raw stream: read as it arrives, never decoded."""
 
@@ -101,14 +201,20 @@ class _Answer(httpx.AsyncByteStream):
         self._response, self._request = response, request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._response.content.iter_chunked(CHUNK):
-                yield chunk
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _httpx_error(exc, self._request) from exc
+        async for chunk in _chunks(self._response, self._request):
+            yield chunk
 
     async def aclose(self) -> None:
         self._response.release()  # back to the pool if read in full, else closed
+
+
+async def _chunks(response: aiohttp.ClientResponse,
+                  request: httpx.Request | None) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.content.iter_chunked(CHUNK):
+            yield chunk
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise _httpx_error(exc, request) from exc
 
 
 class RelayTransport(httpx.AsyncBaseTransport):
@@ -140,51 +246,20 @@ class RelayTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", {})
-        headers = request.headers.multi_items()
-        tracker = aiohttp.UploadTracker()
-        body: _Body | None = None
+        body: Body
         try:
-            async with asyncio.timeout(None) as stuck:
-                data: bytes | AsyncIterator[bytes] | None
-                try:
-                    data = request.content or None
-                except httpx.RequestNotRead:  # streamed: aiohttp frames it (chunked or not)
-                    assert isinstance(request.stream, httpx.AsyncByteStream)
-                    body = _Body(request.stream, stuck, timeout.get("write"))
-                    data = body.chunks()
-                    headers = [(n, v) for n, v in headers if n.lower() != "transfer-encoding"]
-                response = await self.session().request(
-                    request.method,
-                    # userinfo is httpx's Authorization header already; aiohttp refuses both
-                    str(request.url.copy_with(username=None, password=None)),
-                    headers=headers,
-                    data=data,
-                    allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(
-                        sock_connect=timeout.get("connect"),
-                        sock_read=timeout.get("read"),
-                        connect=timeout.get("pool"),
-                    ),
-                    upload_tracker=tracker,
-                )
-                if body is not None:
-                    await _sent(tracker, body, response)
-        except TimeoutError as exc:  # only ``stuck``'s: aiohttp's own are ClientErrors
-            raise httpx.WriteTimeout(
-                f"request body not taken within {timeout.get('write')}s", request=request
-            ) from exc
-        except aiohttp.ClientError as exc:
-            if body is not None and not body.done and body.error is None:
-                # The upstream failed while the body still arrived: a body that then fails
-                # (stalls, grows too large, its client gone) is the client's error.
-                with contextlib.suppress(Exception):
-                    await body.drain()
-            if body is not None and body.error is not None:
-                raise body.error from None
-            raise _httpx_error(exc, request) from exc
-        finally:
-            if body is not None and not body.done:
-                body.cancel()  # no read of the client's body left running
+            body = request.content
+        except httpx.RequestNotRead:  # streamed
+            assert isinstance(request.stream, httpx.AsyncByteStream)
+            body = request.stream
+        # userinfo is httpx's Authorization header already; aiohttp refuses both
+        url = _aiohttp_url(request.url.copy_with(username=None, password=None)
+                           if request.url.userinfo else request.url)
+        response = await _open(
+            self.session(), request.method, url, request.headers.multi_items(), body,
+            _client_timeout(timeout.get("connect"), timeout.get("read"), timeout.get("pool")),
+            timeout.get("write"), request,
+        )
         return httpx.Response(
             status_code=response.status,
             headers=list(response.raw_headers),
@@ -197,6 +272,94 @@ class RelayTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+class AiohttpSender:
+    """``Sender`` straight on a ``RelayTransport``'s session: what the proxy uses in
+    production, sharing the deliveries' pool."""
+
+    def __init__(self, transport: RelayTransport) -> None:
+        self._transport = transport
+
+    async def send(self, method: str, url: httpx.URL, headers: HeaderList, body: Body,
+                   timeout: float) -> Answer:
+        if url.userinfo:  # as httpx does it: Basic auth from the URL, the URL without it
+            credential = f"{url.username}:{url.password}".encode()
+            headers = [*((n, v) for n, v in headers if n.lower() != "authorization"),
+                       ("authorization", "Basic " + base64.b64encode(credential).decode())]
+            url = url.copy_with(username=None, password=None)
+        response = await _open(self._transport.session(), method, _aiohttp_url(url), headers,
+                               body, _client_timeout(timeout, timeout, timeout), timeout)
+        return _AiohttpAnswer(response)
+
+
+class _AiohttpAnswer:
+    __slots__ = ("_response", "headers", "status")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers = [(n.decode("latin-1").lower(), v.decode("latin-1"))
+                        for n, v in response.raw_headers]
+
+    def complete(self) -> bytes | None:
+        content = self._response.content
+        if content.is_eof() and content.exception() is None:
+            return content.read_nowait()
+        return None
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        return _chunks(self._response, None)
+
+    async def aclose(self) -> None:
+        self._response.release()  # back to the pool if read in full, else closed
+
+
+class HttpxSender:
+    """``Sender`` over an ``httpx.AsyncClient`` (its transport a ``MockTransport`` in tests).
+    The request is built as ``AiohttpSender`` sends it: none of the client's default
+    headers, no cookie of its jar, no redirect followed."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    async def send(self, method: str, url: httpx.URL, headers: HeaderList, body: Body,
+                   timeout: float) -> Answer:
+        request = httpx.Request(method, url, headers=list(headers), content=body,
+                                extensions={"timeout": httpx.Timeout(timeout).as_dict()})
+        response = await self._client.send(request, stream=True, follow_redirects=False)
+        return _HttpxAnswer(response)
+
+
+class _HttpxAnswer:
+    __slots__ = ("_response", "headers", "status")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.headers = [(n.decode("latin-1").lower(), v.decode("latin-1"))
+                        for n, v in response.headers.raw]
+
+    def complete(self) -> bytes | None:
+        return None  # an httpx transport's stream says nothing of what has arrived
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self._response.aiter_raw()
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+def _aiohttp_url(url: httpx.URL) -> yarl.URL:
+    """httpx's URL, already encoded and checked, as aiohttp sends it: byte for byte, not
+    quoted again."""
+    return yarl.URL(str(url), encoded=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _client_timeout(connect: float | None, read: float | None,
+                    pool: float | None) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(sock_connect=connect, sock_read=read, connect=pool)
 
 
 async def _sent(tracker: aiohttp.UploadTracker, body: _Body,
@@ -222,7 +385,7 @@ async def _sent(tracker: aiohttp.UploadTracker, body: _Body,
             raise body.error from None
 
 
-def _httpx_error(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
+def _httpx_error(exc: BaseException, request: httpx.Request | None) -> httpx.TransportError:
     message = str(exc) or type(exc).__name__
     kind: type[httpx.TransportError]
     if isinstance(exc, aiohttp.ConnectionTimeoutError):

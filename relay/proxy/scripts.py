@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from relay.runtime import Runtime
 
 MAX_DIGESTS = 1024  # script URLs whose last SHA-256 is remembered
-FILL_HEADERS = {"accept-encoding": "gzip", "user-agent": f"relay/{__version__} (script cache)"}
+FILL_HEADERS = (("accept-encoding", "gzip"), ("user-agent", f"relay/{__version__} (script cache)"))
 
 
 async def cached(
@@ -78,12 +78,11 @@ async def _fill(
 ) -> Script | Response:
     """Fetch ``url`` for the cache: a new script, the stale one (upstream down, or its
     script does not match the pin), or a response to pass on (not a cacheable 200)."""
-    assert rt.client is not None and route.cache is not None
+    assert rt.sender is not None and route.cache is not None
     expires = time.monotonic() + route.cache
     shared = dataclasses.replace(route, cookies=())  # a shared fetch: no cookies either way
-    req = rt.client.build_request("GET", url, headers=FILL_HEADERS, timeout=route.timeout)
     try:
-        upstream = await rt.client.send(req, stream=True, follow_redirects=False)
+        upstream = await rt.sender.send("GET", url, FILL_HEADERS, None, route.timeout)
     except httpx.HTTPError as exc:
         if stale is not None:
             LOG.warning(
@@ -94,27 +93,26 @@ async def _fill(
             stale.expires = expires
             return stale
         return upstream_failed(route, exc)
-    headers = response_headers(shared, upstream.headers.multi_items(), "/")
-    if upstream.status_code != 200:
-        if stale is not None and upstream.status_code >= 500:
+    headers = response_headers(shared, upstream.headers, "/")
+    if upstream.status != 200:
+        if stale is not None and upstream.status >= 500:
             await upstream.aclose()
             stale.expires = expires
             return stale
         return Streamed(upstream, headers)
     raw = bytearray()
-    stream = upstream.aiter_raw()
+    stream = upstream.chunks()
     async for chunk in stream:
         raw += chunk
         if len(raw) > route.cache_max_bytes:  # too big to cache: pass it on as it comes
             return Streamed(upstream, headers, body=_chain(bytes(raw), stream))
     await upstream.aclose()
+    found = dict(upstream.headers)  # names in lower case; the last of a repeated one
     try:
-        body = decode_body(
-            bytes(raw), upstream.headers.get("content-encoding", ""), route.cache_max_bytes
-        )
+        body = decode_body(bytes(raw), found.get("content-encoding", ""), route.cache_max_bytes)
     except (TooLarge, ValueError):
-        return Response(bytes(raw), upstream.status_code, headers=dict(headers))
-    return _keep(state, route, str(url), body, upstream.headers.get("content-type"), expires, stale)
+        return Response(bytes(raw), upstream.status, headers=dict(headers))
+    return _keep(state, route, str(url), body, found.get("content-type"), expires, stale)
 
 
 async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

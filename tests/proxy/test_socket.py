@@ -49,10 +49,15 @@ class Vendor(BaseHTTPRequestHandler):
     gate = threading.Event()  # set by the test once the browser has the first MiB
     got_first = threading.Event()  # set once the first MiB of an upload has arrived
     hits: list[str] = []
+    connections: list[int] = []  # one entry per connection the relay opened
     evil_port = 0
 
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+    def setup(self) -> None:
+        type(self).connections.append(1)
+        super().setup()
 
     def do_GET(self) -> None:
         type(self).hits.append(self.path)
@@ -73,6 +78,11 @@ class Vendor(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         type(self).hits.append(self.path)
+        if self.path == "/hit":
+            self.rfile.read(int(self.headers["content-length"]))
+            self.send_response(204)
+            self.end_headers()
+            return
         length = int(self.headers["content-length"])
         digest, size = hashlib.sha256(), 0
         while size < length:
@@ -162,9 +172,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         f"max_body: {64 * MIB}, timeout: 5s}}\n")
     env = {"RELAY_SECRET": TEST_SECRET, "BACKEND_SIGNING_SECRET": BACKEND_SECRET,
            "RELAY_SPOOL": f"sqlite:///{tmp}/spool.db"}
-    # An explicit transport: no proxy from the environment between the relay and 127.0.0.1.
-    relay_app = create_app(rules, var_dir=tmp / "var", env=env,
-                           transport=httpx.AsyncHTTPTransport())
+    # The relay's own client (relay.transport: the proxy's AiohttpSender), which reads no
+    # proxy from the environment: nothing between the relay and 127.0.0.1.
+    relay_app = create_app(rules, var_dir=tmp / "var", env=env)
     outer = Starlette(lifespan=relay_app.router.lifespan_context)
     outer.mount("/t", relay_app)
     port = _free_port()
@@ -304,3 +314,30 @@ def test_browser_leaving_mid_stream_frees_the_slot(servers: Servers, client: htt
     while servers.proxy.inflight.get("up") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert servers.proxy.inflight.get("up") == 0
+
+
+def test_hits_keep_their_upstream_connection(servers: Servers, client: httpx.Client) -> None:
+    """A small body goes with the request's head and the 204 ends the exchange: aiohttp never
+    has a body still to write when the answer is complete (it would close the connection)."""
+    before = len(Vendor.connections)
+    for _ in range(20):
+        r = client.post(f"{servers.relay}/up/hit", content=b"en=page_view&_et=5123")
+        assert r.status_code == 204
+    assert len(Vendor.connections) - before <= 1
+
+
+def test_a_small_body_is_read_before_the_upstream_is_asked(servers: Servers,
+                                                          client: httpx.Client) -> None:
+    before = len(Vendor.hits)
+    with socket.create_connection(("127.0.0.1", servers.relay_port), timeout=WAIT) as s:
+        s.sendall(b"POST /t/up/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n"
+                  b"Connection: close\r\n\r\nhello")
+        time.sleep(0.3)  # time enough for a streaming proxy to have sent the head
+        assert len(Vendor.hits) == before, "the upstream was asked before the body was in"
+        s.sendall(b"world")
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {
+        "size": 10, "sha256": hashlib.sha256(b"helloworld").hexdigest()}
