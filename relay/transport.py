@@ -41,7 +41,7 @@ import asyncio
 import base64
 import contextlib
 import functools
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from typing import Protocol
 
 import aiohttp
@@ -299,8 +299,7 @@ class _AiohttpAnswer:
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
         self.status = response.status
-        self.headers = [(n.decode("latin-1").lower(), v.decode("latin-1"))
-                        for n, v in response.raw_headers]
+        self.headers = _headers(response.raw_headers)
 
     def complete(self) -> bytes | None:
         content = self._response.content
@@ -337,8 +336,7 @@ class _HttpxAnswer:
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
         self.status = response.status_code
-        self.headers = [(n.decode("latin-1").lower(), v.decode("latin-1"))
-                        for n, v in response.headers.raw]
+        self.headers = _headers(response.headers.raw)
 
     def complete(self) -> bytes | None:
         return None  # an httpx transport's stream says nothing of what has arrived
@@ -348,6 +346,11 @@ class _HttpxAnswer:
 
     async def aclose(self) -> None:
         await self._response.aclose()
+
+
+def _headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """An answer's raw header lines as ``Answer.headers``: names in lower case, in order."""
+    return [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in raw]
 
 
 def _aiohttp_url(url: httpx.URL) -> yarl.URL:

@@ -132,7 +132,8 @@ async def forward(
     arrives), or ``prepared`` (a vendor route's rewritten body) instead."""
     proxy, relay, headers = state, rt.rules.relay, request.headers
     length = headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > route.max_body:
+    declared = int(length) if length is not None and length.isdigit() else None
+    if declared is not None and declared > route.max_body:
         return problem(
             413, f"proxy {route.name}: body over {route.max_body} bytes", {"Connection": "close"}
         )
@@ -169,7 +170,7 @@ async def forward(
             content = prepared.body if prepared.body or has_body else None
         elif not has_body:
             content = None
-        elif length is not None and length.isdigit() and int(length) <= READ_FIRST:
+        elif declared is not None and declared <= READ_FIRST:
             content = await _read(request.stream(), route.max_body)
             out = [*((n, v) for n, v in out if n != "content-length"),
                    ("content-length", str(len(content)))]
