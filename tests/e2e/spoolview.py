@@ -35,10 +35,15 @@ def outbox(relay: RelayProcess, destination: str) -> list[str]:
             return [e for (e,) in conn.execute(
                 "SELECT event_id FROM outbox WHERE destination = ?", (destination,))]
     r, prefix = found
-    later: Any = r.zrange(f"{prefix}l:{destination}", 0, -1)
-    ids = _stream_ids(r, f"{prefix}o:{destination}")
+    # One MULTI: a copy moves between the stream and the retry set (each move atomic on the
+    # relay's side), and two separate reads could both miss the one moving between them.
+    with r.pipeline(transaction=True) as both:
+        both.xrange(f"{prefix}o:{destination}")
+        both.zrange(f"{prefix}l:{destination}", 0, -1)
+        entries, later = both.execute()
     r.close()
-    return ids + [str(unpack(m)[0]["e"]) for m in later]
+    return ([str(unpack(fields[FIELD])[0]["e"]) for _, fields in entries]
+            + [str(unpack(m)[0]["e"]) for m in later])
 
 
 def dead(relay: RelayProcess) -> list[str]:
