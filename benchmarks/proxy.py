@@ -9,12 +9,18 @@ and a hit endpoint, in the same run against three baselines:
   process, upstream keep-alive), the ceiling for a proxied answer.
 
 Targets printed with PASS/BELOW: a proxied hit at >= 10% of nginx's rate, and the cached
-script at >= 0.8 of the bare handler serving the same bytes from memory.
+script at >= 0.8 of the bare handler serving the same bytes from memory. The verdict is the
+throughput ratio. Beside it is the CPU ratio (the baseline's server CPU per request / the
+relay's): the load generator is one Python process, and a cheap answer (the bare handler's,
+a cached script's) can keep it near a full core while the server idles, so req/s then says
+what the generator could send; the CPU ratio says what the server costs, run after run.
 
 The upstream is a separate aiohttp process on 127.0.0.1 serving a 100 KiB ``vendor.js``
 (pre-gzipped when asked, as a CDN would) and answering ``POST /g/collect`` with 204. Each
-round starts each server afresh (the order alternates between rounds), warms each workload
-up, then loads it for a fixed time with a closed-loop aiohttp generator. It prints the
+round starts every server afresh, then goes through the workloads with the two sides of
+each target back to back (``SEQUENCE``; reversed every other round), so that a busy spell
+of a shared box falls on both rather than on one; each workload is warmed up, then loaded
+for a fixed time with a closed-loop aiohttp generator. It prints the
 medians over rounds, the relay/bare ratios, and the snippet's gzip size when
 ``relay/static/r.js`` exists. Loopback only; every run is bounded by ``--duration``.
 
@@ -29,7 +35,6 @@ import argparse
 import asyncio
 import contextlib
 import gzip
-import itertools
 import json
 import os
 import random
@@ -70,6 +75,9 @@ PLAN = {
 }
 PATHS = {"script": "/t/lib/vendor.js", "stream": "/t/lib/vendor-stream.js", "hit": "/t/g/collect",
          "memory": "/t/mem/vendor.js"}
+# The order of the workloads in a round: each target's two sides back to back.
+SEQUENCE = [("bare", "memory"), ("relay", "script"), ("nginx", "script"), ("bare", "script"),
+            ("relay", "stream"), ("nginx", "hit"), ("relay", "hit"), ("bare", "hit")]
 # relay workload -> the bare workload it is compared with
 COMPARE = {"script": "script", "stream": "script", "hit": "hit"}
 # (name, relay workload, (baseline config, workload), target ratio)
@@ -272,6 +280,7 @@ class Run:
     server_us_per_req: float
     upstream_cores: float
     bytes_per_req: float
+    loadgen_cores: float
 
 
 async def load(url: str, workload: str, seconds: float, concurrency: int,
@@ -320,8 +329,10 @@ async def measure(server: Process, upstream: Process, config: str, workload: str
     # The server's whole process group: nginx's worker, and any worker of relay serve.
     cpu0, up0, t0 = (group_cpu_seconds(server.proc.pid), cpu_seconds(upstream.proc.pid),
                      time.monotonic())
+    own0 = time.process_time()
     lat, errors, received = await load(url, workload, args.duration, concurrency)
     elapsed = time.monotonic() - t0
+    own = time.process_time() - own0
     cpu = group_cpu_seconds(server.proc.pid) - cpu0
     up = cpu_seconds(upstream.proc.pid) - up0
     lat.sort()
@@ -330,7 +341,7 @@ async def measure(server: Process, upstream: Process, config: str, workload: str
                round(ok / elapsed, 1),
                round(percentile(lat, 0.5) * 1000, 2), round(percentile(lat, 0.99) * 1000, 2),
                round(cpu / elapsed, 2), round(cpu / max(ok, 1) * 1e6, 1), round(up / elapsed, 2),
-               round(received / max(ok, 1)))
+               round(received / max(ok, 1)), round(own / elapsed, 2))
 
 
 async def snippet_size(relay_port: int) -> str:
@@ -351,9 +362,11 @@ def summary(runs: list[Run], concurrency: int) -> str:
     runs = [r for r in runs if r.concurrency == concurrency]
     lines = [f"c={concurrency}:", "",
              "| config | workload | req/s median (min-max) | p50 ms | p99 ms | server cores | "
-             "server CPU us/req | upstream cores | bytes/resp | errors |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "server CPU us/req | upstream cores | load-gen cores | bytes/resp | errors |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     medians: dict[tuple[str, str], float] = {}
+    cpu: dict[tuple[str, str], float] = {}
+    loadgen: dict[tuple[str, str], float] = {}
     for config, workloads in PLAN.items():
         for workload in workloads:
             mine = [r for r in runs if (r.config, r.workload) == (config, workload)]
@@ -361,14 +374,17 @@ def summary(runs: list[Run], concurrency: int) -> str:
                 continue
             rps = [r.rps for r in mine]
             medians[config, workload] = statistics.median(rps)
+            cpu[config, workload] = statistics.median(r.server_us_per_req for r in mine)
+            loadgen[config, workload] = statistics.median(r.loadgen_cores for r in mine)
             lines.append(
                 f"| {config} | {workload} | {medians[config, workload]:,.0f} "
                 f"({min(rps):,.0f}-{max(rps):,.0f}) | "
                 f"{statistics.median(r.p50_ms for r in mine):.1f} | "
                 f"{statistics.median(r.p99_ms for r in mine):.1f} | "
                 f"{statistics.median(r.server_cores for r in mine):.2f} | "
-                f"{statistics.median(r.server_us_per_req for r in mine):,.0f} | "
+                f"{cpu[config, workload]:,.0f} | "
                 f"{statistics.median(r.upstream_cores for r in mine):.2f} | "
+                f"{loadgen[config, workload]:.2f} | "
                 f"{statistics.median(r.bytes_per_req for r in mine):,.0f} | "
                 f"{sum(r.errors for r in mine)} |")
     lines.append("")
@@ -384,7 +400,15 @@ def summary(runs: list[Run], concurrency: int) -> str:
         if ("relay", workload) in medians and baseline in medians:
             ratio = medians["relay", workload] / medians[baseline]
             verdict = "PASS" if ratio >= target else "BELOW"
-            lines.append(f"target {name}: {ratio:.3f} (>= {target:g}) {verdict}")
+            relay_cpu = cpu["relay", workload]
+            cpu_ratio = cpu[baseline] / relay_cpu if relay_cpu else float("nan")
+            lines.append(f"target {name}: {ratio:.3f} (>= {target:g}) {verdict}; CPU ratio "
+                         f"{cpu_ratio:.2f} ({baseline[0]} {baseline[1]}'s server CPU per "
+                         "request / the relay's)")
+            if loadgen[baseline] > 0.9:
+                lines.append(f"  {baseline[0]} {baseline[1]}: the load generator was near a "
+                             "full core, so its req/s is what the generator could send, not "
+                             "what the server could answer")
     return "\n".join(lines)
 
 
@@ -402,23 +426,26 @@ async def main_async(args: argparse.Namespace) -> None:
         try:
             await upstream.ready("/vendor.js")
             for rnd in range(1, args.rounds + 1):
-                order = list(plan) if rnd % 2 else list(reversed(plan))
-                for config in order:
-                    server = start_server(config, scratch, up_port)
-                    try:
+                servers: dict[str, Process] = {}
+                try:
+                    for config in plan:
+                        servers[config] = start_server(config, scratch, up_port)
+                    for server in servers.values():
                         await server.ready("/t/healthz")
-                        if config == "relay" and not snippet:
-                            snippet = await snippet_size(server.port)
-                        for concurrency, workload in itertools.product(args.concurrency,
-                                                                       plan[config]):
-                            run = await measure(server, upstream, config, workload, concurrency,
-                                                rnd, args)
+                    if not snippet:
+                        snippet = await snippet_size(servers["relay"].port)
+                    sequence = [(c, w) for c, w in SEQUENCE if w in plan.get(c, ())]
+                    for concurrency in args.concurrency:
+                        for config, workload in sequence if rnd % 2 else sequence[::-1]:
+                            run = await measure(servers[config], upstream, config, workload,
+                                                concurrency, rnd, args)
                             runs.append(run)
                             print(json.dumps(asdict(run)), flush=True)
                             if args.json:
                                 with open(args.json, "a") as fh:
                                     fh.write(json.dumps(asdict(run)) + "\n")
-                    finally:
+                finally:
+                    for server in servers.values():
                         server.stop()
         finally:
             upstream.stop()
