@@ -17,10 +17,11 @@ what the generator could send; the CPU ratio says what the server costs, run aft
 
 The upstream is a separate aiohttp process on 127.0.0.1 serving a 100 KiB ``vendor.js``
 (pre-gzipped when asked, as a CDN would) and answering ``POST /g/collect`` with 204. Each
-round starts every server afresh, then goes through the workloads with the two sides of
-each target back to back (``SEQUENCE``; reversed every other round), so that a busy spell
-of a shared box falls on both rather than on one; each workload is warmed up, then loaded
-for a fixed time with a closed-loop aiohttp generator. It prints the
+round starts every server afresh, then goes through the workloads in groups (``GROUPS``:
+each target's two sides together; reversed every other round). Each workload of a group is
+warmed up, then the group's workloads take turns in ``--slices`` slices of the measured time
+(A B B A A B ...), each loaded by a closed-loop aiohttp generator, so that a busy spell of a
+shared box falls on both sides of a ratio rather than on one. It prints the
 medians over rounds, the relay/bare ratios, and the snippet's gzip size when
 ``relay/static/r.js`` exists. Loopback only; every run is bounded by ``--duration``.
 
@@ -75,9 +76,11 @@ PLAN = {
 }
 PATHS = {"script": "/t/lib/vendor.js", "stream": "/t/lib/vendor-stream.js", "hit": "/t/g/collect",
          "memory": "/t/mem/vendor.js"}
-# The order of the workloads in a round: each target's two sides back to back.
-SEQUENCE = [("bare", "memory"), ("relay", "script"), ("nginx", "script"), ("bare", "script"),
-            ("relay", "stream"), ("nginx", "hit"), ("relay", "hit"), ("bare", "hit")]
+# The workloads of a round, in groups measured in alternating slices: each target's two sides
+# together, and each relay workload with the bare one it is compared with.
+GROUPS = [(("bare", "memory"), ("relay", "script")), (("nginx", "script"),),
+          (("bare", "script"), ("relay", "stream")), (("nginx", "hit"), ("relay", "hit")),
+          (("bare", "hit"),)]
 # relay workload -> the bare workload it is compared with
 COMPARE = {"script": "script", "stream": "script", "hit": "hit"}
 # (name, relay workload, (baseline config, workload), target ratio)
@@ -322,26 +325,57 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
-async def measure(server: Process, upstream: Process, config: str, workload: str,
-                  concurrency: int, rnd: int, args: argparse.Namespace) -> Run:
-    url = f"http://127.0.0.1:{server.port}{PATHS[workload]}"
-    await load(url, workload, args.warmup, concurrency)
-    # The server's whole process group: nginx's worker, and any worker of relay serve.
-    cpu0, up0, t0 = (group_cpu_seconds(server.proc.pid), cpu_seconds(upstream.proc.pid),
-                     time.monotonic())
-    own0 = time.process_time()
-    lat, errors, received = await load(url, workload, args.duration, concurrency)
-    elapsed = time.monotonic() - t0
-    own = time.process_time() - own0
-    cpu = group_cpu_seconds(server.proc.pid) - cpu0
-    up = cpu_seconds(upstream.proc.pid) - up0
-    lat.sort()
-    ok = len(lat)
-    return Run(config, workload, concurrency, rnd, round(elapsed, 2), ok, errors,
-               round(ok / elapsed, 1),
-               round(percentile(lat, 0.5) * 1000, 2), round(percentile(lat, 0.99) * 1000, 2),
-               round(cpu / elapsed, 2), round(cpu / max(ok, 1) * 1e6, 1), round(up / elapsed, 2),
-               round(received / max(ok, 1)), round(own / elapsed, 2))
+@dataclass
+class _Totals:
+    seconds: float = 0.0
+    errors: int = 0
+    received: int = 0
+    server_cpu: float = 0.0
+    upstream_cpu: float = 0.0
+    own_cpu: float = 0.0
+
+
+async def measure(servers: dict[str, Process], upstream: Process,
+                  group: tuple[tuple[str, str], ...], concurrency: int, rnd: int,
+                  args: argparse.Namespace) -> list[Run]:
+    """One group's runs: each workload warmed up, then loaded in turns (A B B A ...) for
+    ``args.duration`` seconds each in all, over ``args.slices`` slices."""
+
+    def url(config: str, workload: str) -> str:
+        return f"http://127.0.0.1:{servers[config].port}{PATHS[workload]}"
+
+    for config, workload in group:
+        await load(url(config, workload), workload, args.warmup, concurrency)
+    totals = {member: _Totals() for member in group}
+    latencies: dict[tuple[str, str], list[float]] = {member: [] for member in group}
+    for i in range(args.slices):
+        for member in group if i % 2 == 0 else group[::-1]:
+            config, workload = member
+            pid, t = servers[config].proc.pid, totals[member]
+            # The server's whole process group: nginx's worker, and any worker of relay serve.
+            cpu0, up0, own0, t0 = (group_cpu_seconds(pid), cpu_seconds(upstream.proc.pid),
+                                   time.process_time(), time.monotonic())
+            lat, errors, received = await load(url(config, workload), workload,
+                                               args.duration / args.slices, concurrency)
+            t.seconds += time.monotonic() - t0
+            t.own_cpu += time.process_time() - own0
+            t.server_cpu += group_cpu_seconds(pid) - cpu0
+            t.upstream_cpu += cpu_seconds(upstream.proc.pid) - up0
+            t.errors += errors
+            t.received += received
+            latencies[member] += lat
+    runs = []
+    for (config, workload), t in totals.items():
+        lat = sorted(latencies[config, workload])
+        ok, elapsed = len(lat), t.seconds
+        runs.append(Run(
+            config, workload, concurrency, rnd, round(elapsed, 2), ok, t.errors,
+            round(ok / elapsed, 1),
+            round(percentile(lat, 0.5) * 1000, 2), round(percentile(lat, 0.99) * 1000, 2),
+            round(t.server_cpu / elapsed, 2), round(t.server_cpu / max(ok, 1) * 1e6, 1),
+            round(t.upstream_cpu / elapsed, 2), round(t.received / max(ok, 1)),
+            round(t.own_cpu / elapsed, 2)))
+    return runs
 
 
 async def snippet_size(relay_port: int) -> str:
@@ -434,16 +468,17 @@ async def main_async(args: argparse.Namespace) -> None:
                         await server.ready("/t/healthz")
                     if not snippet:
                         snippet = await snippet_size(servers["relay"].port)
-                    sequence = [(c, w) for c, w in SEQUENCE if w in plan.get(c, ())]
+                    groups = [tuple(m for m in g if m[1] in plan.get(m[0], ())) for g in GROUPS]
+                    groups = [g for g in groups if g]
                     for concurrency in args.concurrency:
-                        for config, workload in sequence if rnd % 2 else sequence[::-1]:
-                            run = await measure(servers[config], upstream, config, workload,
-                                                concurrency, rnd, args)
-                            runs.append(run)
-                            print(json.dumps(asdict(run)), flush=True)
-                            if args.json:
-                                with open(args.json, "a") as fh:
-                                    fh.write(json.dumps(asdict(run)) + "\n")
+                        for group in groups if rnd % 2 else groups[::-1]:
+                            for run in await measure(servers, upstream, group, concurrency, rnd,
+                                                     args):
+                                runs.append(run)
+                                print(json.dumps(asdict(run)), flush=True)
+                                if args.json:
+                                    with open(args.json, "a") as fh:
+                                        fh.write(json.dumps(asdict(run)) + "\n")
                 finally:
                     for server in servers.values():
                         server.stop()
@@ -479,12 +514,16 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per workload")
     p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--slices", type=int, default=3,
+                   help="turns the workloads of a group take in the measured time (default 3)")
     p.add_argument("--concurrency", type=concurrencies, default=[32, 64],
                    help="clients in flight, one or more comma-separated (default 32,64)")
     p.add_argument("--json", help="append each run as a JSON line to this file")
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--upstream", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.slices < 1:
+        p.error("--slices: expected a positive integer")
     if args.role == "upstream":
         run_upstream(args.port)
     elif args.role == "bare":
