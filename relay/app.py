@@ -145,7 +145,8 @@ def serving_app(
             return
         if path == prefix or path.startswith(prefix + "/"):
             root = scope.get("root_path", "") + prefix
-            if scope["method"] in ("GET", "HEAD") and await proxy.from_memory(scope, root, send):
+            method = scope.get("method")  # none in a websocket scope
+            if method in ("GET", "HEAD") and await proxy.from_memory(scope, root, send):
                 return  # a cached script: no router either
             # What Starlette's Mount does, without a second middleware stack per request.
             await relay_app({**scope, "root_path": root}, receive, send)

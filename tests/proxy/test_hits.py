@@ -15,6 +15,7 @@ import httpx
 import pytest
 from starlette.routing import Mount
 
+from relay import app as relay_app
 from relay.proxy import scripts
 from relay.proxy.cache import Script, sri_digest
 from relay.proxy.router import ProxyRouter
@@ -221,3 +222,27 @@ async def test_the_remembered_keys_are_bounded(
     assert len(hits.proxy.keys) == 2
     assert await from_memory(hits, scope("/lib/gtag.js", query=long)) is not None
     assert await from_memory(hits, scope("/lib/gtag.js", query=b"id=G-0")) is not None
+
+
+async def test_relay_serve_leaves_a_websocket_to_the_relay_app(
+    rules_dir: Path, env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # relay serve's app asks the script cache first, for HTTP GET and HEAD only: a websocket
+    # scope has no method, and is closed by the relay app as before.
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(relay_app, "tune_gc", lambda: None)  # the test process is not ours
+    write_rules(rules_dir, RULES)
+    app = relay_app.serving_app(str(rules_dir), str(tmp_path / "var"), admin_port=1)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    ws = {"type": "websocket", "path": "/t/lib/gtag.js", "raw_path": b"/t/lib/gtag.js",
+          "root_path": "", "query_string": b"", "headers": [], "server": ("127.0.0.1", 8000)}
+    await app(ws, receive, send)
+    assert [m["type"] for m in sent] == ["websocket.close"]
