@@ -128,6 +128,7 @@ def serving_app(
     admin_app = create_admin_app(relay_app)
     admin_port = admin_port if admin_port is not None else runtime.rules.relay.admin.port
     browser_app, browser_path = Endpoint(runtime, browser), prefix + "/e"
+    proxy = next(r for r in relay_app.routes if isinstance(r, ProxyRouter))
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -143,10 +144,12 @@ def serving_app(
             await browser_app(scope, receive, send)  # the hot path: no router, no middleware
             return
         if path == prefix or path.startswith(prefix + "/"):
+            root = scope.get("root_path", "") + prefix
+            method = scope.get("method")  # none in a websocket scope
+            if method in ("GET", "HEAD") and await proxy.from_memory(scope, root, send):
+                return  # a cached script: no router either
             # What Starlette's Mount does, without a second middleware stack per request.
-            await relay_app(
-                {**scope, "root_path": scope.get("root_path", "") + prefix}, receive, send
-            )
+            await relay_app({**scope, "root_path": root}, receive, send)
             return
         await _outside(scope, receive, send)
 

@@ -21,9 +21,11 @@ import zlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from relay.rules.model import PROXY_CACHE_TOTAL_BYTES
+
+RawHeaders = list[tuple[bytes, bytes]]
 
 
 class TooLarge(ValueError):
@@ -61,6 +63,12 @@ class Script:
     content_type: str
     digest: str
     expires: float  # monotonic seconds
+    tag: str = field(init=False, repr=False, compare=False)  # the ETag's value, unquoted
+    _heads: dict[int, Heads] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.tag = hashlib.sha256(self.digest.encode()).hexdigest()[:20]
+        self._heads = {}
 
     @classmethod
     def build(cls, body: bytes, content_type: str, expires: float) -> Script:
@@ -71,11 +79,46 @@ class Script:
         return len(self.body) + len(self.gzipped)
 
     def etag(self, gzipped: bool) -> str:
-        tag = hashlib.sha256(self.digest.encode()).hexdigest()[:20]
-        return f'"{tag}-gz"' if gzipped else f'"{tag}"'
+        return f'"{self.tag}-gz"' if gzipped else f'"{self.tag}"'
 
     def etags(self) -> tuple[str, str]:
         return self.etag(False), self.etag(True)
+
+    def heads(self, max_age: int) -> Heads:
+        """The response headers of this script under ``Cache-Control: public,
+        max-age=<max_age>`` (the route's ``cache:``), built once per max-age."""
+        heads = self._heads.get(max_age)
+        if heads is None:
+            heads = self._heads[max_age] = Heads.build(self, max_age)
+        return heads
+
+
+@dataclass(frozen=True, slots=True)
+class Heads:
+    """A cached script's raw response headers, ``[gzipped]`` for the gzip variant: ``ok``
+    for a 200 (and HEAD), ``not_modified`` for a 304 (no body, no Content-* headers)."""
+
+    ok: tuple[RawHeaders, RawHeaders]
+    not_modified: tuple[RawHeaders, RawHeaders]
+
+    @classmethod
+    def build(cls, script: Script, max_age: int) -> Heads:
+        ok: list[RawHeaders] = []
+        not_modified: list[RawHeaders] = []
+        for gz in (False, True):
+            common = [
+                (b"cache-control", f"public, max-age={max_age}".encode("latin-1")),
+                (b"etag", script.etag(gz).encode("latin-1")),
+                (b"vary", b"accept-encoding"),
+            ]
+            body = script.gzipped if gz else script.body
+            full = [*common, (b"content-type", script.content_type.encode("latin-1")),
+                    (b"content-length", str(len(body)).encode("latin-1"))]
+            if gz:
+                full.append((b"content-encoding", b"gzip"))
+            not_modified.append(common)
+            ok.append(full)
+        return cls((ok[0], ok[1]), (not_modified[0], not_modified[1]))
 
 
 class ScriptCache:

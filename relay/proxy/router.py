@@ -16,20 +16,21 @@ routes of the rules in force (the longest route path wins) and serves it:
    then treats the hit as sent and does not retry it), or 204 without a vendor;
 3. the query loses click ids and the route's dropped parameters;
 4. ``cache:`` routes answer GET from memory (ETag, 304; a pinned script that changes upstream
-   is refused and the last good copy kept); a ``vendor:`` route reads the body (at most
-   ``max_body``), decodes it as the vendor's library encodes it, runs the route's pipeline on
-   what means IP, user agent, URL, referrer and identifiers, and sends it encoded again
-   (``relay.proxy.rewrite``; 400 when it cannot be read); every other request streams both
-   ways through
-   the runtime's one ``httpx.AsyncClient``: the request body is read as it arrives (413 over
-   ``max_body``), the response is passed on raw (never decompressed), redirects are passed to
-   the browser and never followed;
+   is refused and the last good copy kept; a hit on a route without a consent gate is
+   answered from the raw request, ``ProxyRouter.from_memory``); a ``vendor:`` route reads
+   the body (at most ``max_body``), decodes it as the vendor's library encodes it, runs the
+   route's pipeline on what means IP, user agent, URL, referrer and identifiers, and sends
+   it encoded again (``relay.proxy.rewrite``; 400 when it cannot be read); every other
+   request streams both ways through the runtime's one ``httpx.AsyncClient``: the request
+   body is read as it arrives (413 over ``max_body``), the response is passed on raw (never
+   decompressed), redirects are passed to the browser and never followed;
 5. 502 on upstream errors, 504 on timeouts, 503 when the route's ``concurrency`` requests are
    already in flight (the relay is busy, not the client: ``Retry-After: 1``).
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import URLPath
@@ -43,7 +44,7 @@ from relay.proxy.forward import body_timeout, forward, problem
 from relay.proxy.headers import consent_event, gcs_consent
 from relay.proxy.hygiene import Hygiene
 from relay.proxy.rewrite import DECODED_FACTOR, BodyTooLarge, Prepared, read_body, rewrite
-from relay.proxy.scripts import cached
+from relay.proxy.scripts import Answer, answer, cache_key, cached
 from relay.proxy.state import ProxyState
 from relay.proxy.target import Refused, check_raw_path, clean_query, match, upstream_url
 from relay.proxy.vendors import VENDORS
@@ -78,20 +79,89 @@ class ProxyRouter(BaseRoute):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         route, rest = scope[SCOPE_KEY]
+        if await self._answer_hit(scope, route, rest, send):
+            return
         # The body must arrive within limits.body_seconds (408), as at the ingest endpoints.
         timed = with_deadline(receive, self.rt.rules.relay.limits.body_seconds)
         response = await _serve(self.rt, self.state, route, rest, Request(scope, timed))
         self.state.metrics.proxy_requests.labels(route.name, str(response.status_code)).inc()
         await response(scope, receive, send)
 
+    async def from_memory(self, scope: Scope, root_path: str, send: Send) -> bool:
+        """Answer a request from the script cache if it is a hit (``_hit``), with the relay
+        app mounted at ``root_path``; False: nothing was sent, the relay app serves it.
+        ``serving_app`` asks this before its router: no route of the relay's own can match a
+        proxy path (the rules keep them apart, ``RESERVED_PATHS``)."""
+        if scope["type"] != "http":
+            return False
+        found = match(self.rt.rules.proxy, _relative(scope["path"], root_path))
+        return found is not None and await self._answer_hit(scope, *found, send)
+
+    async def _answer_hit(self, scope: Scope, route: ProxyRoute, rest: str, send: Send) -> bool:
+        response = _hit(self.state, route, rest, scope)
+        if response is None:
+            return False
+        self.state.metrics.proxy_requests.labels(route.name, str(response.status_code)).inc()
+        await response(scope, _no_receive, send)
+        return True
+
 
 def _route_path(scope: Scope) -> str:
     """The path relative to where the relay is mounted (as Starlette's routing sees it)."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
+    return _relative(scope["path"], scope.get("root_path", ""))
+
+
+def _relative(path: str, root: str) -> str:
     if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
         return path[len(root) :]
     return path
+
+
+async def _no_receive() -> Any:
+    raise AssertionError("an answer from memory reads no request body")
+
+
+def _hit(state: ProxyState, route: ProxyRoute, rest: str, scope: Scope) -> Answer | None:
+    """What ``_serve`` answers a GET or HEAD on a ``cache:`` route whose script is in memory,
+    fresh and (for a pinned route) the pinned one, worked out from the raw ASGI scope: no
+    request object, no upstream URL (``cache_key``), headers built once per script. None
+    for anything else (another method, a consent gate or click ids to decide, a refused
+    path, a miss, an expired or unpinned copy): ``_serve`` then decides, and fills."""
+    method = scope["method"]
+    if (
+        route.cache is None
+        or method not in ("GET", "HEAD")
+        or ("GET" not in route.methods and method not in route.methods)
+        or route.purpose is not None
+        or route.click_ids is not None
+        or route.pipeline is not None
+    ):
+        return None
+    try:
+        check_raw_path(_raw_path(scope))
+    except Refused:
+        return None
+    key = cache_key(state, route, rest, scope.get("query_string", b""))
+    script = None if key is None else state.cache.get(key)
+    if (
+        script is None
+        or script.expires <= time.monotonic()
+        or (route.pin is not None and script.digest != route.pin)
+    ):
+        return None
+    accept = given = None
+    for name, value in scope["headers"]:  # the first of a repeated header, as Starlette's get
+        if name == b"accept-encoding":
+            accept = value if accept is None else accept
+        elif name == b"if-none-match":
+            given = value if given is None else given
+    return answer(
+        script,
+        int(route.cache),
+        method == "HEAD",
+        "" if accept is None else accept.decode("latin-1"),
+        None if given is None else given.decode("latin-1"),
+    )
 
 
 async def _serve(

@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING
 import httpx
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from relay.observe.log import LOG
-from relay.proxy.cache import Script, TooLarge, decode_body, sri_digest
+from relay.proxy.cache import RawHeaders, Script, TooLarge, decode_body, sri_digest
 from relay.proxy.forward import Streamed, problem, upstream_failed
 from relay.proxy.headers import response_headers
 from relay.proxy.state import ProxyState
+from relay.proxy.target import Refused, clean_query, upstream_url
 from relay.rules.model import ProxyRoute
 from relay.version import __version__
 
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from relay.runtime import Runtime
 
 MAX_DIGESTS = 1024  # script URLs whose last SHA-256 is remembered
+MAX_KEYS = 1024  # (route, path, query) -> cache key, remembered for hits (``cache_key``)
+MAX_KEY_QUERY = 512  # bytes of raw query up to which its cache key is remembered
 FILL_HEADERS = (("accept-encoding", "gzip"), ("user-agent", f"relay/{__version__} (script cache)"))
 
 
@@ -50,22 +54,59 @@ async def cached(
     return _from_cache(script, route, request)
 
 
+class Answer(Response):
+    """A cached script's answer, its headers already raw (``Script.heads``): nothing is
+    encoded per request."""
+
+    def __init__(self, status: int, headers: RawHeaders, body: bytes) -> None:
+        self.status_code = status
+        self.raw_headers = headers
+        self.body = body
+        self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def answer(
+    script: Script, max_age: int, head: bool, accept_encoding: str, if_none_match: str | None
+) -> Answer:
+    """The answer from memory: gzip when the browser accepts it, 304 when it holds either
+    variant (by weak comparison), no body for HEAD. The header list is the request's own
+    copy (a middleware may edit it in place)."""
+    gz = "gzip" in accept_encoding.lower()
+    heads = script.heads(max_age)
+    if if_none_match and _etag_matches(if_none_match, script.etags()):
+        return Answer(304, list(heads.not_modified[gz]), b"")
+    body = b"" if head else script.gzipped if gz else script.body
+    return Answer(200, list(heads.ok[gz]), body)
+
+
 def _from_cache(script: Script, route: ProxyRoute, request: Request) -> Response:
-    gz = "gzip" in request.headers.get("accept-encoding", "").lower()
-    headers = {
-        "cache-control": f"public, max-age={int(route.cache or 0)}",
-        "etag": script.etag(gz),
-        "vary": "accept-encoding",
-    }
-    given = request.headers.get("if-none-match")
-    if given and _etag_matches(given, script.etags()):
-        return Response(status_code=304, headers=headers)
-    body = script.gzipped if gz else script.body
-    headers["content-type"] = script.content_type
-    headers["content-length"] = str(len(body))
-    if gz:
-        headers["content-encoding"] = "gzip"
-    return Response(b"" if request.method == "HEAD" else body, headers=headers)
+    headers = request.headers
+    return answer(script, int(route.cache or 0), request.method == "HEAD",
+                  headers.get("accept-encoding", ""), headers.get("if-none-match"))
+
+
+def cache_key(state: ProxyState, route: ProxyRoute, rest: str, query: bytes) -> str | None:
+    """The script cache's key for a request that keeps no click ids: the upstream URL as
+    ``cached`` gets it, remembered per (route, rest of the path, raw query) so that a hit
+    builds no URL. None: the path or query is refused (the full path answers 400)."""
+    memo = (route.name, rest, query)
+    known = state.keys.get(memo)
+    if known is not None and known[0] is route:  # the same rules (a reload makes new routes)
+        return known[1]
+    try:
+        key = str(upstream_url(route, rest, clean_query(route, query, False)))
+    except Refused:
+        return None
+    if len(query) <= MAX_KEY_QUERY:
+        state.keys[memo] = (route, key)
+        if len(state.keys) > MAX_KEYS:
+            del state.keys[next(iter(state.keys))]
+    return key
 
 
 def _etag_matches(header: str, etags: tuple[str, ...]) -> bool:

@@ -26,6 +26,8 @@ class ProxyState:
         self.metrics = metrics
         self.cache = ScriptCache()
         self.digests: dict[str, str] = {}  # upstream URL -> sha256 of the last good script
+        # (route name, rest of the path, raw query) -> (the route, its cache key)
+        self.keys: dict[tuple[str, str, bytes], tuple[ProxyRoute, str]] = {}
         self.gates: dict[str, Gate] = {}  # by route name; kept over rule reloads
         self.explicit_consent: ExplicitConsent | None = None
 
