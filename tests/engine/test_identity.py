@@ -70,6 +70,26 @@ def test_cookie_header_attributes() -> None:
     assert "Secure" not in signer.header("v", "127.0.0.1:8000")
 
 
+def test_cookie_header_is_exact() -> None:
+    """The attributes are built once per signer: the header stays byte for byte what it was,
+    for each setting and for local and public hosts."""
+    plain = CookieSigner(Cookie(max_age=1800.5, same_site="strict", secure=False), ["s"])
+    assert plain.header("a.b.c", "shop.example") == (
+        "rid=a.b.c; Max-Age=1800; Path=/; HttpOnly; SameSite=Strict"
+    ).replace("rid", Cookie().name)
+    full = CookieSigner(Cookie(name="c", path="/t", domain="shop.example", same_site="none"),
+                        ["s"])
+    assert full.header("v", "shop.example:443") == (
+        "c=v; Max-Age=31536000; Path=/t; HttpOnly; SameSite=None; Domain=shop.example; Secure"
+    ).replace("31536000", str(int(Cookie().max_age)))
+    assert full.header("v", "[::1]") == (
+        f"c=v; Max-Age={int(Cookie().max_age)}; Path=/t; HttpOnly; SameSite=None; "
+        "Domain=shop.example"
+    )
+    assert full.header("w", None).startswith("c=w; ") and full.header("w", None).endswith(
+        "; Secure")
+
+
 @pytest.mark.parametrize(
     ("config", "headers", "expected"),
     [
