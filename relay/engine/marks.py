@@ -32,6 +32,7 @@ import contextlib
 import os
 import random
 import time
+import weakref
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 
@@ -107,29 +108,60 @@ async def claim(state: State, marks: Marks, keys: Sequence[str]) -> list[Mark]:
     return found
 
 
+class _Keeper:
+    """The tentative marks of the commits in progress on one event loop, renewed by one timer
+    for all of them (a timer per request cost more than the rest of its bookkeeping). It
+    looks every ``KEEP_EVERY / 4`` seconds, so a renewal comes at most that much late: well
+    within ``TENTATIVE_SECONDS``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        # id(marks) -> the state, the marks and the renewals started for them
+        self.live: dict[int, tuple[State, Marks, list[asyncio.Task[None]]]] = {}
+        self.armed = False
+
+    def add(self, state: State, marks: Marks) -> list[asyncio.Task[None]]:
+        renewals: list[asyncio.Task[None]] = []
+        self.live[id(marks)] = (state, marks, renewals)
+        if not self.armed:
+            self.armed = True
+            self.loop.call_later(KEEP_EVERY / 4, self._tick)
+        return renewals
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for state, marks, renewals in self.live.values():
+            if now - marks.kept_at >= KEEP_EVERY:
+                renewals.append(self.loop.create_task(
+                    state.keep(marks.keys, marks.token, TENTATIVE_SECONDS)))
+                marks.kept_at = now
+        if self.live:
+            self.loop.call_later(KEEP_EVERY / 4, self._tick)
+        else:
+            self.armed = False
+
+
+_keepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Keeper] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 async def kept_during(state: State, marks: Marks, work: Awaitable[None]) -> None:
     """Await ``work`` (the spool commit), renewing the request's tentative marks every
-    ``KEEP_EVERY`` seconds until it ends, however long it takes (a timer: a commit that
+    ``KEEP_EVERY`` seconds until it ends, however long it takes (``_Keeper``: a commit that
     ends sooner costs no renewal)."""
     if not marks.keys:
         await work
         return
     loop = asyncio.get_running_loop()
-    renewals: list[asyncio.Task[None]] = []
-    timers: list[asyncio.TimerHandle] = []
-
-    def renew() -> None:
-        renewals.append(loop.create_task(state.keep(marks.keys, marks.token,
-                                                    TENTATIVE_SECONDS)))
-        marks.kept_at = time.monotonic()
-        timers[0] = loop.call_later(KEEP_EVERY, renew)
-
-    timers.append(loop.call_later(max(0.0, marks.kept_at + KEEP_EVERY - time.monotonic()),
-                                  renew))
+    keeper = _keepers.get(loop)
+    if keeper is None:
+        keeper = _keepers[loop] = _Keeper(loop)
+    renewals = keeper.add(state, marks)
     try:
         await work
     finally:
-        timers[0].cancel()
+        del keeper.live[id(marks)]
         for task in renewals:  # let a renewal in flight finish before the marks change
             with contextlib.suppress(Exception):
                 await task
