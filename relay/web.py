@@ -178,7 +178,16 @@ def cookie(header: str | None, name: str) -> str | None:
     skipped)."""
     if not header or name not in header:
         return None
-    return cookie_parser(header).get(name)
+    if not name:
+        return cookie_parser(header).get(name)
+    # What ``cookie_parser(header).get(name)`` gives (the last pair of that name), parsing
+    # only that pair: a page's other cookies (often a dozen) are not unquoted into a dict.
+    last = None
+    for chunk in header.split(";"):
+        key, sep, _ = chunk.partition("=")
+        if sep and key.strip() == name:
+            last = chunk
+    return None if last is None else cookie_parser(last).get(name)
 
 
 # -- one Date and one Server on every response ------------------------------------------------
