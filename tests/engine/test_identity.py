@@ -43,6 +43,21 @@ def test_expired_cookie_is_not_trusted() -> None:
     assert signer.verify(value, max_age=-1) is None
 
 
+def test_a_verified_cookie_is_refused_once_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verified values are remembered, with their signing time: the cache never answers for
+    a cookie past its Max-Age, nor for a tampered copy of a value it knows."""
+    signer = CookieSigner(Cookie(max_age=30), ["s"])
+    value = signer.issue(None).value
+    cid = signer.verify(value)
+    assert cid is not None and not signer.issue(value).fresh  # now in the cache
+    assert signer.verify(value[:-1] + ("A" if value[-1] != "A" else "B")) is None
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 31)
+    assert signer.verify(value) is None
+    renewed = signer.issue(value)
+    assert renewed.fresh and renewed.id != cid
+
+
 def test_a_cookie_signed_in_the_future_is_replaced() -> None:
     """Only the relay's own clock signs; past the replicas' skew, a future time is forged
     or broken, never a visit to keep."""
