@@ -127,10 +127,11 @@ def serving_app(
     prefix = runtime.rules.relay.prefix
     admin_app = create_admin_app(relay_app)
     admin_port = admin_port if admin_port is not None else runtime.rules.relay.admin.port
-    browser_app, browser_path = Endpoint(runtime, browser), prefix + "/e"
+    # The hot path stamps its own Date and Server: no wrapper around its send per request.
+    browser_app, browser_path = Endpoint(runtime, browser, stamp=True), prefix + "/e"
     proxy = next(r for r in relay_app.routes if isinstance(r, ProxyRouter))
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def rest(scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
         if kind == "lifespan":
             await relay_app(scope, receive, send)
@@ -140,9 +141,6 @@ def serving_app(
             await admin_app(scope, receive, send)
             return
         path = scope.get("path", "")
-        if path == browser_path and scope["method"] == "POST":
-            await browser_app(scope, receive, send)  # the hot path: no router, no middleware
-            return
         if path == prefix or path.startswith(prefix + "/"):
             root = scope.get("root_path", "") + prefix
             method = scope.get("method")  # none in a websocket scope
@@ -153,7 +151,19 @@ def serving_app(
             return
         await _outside(scope, receive, send)
 
-    return with_date_and_server(app)
+    stamped = with_date_and_server(rest)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("path") == browser_path and scope["type"] == "http" and (
+            scope["method"] == "POST"
+        ):
+            server = scope.get("server")
+            if not (server and int(server[1]) == admin_port):
+                await browser_app(scope, receive, send)  # no router, no middleware
+                return
+        await stamped(scope, receive, send)
+
+    return app
 
 
 async def _outside(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -67,18 +68,69 @@ class BodyTimeout(Exception):
     """The body did not arrive within ``limits.body_seconds``."""
 
 
+DEADLINE_TICK = 0.05  # how often the deadlines of receives in progress are looked at
+
+
+class _Deadlines:
+    """The tasks waiting in a ``with_deadline`` receive on one event loop, with one timer for
+    all of them: a timer per receive (``asyncio.timeout``) cost about as much as the rest of
+    reading a small body. A task past its deadline is cancelled at the next tick, so a body is
+    cut at most ``DEADLINE_TICK`` seconds late."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiting: dict[asyncio.Task[Any], float] = {}  # task -> its deadline (loop time)
+        self.expired: set[asyncio.Task[Any]] = set()  # cancelled here, not yet told so
+        self.armed = False
+
+    def add(self, task: asyncio.Task[Any], deadline: float) -> None:
+        self.waiting[task] = deadline
+        if not self.armed:
+            self.armed = True
+            self.loop.call_later(DEADLINE_TICK, self._tick)
+
+    def _tick(self) -> None:
+        now = self.loop.time()
+        for task, deadline in list(self.waiting.items()):
+            if deadline <= now:
+                del self.waiting[task]
+                self.expired.add(task)
+                task.cancel()
+        if self.waiting:
+            self.loop.call_later(DEADLINE_TICK, self._tick)
+        else:
+            self.armed = False
+
+
+_deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def with_deadline(receive: Receive, seconds: float) -> Receive:
     """``receive`` that raises ``BodyTimeout`` once ``seconds`` have passed since this call:
     a body that trickles in or stalls (slowloris) is cut whatever the server's timeouts."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
+    deadlines = _deadlines.get(loop)
+    if deadlines is None:
+        deadlines = _deadlines[loop] = _Deadlines(loop)
 
     async def timed() -> Message:
+        task = asyncio.current_task()
+        assert task is not None
+        deadlines.add(task, deadline)
         try:
-            async with asyncio.timeout_at(deadline):
-                return await receive()
-        except TimeoutError:
-            raise BodyTimeout from None
+            return await receive()
+        except asyncio.CancelledError:
+            if task in deadlines.expired:
+                deadlines.expired.discard(task)
+                if task.uncancel() == 0:  # the deadline's cancel, and nobody else's
+                    raise BodyTimeout from None
+            raise
+        finally:
+            deadlines.waiting.pop(task, None)
+            deadlines.expired.discard(task)  # a receive that swallowed the cancel
 
     return timed
 
@@ -126,7 +178,16 @@ def cookie(header: str | None, name: str) -> str | None:
     skipped)."""
     if not header or name not in header:
         return None
-    return cookie_parser(header).get(name)
+    if not name:
+        return cookie_parser(header).get(name)
+    # What ``cookie_parser(header).get(name)`` gives (the last pair of that name), parsing
+    # only that pair: a page's other cookies (often a dozen) are not unquoted into a dict.
+    last = None
+    for chunk in header.split(";"):
+        key, sep, _ = chunk.partition("=")
+        if sep and key.strip() == name:
+            last = chunk
+    return None if last is None else cookie_parser(last).get(name)
 
 
 # -- one Date and one Server on every response ------------------------------------------------

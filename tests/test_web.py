@@ -1,10 +1,13 @@
-"""``relay.web``: one Date and one Server on every response."""
+"""``relay.web``: one Date and one Server on every response; the cookie reader."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
-from relay.web import SERVER, date_and_server, with_date_and_server
+from starlette.requests import cookie_parser
+
+from relay.web import SERVER, cookie, date_and_server, with_date_and_server
 
 
 def test_the_first_of_each_is_kept_and_missing_ones_added() -> None:
@@ -32,3 +35,18 @@ async def test_the_wrapper_rewrites_response_starts_only() -> None:
     await with_date_and_server(app)({"type": "http"}, receive, send)
     assert sent[0]["headers"] == [(b"date", b"a"), (b"server", SERVER)]
     assert sent[1] == {"type": "http.response.body", "body": b"ok"}
+
+
+def test_cookie_reads_what_starlettes_parser_reads() -> None:
+    """``cookie`` parses only the pair it looks for: the value is still the one
+    ``cookie_parser`` gives (the last pair of the name, stripped, unquoted), for headers
+    made of awkward pieces (spaces, quotes, escapes, pairs without ``=``, names that contain
+    the name)."""
+    rng = random.Random(11)
+    names = ["rid", " rid", "rid ", "ri", "ridx", "xrid", "", "=", '"q"', "\\073", " ", "rid="]
+    values = ["", "=", "=v", '="x y"', "= v ", '="\\012"', "=a=b", '="a\\"b"']
+    for _ in range(20_000):
+        header = ";".join(rng.choice(names) + rng.choice(values) for _ in range(rng.randint(0, 6)))
+        for name in ("rid", "ri", "x"):
+            expected = cookie_parser(header).get(name) if header and name in header else None
+            assert cookie(header, name) == expected, (header, name)

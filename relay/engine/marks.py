@@ -30,7 +30,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import time
+import weakref
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 
@@ -53,11 +55,19 @@ def crash_point(name: str) -> None:
         os._exit(137)
 
 
+def new_token() -> str:
+    """A request's token: 96 random bits as 24 hex digits. It only has to differ from every
+    other request's (on this process and on other replicas), it is never shown to anyone, so
+    ``random`` (seeded from ``os.urandom``, reseeded in a forked child) does: no system call
+    and no release of the GIL per request, as ``os.urandom`` has."""
+    return f"{random.getrandbits(96):024x}"
+
+
 @dataclass(slots=True)
 class Marks:
     """One request's tentative marks: its token, the keys it marked, and its waits."""
 
-    token: str = field(default_factory=lambda: os.urandom(12).hex())
+    token: str = field(default_factory=new_token)
     keys: list[str] = field(default_factory=list)
     kept_at: float = field(default_factory=time.monotonic)
     wait_until: float | None = None  # set at the first wait: the end of the request's budget
@@ -98,29 +108,60 @@ async def claim(state: State, marks: Marks, keys: Sequence[str]) -> list[Mark]:
     return found
 
 
+class _Keeper:
+    """The tentative marks of the commits in progress on one event loop, renewed by one timer
+    for all of them (a timer per request cost more than the rest of its bookkeeping). It
+    looks every ``KEEP_EVERY / 4`` seconds, so a renewal comes at most that much late: well
+    within ``TENTATIVE_SECONDS``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        # id(marks) -> the state, the marks and the renewals started for them
+        self.live: dict[int, tuple[State, Marks, list[asyncio.Task[None]]]] = {}
+        self.armed = False
+
+    def add(self, state: State, marks: Marks) -> list[asyncio.Task[None]]:
+        renewals: list[asyncio.Task[None]] = []
+        self.live[id(marks)] = (state, marks, renewals)
+        if not self.armed:
+            self.armed = True
+            self.loop.call_later(KEEP_EVERY / 4, self._tick)
+        return renewals
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for state, marks, renewals in self.live.values():
+            if now - marks.kept_at >= KEEP_EVERY:
+                renewals.append(self.loop.create_task(
+                    state.keep(marks.keys, marks.token, TENTATIVE_SECONDS)))
+                marks.kept_at = now
+        if self.live:
+            self.loop.call_later(KEEP_EVERY / 4, self._tick)
+        else:
+            self.armed = False
+
+
+_keepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Keeper] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 async def kept_during(state: State, marks: Marks, work: Awaitable[None]) -> None:
     """Await ``work`` (the spool commit), renewing the request's tentative marks every
-    ``KEEP_EVERY`` seconds until it ends, however long it takes (a timer: a commit that
+    ``KEEP_EVERY`` seconds until it ends, however long it takes (``_Keeper``: a commit that
     ends sooner costs no renewal)."""
     if not marks.keys:
         await work
         return
     loop = asyncio.get_running_loop()
-    renewals: list[asyncio.Task[None]] = []
-    timers: list[asyncio.TimerHandle] = []
-
-    def renew() -> None:
-        renewals.append(loop.create_task(state.keep(marks.keys, marks.token,
-                                                    TENTATIVE_SECONDS)))
-        marks.kept_at = time.monotonic()
-        timers[0] = loop.call_later(KEEP_EVERY, renew)
-
-    timers.append(loop.call_later(max(0.0, marks.kept_at + KEEP_EVERY - time.monotonic()),
-                                  renew))
+    keeper = _keepers.get(loop)
+    if keeper is None:
+        keeper = _keepers[loop] = _Keeper(loop)
+    renewals = keeper.add(state, marks)
     try:
         await work
     finally:
-        timers[0].cancel()
+        del keeper.live[id(marks)]
         for task in renewals:  # let a renewal in flight finish before the marks change
             with contextlib.suppress(Exception):
                 await task

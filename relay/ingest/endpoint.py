@@ -29,7 +29,14 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from relay.observe.log import LOG
-from relay.web import BodyTimeout, Problem, RawHeaders, send_json, with_deadline
+from relay.web import (
+    BodyTimeout,
+    Problem,
+    RawHeaders,
+    date_and_server,
+    send_json,
+    with_deadline,
+)
 
 if TYPE_CHECKING:
     from relay.runtime import Runtime
@@ -46,11 +53,14 @@ def problem(p: Problem) -> Answer:
 
 
 class Endpoint:
-    """An ingest endpoint: ``POST`` only (anything else is a 405), answered as JSON."""
+    """An ingest endpoint: ``POST`` only (anything else is a 405), answered as JSON. With
+    ``stamp``, the answer carries the relay's ``Date`` and ``Server`` itself (``relay serve``
+    runs the browser endpoint outside ``with_date_and_server``)."""
 
-    def __init__(self, runtime: Runtime, handler: Handler) -> None:
+    def __init__(self, runtime: Runtime, handler: Handler, *, stamp: bool = False) -> None:
         self.rt = runtime
         self.handler = handler
+        self.stamp = stamp
         self.name = getattr(handler, "__name__", "ingest")  # browser, webhook, segment
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -76,4 +86,7 @@ class Endpoint:
                 answer = (500, {"error": "internal error; nothing was accepted"}, [])
             if answer[0] >= 500:
                 self.rt.metrics.ingest_failures.labels(self.name, str(answer[0])).inc()
+        if self.stamp:
+            status, body, headers = answer
+            answer = status, body, [*headers, *date_and_server([])]
         await send_json(send, *answer)

@@ -99,9 +99,10 @@ def hop(name: str, *, at: float | None = None, **fields: Any) -> None:
         listener(name, fields, now)
     if not logged:
         return
-    if None in fields.values() or any(k[0] == "_" for k in fields):
-        fields = {k: v for k, v in fields.items() if v is not None and k[0] != "_"}
-    record = {"ts": round(now, 3), "hop": name, **fields}
+    record: dict[str, Any] = {"ts": round(now, 3), "hop": name}
+    for key, value in fields.items():  # one pass, no copy of the fields first
+        if value is not None and key[0] != "_":
+            record[key] = value
     if _writer is not None:
         _writer.write(orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE))
     else:

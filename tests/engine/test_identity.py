@@ -43,6 +43,21 @@ def test_expired_cookie_is_not_trusted() -> None:
     assert signer.verify(value, max_age=-1) is None
 
 
+def test_a_verified_cookie_is_refused_once_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verified values are remembered, with their signing time: the cache never answers for
+    a cookie past its Max-Age, nor for a tampered copy of a value it knows."""
+    signer = CookieSigner(Cookie(max_age=30), ["s"])
+    value = signer.issue(None).value
+    cid = signer.verify(value)
+    assert cid is not None and not signer.issue(value).fresh  # now in the cache
+    assert signer.verify(value[:-1] + ("A" if value[-1] != "A" else "B")) is None
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 31)
+    assert signer.verify(value) is None
+    renewed = signer.issue(value)
+    assert renewed.fresh and renewed.id != cid
+
+
 def test_a_cookie_signed_in_the_future_is_replaced() -> None:
     """Only the relay's own clock signs; past the replicas' skew, a future time is forged
     or broken, never a visit to keep."""
@@ -68,6 +83,26 @@ def test_cookie_header_attributes() -> None:
     assert "Path=/" in header and "Secure" in header
     assert "Secure" not in signer.header("v", "localhost:8000")
     assert "Secure" not in signer.header("v", "127.0.0.1:8000")
+
+
+def test_cookie_header_is_exact() -> None:
+    """The attributes are built once per signer: the header stays byte for byte what it was,
+    for each setting and for local and public hosts."""
+    plain = CookieSigner(Cookie(max_age=1800.5, same_site="strict", secure=False), ["s"])
+    assert plain.header("a.b.c", "shop.example") == (
+        "rid=a.b.c; Max-Age=1800; Path=/; HttpOnly; SameSite=Strict"
+    ).replace("rid", Cookie().name)
+    full = CookieSigner(Cookie(name="c", path="/t", domain="shop.example", same_site="none"),
+                        ["s"])
+    assert full.header("v", "shop.example:443") == (
+        "c=v; Max-Age=31536000; Path=/t; HttpOnly; SameSite=None; Domain=shop.example; Secure"
+    ).replace("31536000", str(int(Cookie().max_age)))
+    assert full.header("v", "[::1]") == (
+        f"c=v; Max-Age={int(Cookie().max_age)}; Path=/t; HttpOnly; SameSite=None; "
+        "Domain=shop.example"
+    )
+    assert full.header("w", None).startswith("c=w; ") and full.header("w", None).endswith(
+        "; Secure")
 
 
 @pytest.mark.parametrize(

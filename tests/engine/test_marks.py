@@ -272,3 +272,40 @@ async def test_a_state_failure_after_the_commit_asks_for_a_retry(
     monkeypatch.setattr(state, "confirm", confirm)
     retry = await engine.process([_event("c8")], _meta(engine), spool.put)
     assert retry.accepted == 1  # its marks never counted: sent again, at least once
+
+
+class _Keeps:
+    """A state that only counts the renewals of each token."""
+
+    def __init__(self) -> None:
+        self.kept: list[str] = []
+
+    async def keep(self, keys: Any, token: str, ttl: float) -> None:
+        self.kept.append(token)
+
+
+async def test_one_timer_renews_every_slow_commit_and_forgets_each_when_it_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Commits in progress share one timer: each is renewed while it lasts, none after it
+    ended (a commit that is over must not keep renewing, nor be renewed for another)."""
+    monkeypatch.setattr(marks, "KEEP_EVERY", 0.1)
+    state = _Keeps()
+    short, long = marks.Marks(keys=["a:1"]), marks.Marks(keys=["a:2"])
+    await asyncio.gather(
+        marks.kept_during(state, short, asyncio.sleep(0.25)),  # type: ignore[arg-type]
+        marks.kept_during(state, long, asyncio.sleep(0.8)),  # type: ignore[arg-type]
+    )
+    renewed = {t: state.kept.count(t) for t in (short.token, long.token)}
+    assert 1 <= renewed[short.token] <= 3 and renewed[long.token] >= 5, renewed
+    after = len(state.kept)
+    await asyncio.sleep(0.4)
+    assert len(state.kept) == after
+    assert not any(keeper.live for keeper in marks._keepers.values())
+
+
+async def test_a_fast_commit_is_not_renewed() -> None:
+    state = _Keeps()
+    done = marks.Marks(keys=["a:3"])
+    await marks.kept_during(state, done, asyncio.sleep(0))  # type: ignore[arg-type]
+    assert state.kept == []
