@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-import socket
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ import pytest
 
 from relay.runtime import cookieless_jar
 from relay.transport import MAX_HEADER_BYTES, AiohttpSender, RelayTransport
+from tests.e2e.relayproc import free_port
 
 WAIT = 10.0  # generous: the handlers end as soon as the client hangs up
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -126,9 +126,7 @@ def _answer(body: bytes, *headers: str) -> bytes:
 
 
 async def test_a_refused_connection_is_a_connect_error(send: Send) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
+    port = free_port()  # nothing listens there
     with pytest.raises(httpx.ConnectError):
         await send("GET", f"http://127.0.0.1:{port}/")
 

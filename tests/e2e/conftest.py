@@ -18,8 +18,26 @@ from .rulesdir import make_rules
 from .vendor import StandInVendor
 
 # A dedicated database, flushed before and after (RELAY_TEST_REDIS_E2E picks another, so two
-# checkouts can run their suites side by side).
-REDIS_URL = os.environ.get("RELAY_TEST_REDIS_E2E", "redis://127.0.0.1:6379/15")
+# checkouts can run their suites side by side). Under pytest-xdist (``-n N``) each worker
+# has its own: 15 for the first, then 13, 12, ... (14 is the unit tests', keyed per test);
+# RELAY_TEST_REDIS_E2E then lists one URL per worker, comma-separated.
+_XDIST_DBS = (15, 13, 12, 11, 10, 9, 8, 7)
+
+
+def _e2e_redis_url() -> str:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")  # gw0, gw1, ...
+    n = int(worker) if worker.isdigit() else 0
+    given = [u for u in os.environ.get("RELAY_TEST_REDIS_E2E", "").split(",") if u]
+    choices = given or [f"redis://127.0.0.1:6379/{db}" for db in _XDIST_DBS]
+    if n >= len(choices):
+        raise RuntimeError(
+            f"pytest-xdist worker gw{n} has no Redis database of its own for the e2e tests: "
+            f"RELAY_TEST_REDIS_E2E lists {len(choices)}; list one URL per worker "
+            "(comma-separated) or run fewer workers (-n)")
+    return choices[n]
+
+
+REDIS_URL = _e2e_redis_url()
 
 MakeRelay = Callable[..., RelayProcess]
 MakeVendor = Callable[..., StandInVendor]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -43,17 +44,41 @@ _PROXY_ENV = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PRO
 _HANDED_OUT: set[int] = set()
 
 
+# Under pytest-xdist each worker takes only the ports of its own residue class, so two
+# workers never hand out the same port before its server has bound it. Ports are drawn at
+# random from the kernel's ephemeral range (bind(0) may give the same one again and again).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+_WORKERS = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), 1)
+_MINE = int(_WORKER) % _WORKERS if _WORKER.isdigit() else 0
+_DRAW = random.SystemRandom()  # not the tests' seeded random
+
+
+def _ephemeral() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_LOW, _HIGH = _ephemeral()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now, and not one this process
-    handed out before: the kernel may give a port it just freed again, and a relay's
-    ``--port`` and ``--admin-port`` picked one after the other were once the same."""
+    """A TCP port on 127.0.0.1 that nothing holds right now, of this worker's class, and
+    not one this process handed out before: a relay's ``--port`` and ``--admin-port``
+    picked one after the other were once the same."""
     while True:
+        port = _DRAW.randrange(_LOW - _LOW % _WORKERS + _MINE, _HIGH + 1, _WORKERS)
+        if port < _LOW or port in _HANDED_OUT:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # taken
+                continue
+        _HANDED_OUT.add(port)
+        return port
 
 
 def relay_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

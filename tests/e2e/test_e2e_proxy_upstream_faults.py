@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from .conftest import MakeRelay
-from .relayproc import RelayProcess
+from .relayproc import RelayProcess, free_port
 from .wire import metric
 
 
@@ -65,10 +65,7 @@ class Raw:
 
 def _refusing_port() -> int:
     """A loopback port nothing listens on (bound, then closed)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
+    return free_port()
 
 
 @pytest.fixture

@@ -29,19 +29,13 @@ from relay.app import create_app
 from relay.proxy.state import ProxyState
 from relay.runtime import Runtime
 from tests.conftest import BACKEND_SECRET, SHIPPED_RULES, TEST_SECRET
+from tests.e2e.relayproc import free_port
 
 MIB = 1024 * 1024
 BIG = 24 * MIB
 GATE_AFTER = 1 * MIB
 WAIT = 10.0
 GZ_BODY = gzip.compress(b"window.vendorLoaded = true;\n" * 2000)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Vendor(BaseHTTPRequestHandler):
@@ -177,7 +171,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     relay_app = create_app(rules, var_dir=tmp / "var", env=env)
     outer = Starlette(lifespan=relay_app.router.lifespan_context)
     outer.mount("/t", relay_app)
-    port = _free_port()
+    port = free_port()
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
     config.accesslog = None

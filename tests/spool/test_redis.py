@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ from relay.errors import SpoolUnavailable
 from relay.rules.model import SpoolWait
 from relay.spool.base import Row
 from relay.spool.redis import RedisSpool
+from tests.e2e.relayproc import free_port
 from tests.spool.conftest import Store, redis_client
 
 
@@ -109,13 +109,6 @@ async def test_wait_for_replicas_that_do_not_exist_refuses_the_put(redis_store: 
         assert waiting_for_none.writable()
     finally:
         await waiting_for_none.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def test_an_unreachable_redis_is_spool_unavailable() -> None:
