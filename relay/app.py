@@ -131,13 +131,16 @@ def serving_app(
     browser_app, browser_path = Endpoint(runtime, browser, stamp=True), prefix + "/e"
     proxy = next(r for r in relay_app.routes if isinstance(r, ProxyRouter))
 
+    def on_admin_port(scope: dict[str, Any]) -> bool:
+        server = scope.get("server")
+        return server is not None and int(server[1]) == admin_port  # granian: port as a string
+
     async def rest(scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
         if kind == "lifespan":
             await relay_app(scope, receive, send)
             return
-        server = scope.get("server")
-        if server and int(server[1]) == admin_port:  # granian gives the port as a string
+        if on_admin_port(scope):
             await admin_app(scope, receive, send)
             return
         path = scope.get("path", "")
@@ -154,13 +157,10 @@ def serving_app(
     stamped = with_date_and_server(rest)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope.get("path") == browser_path and scope["type"] == "http" and (
-            scope["method"] == "POST"
-        ):
-            server = scope.get("server")
-            if not (server and int(server[1]) == admin_port):
-                await browser_app(scope, receive, send)  # no router, no middleware
-                return
+        if (scope.get("path") == browser_path and scope["type"] == "http"
+                and scope["method"] == "POST" and not on_admin_port(scope)):
+            await browser_app(scope, receive, send)  # no router, no middleware
+            return
         await stamped(scope, receive, send)
 
     return app

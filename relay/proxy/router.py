@@ -44,7 +44,7 @@ from relay.proxy.forward import body_timeout, forward, problem
 from relay.proxy.headers import consent_event, gcs_consent
 from relay.proxy.hygiene import Hygiene
 from relay.proxy.rewrite import DECODED_FACTOR, BodyTooLarge, Prepared, read_body, rewrite
-from relay.proxy.scripts import Answer, answer, cache_key, cached
+from relay.proxy.scripts import Answer, answer, cache_key, cached, usable
 from relay.proxy.state import ProxyState
 from relay.proxy.target import Refused, check_raw_path, clean_query, match, upstream_url
 from relay.proxy.vendors import VENDORS
@@ -142,12 +142,8 @@ def _hit(state: ProxyState, route: ProxyRoute, rest: str, scope: Scope) -> Answe
     except Refused:
         return None
     key = cache_key(state, route, rest, scope.get("query_string", b""))
-    script = None if key is None else state.cache.get(key)
-    if (
-        script is None
-        or script.expires <= time.monotonic()
-        or (route.pin is not None and script.digest != route.pin)
-    ):
+    script = None if key is None else usable(state.cache, route, key)
+    if script is None or script.expires <= time.monotonic():
         return None
     accept = given = None
     for name, value in scope["headers"]:  # the first of a repeated header, as Starlette's get

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from relay.observe.log import LOG
-from relay.proxy.cache import RawHeaders, Script, TooLarge, decode_body, sri_digest
+from relay.proxy.cache import RawHeaders, Script, ScriptCache, TooLarge, decode_body, sri_digest
 from relay.proxy.forward import Streamed, problem, upstream_failed
 from relay.proxy.headers import response_headers
 from relay.proxy.state import ProxyState
@@ -31,21 +31,24 @@ MAX_KEY_QUERY = 512  # bytes of raw query up to which its cache key is remembere
 FILL_HEADERS = (("accept-encoding", "gzip"), ("user-agent", f"relay/{__version__} (script cache)"))
 
 
+def usable(cache: ScriptCache, route: ProxyRoute, key: str) -> Script | None:
+    """The script cached under ``key`` if ``route`` may serve it, fresh or not: None when
+    there is none, or when it was cached before the route's pin was set or changed (a rules
+    reload)."""
+    script = cache.get(key)
+    if script is not None and route.pin is not None and script.digest != route.pin:
+        return None
+    return script
+
+
 async def cached(
     rt: Runtime, state: ProxyState, route: ProxyRoute, url: httpx.URL, request: Request
 ) -> Response:
     cache, key = state.cache, str(url)
-
-    def usable() -> Script | None:
-        script = cache.get(key)
-        if script is not None and route.pin is not None and script.digest != route.pin:
-            return None  # cached before the pin was set or changed (a rules reload)
-        return script
-
-    script = usable()
+    script = usable(cache, route, key)
     if script is None or script.expires <= time.monotonic():
         async with cache.filling(key):
-            script = usable()
+            script = usable(cache, route, key)
             if script is None or script.expires <= time.monotonic():
                 filled = await _fill(rt, state, route, url, script)
                 if isinstance(filled, Response):
