@@ -39,6 +39,9 @@ from .relayproc import REPO_ROOT
 README = REPO_ROOT / "README.md"
 SERVE_URL = "http://127.0.0.1:8000/t/healthz"
 PORTS = (8000, 9901, 8080)
+# The README's relay listens on the default ports, which every other test's CLI probes for a
+# running relay (the default admin port): .ci/run runs this file on its own, after the rest.
+pytestmark = pytest.mark.alone
 INSTALL_TIMEOUT = 300.0  # pip install into the fresh .venv, then the relay starting
 BLOCK_TIMEOUT = 120.0
 _BLOCK = re.compile(
