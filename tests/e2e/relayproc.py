@@ -46,22 +46,23 @@ _HANDED_OUT: set[int] = set()
 
 # Under pytest-xdist each worker takes only the ports of its own residue class, so two
 # workers never hand out the same port before its server has bound it. Ports are drawn at
-# random from the kernel's ephemeral range (bind(0) may give the same one again and again).
+# random below the kernel's ephemeral range: there no outgoing connection takes one between
+# this check and the server's bind (and bind(0) may give the same port again and again).
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
 _WORKERS = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), 1)
 _MINE = int(_WORKER) % _WORKERS if _WORKER.isdigit() else 0
 _DRAW = random.SystemRandom()  # not the tests' seeded random
 
 
-def _ephemeral() -> tuple[int, int]:
+def _below_ephemeral() -> tuple[int, int]:
     try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return max(10000, low - 12000), low - 1
 
 
-_LOW, _HIGH = _ephemeral()
+_LOW, _HIGH = _below_ephemeral()
 
 
 def free_port() -> int:
