@@ -50,7 +50,8 @@ def test_a_verified_cookie_is_refused_once_it_expires(monkeypatch: pytest.Monkey
     value = signer.issue(None).value
     cid = signer.verify(value)
     assert cid is not None and not signer.issue(value).fresh  # now in the cache
-    assert signer.verify(value[:-1] + ("A" if value[-1] != "A" else "B")) is None
+    # Not the last character: its low bits are padding, so some changes to it decode alike.
+    assert signer.verify(value[:-2] + ("A" if value[-2] != "A" else "B") + value[-1]) is None
     now = time.time()
     monkeypatch.setattr(time, "time", lambda: now + 31)
     assert signer.verify(value) is None
